@@ -1,0 +1,252 @@
+//! The commands, wired from the pieces: plan → catalog → engine → diff → verdict → report.
+//! Checks are isolated: one that fails becomes an error entry and the others still run.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::catalog::{self, Catalog};
+use crate::cli::{OutputFormat, ReportArgs};
+use crate::config::{CheckSpec, Plan, Side};
+use crate::diff::{self, DiffResult};
+use crate::engine::Engine;
+use crate::report::{CheckReport, RunReport};
+use crate::verdict::{self, CheckStatus};
+
+/// Runs every check of the plan and gathers the report.
+pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
+    let engine = Engine::new(&plan.engine)?;
+    let catalog = catalog::register_tables(&engine.ctx, &plan.tables).await?;
+    let mut reports = Vec::with_capacity(plan.checks.len());
+    for check in &plan.checks {
+        let started = Instant::now();
+        let spinner = spinner(&check.name);
+        let outcome = run_check(&engine, &catalog, check, plan).await;
+        spinner.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let report = match outcome {
+            Ok(diff) => {
+                CheckReport::from_diff(&check.name, &check.sql_origin, &check.key, diff, seconds)
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                eprintln!("dualrun: check '{}': {message}", check.name);
+                CheckReport::from_error(
+                    &check.name,
+                    &check.sql_origin,
+                    &check.key,
+                    message,
+                    seconds,
+                )
+            }
+        };
+        tracing::info!(check = %check.name, status = report.status.name(), seconds, "check done");
+        reports.push(report);
+    }
+    Ok(RunReport::new(plan.params.clone(), reports))
+}
+
+async fn run_check(
+    engine: &Engine,
+    catalog: &Catalog,
+    check: &CheckSpec,
+    plan: &Plan,
+) -> Result<DiffResult> {
+    let batch = engine
+        .plan_side(check, Side::Batch, &plan.params, catalog)
+        .await?;
+    let stream = engine
+        .plan_side(check, Side::Stream, &plan.params, catalog)
+        .await?;
+    let bytes = catalog.bytes_of(
+        Side::Batch,
+        scanned_tables(&batch).iter().map(String::as_str),
+    ) + catalog.bytes_of(
+        Side::Stream,
+        scanned_tables(&stream).iter().map(String::as_str),
+    );
+    diff::run(engine, check, batch, stream, bytes).await
+}
+
+/// Names of the tables a plan scans.
+fn scanned_tables(plan: &LogicalPlan) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            names.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
+}
+
+fn spinner(check: &str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(format!("check {check}: running both sides and diffing"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Writes the report where the flags say and returns the exit code of the run.
+pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<i32> {
+    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    let color = to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120);
+    let text = report.render(args.format, color, width);
+    write_output(&text, args.output.as_deref())?;
+    Ok(verdict::exit_code(report.status))
+}
+
+pub fn write_output(text: &str, path: Option<&Path>) -> Result<()> {
+    match path {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a message.
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.map_err(|e| anyhow!("cannot write the report: {e}")),
+            }
+        }
+    }
+}
+
+/// A report for a run that failed before any check could run (bad config, bad flags), so
+/// `--format json` consumers still get a document with status "error".
+pub fn error_report(check_names: &[String], message: &str) -> RunReport {
+    let checks = check_names
+        .iter()
+        .map(|name| CheckReport::from_error(name, "", &[], message.to_string(), 0.0))
+        .collect();
+    let mut report = RunReport::new(Default::default(), checks);
+    report.status = CheckStatus::Error;
+    report.error = Some(message.to_string());
+    report
+}
+
+/// `dualrun validate`: plan each check on both sides and compare the result schemas.
+pub async fn validate(plan: &Plan) -> Result<i32> {
+    let engine = Engine::new(&plan.engine)?;
+    let catalog = catalog::register_tables(&engine.ctx, &plan.tables).await?;
+    let mut out = String::new();
+    let mut worst = CheckStatus::Match;
+    for check in &plan.checks {
+        let planned = async {
+            let batch = engine
+                .plan_side(check, Side::Batch, &plan.params, &catalog)
+                .await?;
+            let stream = engine
+                .plan_side(check, Side::Stream, &plan.params, &catalog)
+                .await?;
+            diff::align::align(check, batch.schema(), stream.schema())
+        }
+        .await;
+        let status = match planned {
+            Err(error) => {
+                let _ = writeln!(out, "ERROR    {}: {error:#}", check.name);
+                CheckStatus::Error
+            }
+            Ok(alignment) => {
+                let schema = &alignment.schema;
+                let status = if schema.diverges() {
+                    CheckStatus::Diverged
+                } else {
+                    CheckStatus::Match
+                };
+                let _ = writeln!(
+                    out,
+                    "{}  {}: {} key + {} value columns",
+                    if schema.diverges() {
+                        "SCHEMA "
+                    } else {
+                        "OK     "
+                    },
+                    check.name,
+                    alignment.keys.len(),
+                    alignment.values.len()
+                );
+                for c in &schema.only_in_batch {
+                    let _ = writeln!(out, "         only in batch: {c}");
+                }
+                for c in &schema.only_in_stream {
+                    let _ = writeln!(out, "         only in stream: {c}");
+                }
+                for t in &schema.type_changes {
+                    let _ = writeln!(
+                        out,
+                        "         {} changed type: {} → {}",
+                        t.column, t.batch, t.stream
+                    );
+                }
+                status
+            }
+        };
+        worst = verdict::run_status([worst, status]);
+    }
+    write_output(&out, None)?;
+    Ok(verdict::exit_code(worst))
+}
+
+pub const STARTER_CONFIG: &str = include_str!("starter.toml");
+
+/// `dualrun init`: the starter config, to stdout or a new file.
+pub fn init(output: Option<&Path>) -> Result<()> {
+    match output {
+        None => write_output(STARTER_CONFIG, None),
+        Some(path) => {
+            if path.exists() {
+                bail!(
+                    "{} exists already; dualrun init does not overwrite",
+                    path.display()
+                );
+            }
+            std::fs::write(path, STARTER_CONFIG)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "wrote {}; edit the tables and checks, then run: dualrun validate --config {}",
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The format flag decides whether a failure before the checks still yields a JSON document.
+pub fn report_failure(
+    format: OutputFormat,
+    output: Option<&Path>,
+    check_names: &[String],
+    error: &anyhow::Error,
+) -> i32 {
+    let message = format!("{error:#}");
+    eprintln!("dualrun: error: {message}");
+    if format == OutputFormat::Json {
+        let report = error_report(check_names, &message);
+        let _ = write_output(&report.render(format, false, 120), output);
+    }
+    2
+}

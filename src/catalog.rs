@@ -1,0 +1,360 @@
+//! Turns table locations into DataFusion tables: one `SessionContext`, two schemas, `batch` and
+//! `stream`, each holding every logical table under the same name. The check's SQL then runs
+//! unchanged on either side by switching the default schema (see `engine`).
+//!
+//! Sources are plain `ListingTable`s over `object_store`, so the same plans later serialize for a
+//! distributed engine and every format DataFusion reads is available.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::arrow::ArrowFormat;
+use datafusion::datasource::file_format::avro::AvroFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
+use url::Url;
+
+use crate::config::{Format, Side, SourceSpec, TableSpec};
+use crate::redact::redact_url;
+
+/// The catalog name every table is registered under.
+pub const CATALOG: &str = "datafusion";
+
+/// What registration learned: which tables failed (a check using them fails, the others run) and
+/// how many bytes each side's files hold (for the join choice and progress).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    failures: HashMap<(Side, String), String>,
+    bytes: HashMap<(Side, String), u64>,
+}
+
+impl Catalog {
+    /// The registration error of a table, if it has one.
+    pub fn failure(&self, side: Side, table: &str) -> Option<&str> {
+        self.failures
+            .get(&(side, table.to_string()))
+            .map(String::as_str)
+    }
+
+    /// Total size of the listed files of these tables on one side.
+    pub fn bytes_of<'a>(&self, side: Side, tables: impl IntoIterator<Item = &'a str>) -> u64 {
+        tables
+            .into_iter()
+            .filter_map(|t| self.bytes.get(&(side, t.to_string())))
+            .sum()
+    }
+}
+
+/// Creates the `batch` and `stream` schemas and registers every table in both. A table that
+/// cannot be registered is recorded, not fatal: only the checks that read it fail.
+pub async fn register_tables(ctx: &SessionContext, tables: &[TableSpec]) -> Result<Catalog> {
+    let catalog = ctx
+        .catalog(CATALOG)
+        .ok_or_else(|| anyhow!("internal: default catalog missing"))?;
+    for side in Side::BOTH {
+        catalog.register_schema(side.name(), Arc::new(MemorySchemaProvider::new()))?;
+    }
+    let mut result = Catalog::default();
+    for table in tables {
+        for side in Side::BOTH {
+            let source = table.side(side);
+            match register_one(ctx, side, &table.name, source).await {
+                Ok(bytes) => {
+                    result.bytes.insert((side, table.name.clone()), bytes);
+                }
+                Err(error) => {
+                    let message = format!(
+                        "table '{}' ({} side, {}): {:#}",
+                        table.name,
+                        side.name(),
+                        redact_url(&source.url),
+                        error
+                    );
+                    tracing::debug!("{message}");
+                    result.failures.insert((side, table.name.clone()), message);
+                }
+            }
+        }
+    }
+    Ok(result)
+}
+
+async fn register_one(
+    ctx: &SessionContext,
+    side: Side,
+    name: &str,
+    source: &SourceSpec,
+) -> Result<u64> {
+    let url = table_url(&source.url)?;
+    register_object_store(ctx, &url)?;
+    let state = ctx.state();
+    let store = ctx.runtime_env().object_store(&url)?;
+    let files: Vec<_> = url
+        .list_all_files(&state, store.as_ref(), "")
+        .await
+        .map_err(|e| anyhow!("cannot list files: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| anyhow!("cannot list files: {e}"))?;
+    let files: Vec<_> = files
+        .into_iter()
+        .filter(|meta| is_data_file(&url, meta.location.as_ref()))
+        .collect();
+    if files.is_empty() {
+        bail!("no data files found (hidden files, _SUCCESS and the like are skipped)");
+    }
+
+    let mut by_format: BTreeMap<&str, (Format, BTreeSet<&str>)> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for meta in &files {
+        match Format::from_file_name(meta.location.as_ref()) {
+            Some((format, ext)) => {
+                by_format
+                    .entry(format.name())
+                    .or_insert((format, BTreeSet::new()))
+                    .1
+                    .insert(ext);
+            }
+            None => unknown.push(meta.location.to_string()),
+        }
+    }
+    let (format, extension) = match source.format {
+        Some(format) => {
+            // Read only the files whose extension matches the format when they have one, else all.
+            let ext = by_format
+                .get(format.name())
+                .filter(|(_, exts)| exts.len() == 1)
+                .and_then(|(_, exts)| exts.first().copied())
+                .unwrap_or("");
+            (format, ext.to_string())
+        }
+        None => {
+            if by_format.len() > 1 {
+                let names: Vec<&str> = by_format.keys().copied().collect();
+                bail!(
+                    "files of several formats ({}); set the format of this table explicitly",
+                    names.join(", ")
+                );
+            }
+            let Some((_, (format, exts))) = by_format.into_iter().next() else {
+                bail!(
+                    "cannot tell the format from the file names (e.g. {}); set it explicitly",
+                    unknown.first().map(String::as_str).unwrap_or("?")
+                );
+            };
+            // .json next to .ndjson: read every file rather than half of them.
+            let ext = if exts.len() == 1 {
+                exts.first().copied().unwrap_or("")
+            } else {
+                ""
+            };
+            (format, ext.to_string())
+        }
+    };
+
+    let partition_cols = match &source.partition_cols {
+        Some(cols) => cols.clone(),
+        None => infer_partition_cols(&url, files.iter().map(|m| m.location.as_ref()))?,
+    };
+    let bytes = files.iter().map(|m| m.size).sum();
+
+    let options = ListingOptions::new(file_format(format))
+        .with_file_extension(extension)
+        .with_table_partition_cols(
+            partition_cols
+                .iter()
+                .map(|c| (c.clone(), DataType::Utf8))
+                .collect(),
+        );
+    let schema = options
+        .infer_schema(&state, &url)
+        .await
+        .map_err(|e| anyhow!("cannot read the schema of the {} files: {e}", format.name()))?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config)?;
+    let schema_provider = ctx
+        .catalog(CATALOG)
+        .and_then(|c| c.schema(side.name()))
+        .ok_or_else(|| anyhow!("internal: schema {} missing", side.name()))?;
+    schema_provider.register_table(name.to_string(), Arc::new(table))?;
+    tracing::debug!(
+        table = name,
+        side = side.name(),
+        files = files.len(),
+        bytes,
+        "registered"
+    );
+    Ok(bytes)
+}
+
+fn file_format(format: Format) -> Arc<dyn FileFormat> {
+    match format {
+        Format::Parquet => Arc::new(ParquetFormat::default()),
+        Format::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+        Format::NdJson => Arc::new(JsonFormat::default()),
+        Format::Avro => Arc::new(AvroFormat),
+        Format::Arrow => Arc::new(ArrowFormat),
+    }
+}
+
+/// Parses a table location. Local paths must exist (the message says which); a directory gets a
+/// trailing slash so DataFusion lists it as a collection.
+pub fn table_url(location: &str) -> Result<ListingTableUrl> {
+    if let Some((scheme, _)) = location.split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(
+            scheme.as_str(),
+            "file"
+                | "s3"
+                | "s3a"
+                | "gs"
+                | "gcs"
+                | "az"
+                | "azure"
+                | "abfs"
+                | "abfss"
+                | "http"
+                | "https"
+        ) {
+            bail!(
+                "unsupported URL scheme '{scheme}://' (supported: a local path, file://, s3://, gs://, az://, abfss://, http(s)://)"
+            );
+        }
+        if scheme != "file" {
+            return ListingTableUrl::parse(location).map_err(|e| anyhow!("bad URL: {e}"));
+        }
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    let meta = std::fs::metadata(path).map_err(|e| {
+        anyhow!(
+            "path {path} cannot be read: {}",
+            e.kind().to_string().to_lowercase()
+        )
+    })?;
+    let mut text = path.to_string();
+    if meta.is_dir() && !text.ends_with('/') {
+        text.push('/');
+    }
+    ListingTableUrl::parse(&text).map_err(|e| anyhow!("bad path {path}: {e}"))
+}
+
+/// Registers the object store of a remote URL, built from the standard environment of its
+/// cloud (AWS_*, GOOGLE_*, AZURE_*), once per bucket.
+fn register_object_store(ctx: &SessionContext, url: &ListingTableUrl) -> Result<()> {
+    let url: &Url = url.as_ref();
+    let scheme = url.scheme();
+    if scheme == "file" {
+        return Ok(());
+    }
+    let base = Url::parse(&format!("{}://{}", scheme, url.authority()))
+        .map_err(|e| anyhow!("bad URL: {e}"))?;
+    if ctx
+        .runtime_env()
+        .object_store_registry
+        .get_store(&base)
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "s3" | "s3a" => Arc::new(
+            AmazonS3Builder::from_env()
+                .with_url(base.as_str())
+                .build()
+                .map_err(|e| anyhow!("S3 configuration: {e}"))?,
+        ),
+        "gs" | "gcs" => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(base.as_str())
+                .build()
+                .map_err(|e| anyhow!("GCS configuration: {e}"))?,
+        ),
+        "az" | "azure" | "abfs" | "abfss" => Arc::new(
+            MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(|e| anyhow!("Azure configuration: {e}"))?,
+        ),
+        "http" | "https" => Arc::new(
+            HttpBuilder::new()
+                .with_url(base.as_str())
+                .build()
+                .map_err(|e| anyhow!("HTTP store: {e}"))?,
+        ),
+        other => bail!("unsupported URL scheme '{other}://'"),
+    };
+    ctx.register_object_store(&base, store);
+    Ok(())
+}
+
+/// Skips what pipelines leave beside their data: `_SUCCESS`, `_temporary/`, `.crc`, `.inprogress`
+/// and other hidden files. `key=value` directories are partitions, not hidden.
+fn is_data_file(url: &ListingTableUrl, location: &str) -> bool {
+    let path = object_store::path::Path::from(location);
+    let Some(segments) = url.strip_prefix(&path) else {
+        return true;
+    };
+    let segments: Vec<&str> = segments.collect();
+    let file_name = path.filename().unwrap_or("");
+    let hidden = |s: &str| s.starts_with('_') || s.starts_with('.');
+    !segments.iter().any(|s| hidden(s) && !s.contains('='))
+        && !hidden(file_name)
+        && !file_name.ends_with(".crc")
+        && !file_name.contains(".inprogress")
+}
+
+/// Hive-style `key=value/` directories between the table root and its files become columns.
+/// Every file must sit at the same partition depth with the same keys.
+fn infer_partition_cols<'a>(
+    url: &ListingTableUrl,
+    locations: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>> {
+    let mut found: Option<Vec<String>> = None;
+    for location in locations {
+        let path = object_store::path::Path::from(location);
+        let Some(segments) = url.strip_prefix(&path) else {
+            continue;
+        };
+        let segments: Vec<&str> = segments.collect();
+        let dirs = &segments[..segments.len().saturating_sub(1)];
+        let keys: Vec<String> = dirs
+            .iter()
+            .filter_map(|s| s.split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        match &found {
+            None => found = Some(keys),
+            Some(previous) if *previous != keys => bail!(
+                "files sit in different partition layouts ({} vs {}); set partition_cols explicitly",
+                describe_keys(previous),
+                describe_keys(&keys)
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(found.unwrap_or_default())
+}
+
+fn describe_keys(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "no partitions".to_string()
+    } else {
+        keys.join("/")
+    }
+}

@@ -1,0 +1,148 @@
+//! Command-line surface: clap definitions only. Everything here is parsed into plain values and
+//! handed to `app`, so the flags stay a contract that is easy to read in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dualrun",
+    version,
+    about = "Run identical SQL on batch and stream tables and prove they give the same answers",
+    long_about = "dualrun runs the same analytic SQL against the tables your batch pipeline writes and \
+the tables your streaming pipeline writes, diffs the two results inside DataFusion, and says \
+precisely where and why they diverge.\n\nExit codes (like diff(1)): 0 match, 1 diverged, 2 trouble."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-off comparison of one query over tables given on the command line.
+    #[command(after_help = COMPARE_EXAMPLE)]
+    Compare(CompareArgs),
+    /// Run every check of a config file (the nightly job).
+    #[command(after_help = RUN_EXAMPLE)]
+    Run(RunArgs),
+    /// Plan every check on both sides without running it; report schema differences.
+    #[command(after_help = VALIDATE_EXAMPLE)]
+    Validate(ValidateArgs),
+    /// Write a commented starter config.
+    #[command(after_help = INIT_EXAMPLE)]
+    Init(InitArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+const COMPARE_EXAMPLE: &str = "Example:
+  dualrun compare \\
+    --batch orders=warehouse/orders/ --stream orders=s3://lake/stream/orders/ \\
+    --sql 'SELECT dt, region, sum(amount) AS revenue FROM orders WHERE dt = $run_date GROUP BY 1, 2' \\
+    --param run_date=2026-11-25 --key dt,region --tolerance revenue=abs:0.01";
+
+const RUN_EXAMPLE: &str = "Example:
+  dualrun run --config dualrun.toml --param run_date=2026-11-25 --format json --output report.json";
+
+const VALIDATE_EXAMPLE: &str = "Example:
+  dualrun validate --config dualrun.toml";
+
+const INIT_EXAMPLE: &str = "Example:
+  dualrun init > dualrun.toml
+  dualrun init --output dualrun.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Flags shared by every command that produces a report.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Bind `$NAME` in the SQL to VALUE (overrides [params] of the config).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Upper bound of the memory pool (e.g. 512MiB, 2GiB); operators spill to disk beyond it.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// A table of the batch side: NAME=URL (local path, file://, s3://, gs://, az://, http(s)://).
+    #[arg(long = "batch", value_name = "NAME=URL", required = true)]
+    pub batch: Vec<String>,
+    /// A table of the stream side: NAME=URL.
+    #[arg(long = "stream", value_name = "NAME=URL", required = true)]
+    pub stream: Vec<String>,
+    /// Input format of a table when its file extensions do not tell: NAME=FORMAT for both sides,
+    /// or batch.NAME=FORMAT / stream.NAME=FORMAT for one (parquet, csv, ndjson, avro, arrow).
+    #[arg(long = "input-format", value_name = "[SIDE.]NAME=FORMAT")]
+    pub input_formats: Vec<String>,
+    /// The query, inline.
+    #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+    pub sql: Option<String>,
+    /// The query, from a file.
+    #[arg(long, value_name = "FILE")]
+    pub query: Option<PathBuf>,
+    /// Key column(s) pairing rows of the two results; none means a keyless (multiset) comparison.
+    #[arg(long, value_delimiter = ',', value_name = "COL[,COL...]")]
+    pub key: Vec<String>,
+    /// Accepted difference for a column: COL=abs:X, COL=rel:X or COL=abs:X,rel:Y (temporal: abs:1s).
+    #[arg(long = "tolerance", value_name = "COL=SPEC")]
+    pub tolerances: Vec<String>,
+    /// Leave a column out of the comparison.
+    #[arg(long = "ignore", value_name = "COL")]
+    pub ignore: Vec<String>,
+    /// Sample rows kept per kind of divergence.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Name of the check in reports.
+    #[arg(long, default_value = "compare")]
+    pub name: String,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE", default_value = "dualrun.toml")]
+    pub config: PathBuf,
+    /// Run only these checks (repeatable).
+    #[arg(long = "check", value_name = "NAME")]
+    pub checks: Vec<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE", default_value = "dualrun.toml")]
+    pub config: PathBuf,
+    /// Bind `$NAME` in the SQL to VALUE (overrides [params] of the config).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Write the starter config to FILE (refuses to overwrite); stdout when absent.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}

@@ -1,0 +1,751 @@
+//! The configuration model: the TOML file of the nightly job and the flags of a one-off compare
+//! both end up as the same validated [`Plan`] of tables and checks. Everything a user can get
+//! wrong here is rejected up front, with the key or flag named, before any data is read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+/// Default number of sample rows kept per kind of divergence.
+pub const DEFAULT_SAMPLE: usize = 10;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableConfig>,
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub batch: String,
+    pub stream: String,
+    /// Input format of both sides; inferred from file extensions when absent.
+    pub format: Option<String>,
+    pub batch_format: Option<String>,
+    pub stream_format: Option<String>,
+    /// Hive partition columns (`dt=…/` directories); inferred when absent.
+    pub partition_cols: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    pub name: String,
+    /// Path of a .sql file, relative to the config file.
+    pub query: Option<PathBuf>,
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub key: Vec<String>,
+    #[serde(default)]
+    pub tolerance: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    pub sample: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub memory_limit: Option<String>,
+    /// Directory for spill files; the OS temp dir when absent.
+    pub spill_dir: Option<PathBuf>,
+    /// Parallelism of the plans; the number of cores when absent.
+    pub target_partitions: Option<usize>,
+    /// Join used by keyed diffs: "auto", "hash" or "sort_merge".
+    pub join: Option<String>,
+}
+
+/// A file format dualrun can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Csv,
+    NdJson,
+    Avro,
+    Arrow,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Result<Format> {
+        Ok(match text.to_ascii_lowercase().as_str() {
+            "parquet" => Format::Parquet,
+            "csv" => Format::Csv,
+            "ndjson" | "json" | "jsonl" => Format::NdJson,
+            "avro" => Format::Avro,
+            "arrow" | "ipc" | "feather" => Format::Arrow,
+            other => {
+                bail!("unknown format '{other}' (expected parquet, csv, ndjson, avro or arrow)")
+            }
+        })
+    }
+
+    /// The format a file name's extension says, if any.
+    pub fn from_file_name(name: &str) -> Option<(Format, &'static str)> {
+        const KNOWN: [(&str, Format); 9] = [
+            (".parquet", Format::Parquet),
+            (".csv", Format::Csv),
+            (".ndjson", Format::NdJson),
+            (".jsonl", Format::NdJson),
+            (".json", Format::NdJson),
+            (".avro", Format::Avro),
+            (".arrow", Format::Arrow),
+            (".ipc", Format::Arrow),
+            (".feather", Format::Arrow),
+        ];
+        let lower = name.to_ascii_lowercase();
+        KNOWN
+            .iter()
+            .find(|(ext, _)| lower.ends_with(ext))
+            .map(|(ext, format)| (*format, *ext))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+            Format::NdJson => "ndjson",
+            Format::Avro => "avro",
+            Format::Arrow => "arrow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Batch,
+    Stream,
+}
+
+impl Side {
+    pub const BOTH: [Side; 2] = [Side::Batch, Side::Stream];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Batch => "batch",
+            Side::Stream => "stream",
+        }
+    }
+}
+
+/// Where one side of a logical table lives.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub url: String,
+    pub format: Option<Format>,
+    pub partition_cols: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    pub batch: SourceSpec,
+    pub stream: SourceSpec,
+}
+
+impl TableSpec {
+    pub fn side(&self, side: Side) -> &SourceSpec {
+        match side {
+            Side::Batch => &self.batch,
+            Side::Stream => &self.stream,
+        }
+    }
+}
+
+/// The accepted difference of one column. Numbers for numeric columns, durations for temporal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tolerance {
+    Numeric { abs: f64, rel: f64 },
+    Temporal { abs: Duration },
+}
+
+impl Tolerance {
+    /// Parses `abs:X`, `rel:X`, `abs:X,rel:Y`; X may be a duration (`abs:500ms`, `abs:2h`).
+    pub fn parse(spec: &str) -> Result<Tolerance> {
+        let mut abs_number = None;
+        let mut abs_duration = None;
+        let mut rel = None;
+        for part in spec.split(',').map(str::trim) {
+            let (kind, value) = part.split_once(':').ok_or_else(|| {
+                anyhow!("tolerance '{spec}' does not parse: expected abs:X, rel:X or abs:X,rel:Y")
+            })?;
+            match kind.trim() {
+                "abs" if abs_number.is_none() && abs_duration.is_none() => {
+                    let value = value.trim();
+                    match value.parse::<f64>() {
+                        Ok(n) if n.is_finite() && n >= 0.0 => abs_number = Some(n),
+                        Ok(_) => bail!("tolerance '{spec}': abs must be a finite number ≥ 0"),
+                        Err(_) => {
+                            let duration = humantime::parse_duration(value).map_err(|_| {
+                                anyhow!(
+                                    "tolerance '{spec}': abs:{value} is neither a number nor a duration (like 500ms, 1s, 2h)"
+                                )
+                            })?;
+                            abs_duration = Some(duration);
+                        }
+                    }
+                }
+                "rel" if rel.is_none() => {
+                    let n: f64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| anyhow!("tolerance '{spec}': rel:{value} is not a number"))?;
+                    if !(n.is_finite() && n >= 0.0) {
+                        bail!("tolerance '{spec}': rel must be a finite number ≥ 0");
+                    }
+                    rel = Some(n);
+                }
+                "abs" | "rel" => bail!("tolerance '{spec}' gives {kind} twice"),
+                other => bail!(
+                    "tolerance '{spec}': unknown part '{other}' (expected abs:X, rel:X or abs:X,rel:Y)"
+                ),
+            }
+        }
+        match (abs_number, abs_duration, rel) {
+            (None, Some(abs), None) => Ok(Tolerance::Temporal { abs }),
+            (None, Some(_), Some(_)) => {
+                bail!("tolerance '{spec}': a duration cannot be combined with rel")
+            }
+            (abs, None, rel) if abs.is_some() || rel.is_some() => Ok(Tolerance::Numeric {
+                abs: abs.unwrap_or(0.0),
+                rel: rel.unwrap_or(0.0),
+            }),
+            _ => bail!("tolerance '{spec}' is empty: expected abs:X, rel:X or abs:X,rel:Y"),
+        }
+    }
+}
+
+/// Which join pairs keyed rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JoinChoice {
+    /// Hash join unless a memory limit is set and the inputs are large against it.
+    #[default]
+    Auto,
+    Hash,
+    SortMerge,
+}
+
+impl JoinChoice {
+    pub fn parse(text: &str) -> Result<JoinChoice> {
+        Ok(match text {
+            "auto" => JoinChoice::Auto,
+            "hash" => JoinChoice::Hash,
+            "sort_merge" | "sort-merge" => JoinChoice::SortMerge,
+            other => bail!("[engine] join = '{other}': expected auto, hash or sort_merge"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EngineSpec {
+    pub memory_limit: Option<usize>,
+    pub spill_dir: Option<PathBuf>,
+    pub target_partitions: Option<usize>,
+    pub join: JoinChoice,
+}
+
+/// One comparison: a query, how rows pair up, and what counts as equal.
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    pub name: String,
+    pub sql: String,
+    /// Where the SQL came from, for error messages ("queries/x.sql", "--sql").
+    pub sql_origin: String,
+    pub key: Vec<String>,
+    pub tolerances: Vec<(String, Tolerance)>,
+    pub ignore: Vec<String>,
+    pub sample: usize,
+}
+
+/// Everything one invocation needs, validated.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub tables: Vec<TableSpec>,
+    pub checks: Vec<CheckSpec>,
+    pub params: BTreeMap<String, String>,
+    pub engine: EngineSpec,
+}
+
+/// Parses a size like `512MiB`, `2GiB`, `256M` or `1024` (bytes). K/M/G/T are binary with or
+/// without `iB`, so `512M` and `512MiB` are the same number.
+pub fn parse_size(text: &str) -> Result<usize> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| anyhow!("size '{text}' does not parse: expected e.g. 512MiB, 2GiB, 256M"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => bail!("size '{text}': unknown unit '{unit}' (use K, M, G or T, with or without iB)"),
+    };
+    let bytes = number * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= 1.0) {
+        bail!("size '{text}' must be at least one byte");
+    }
+    Ok(bytes as usize)
+}
+
+/// Splits `NAME=VALUE`, naming the flag in the error.
+pub fn split_assignment<'a>(text: &'a str, flag: &str, shape: &str) -> Result<(&'a str, &'a str)> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((name.trim(), value.trim()))
+        }
+        _ => bail!("{flag} '{text}' does not parse: expected {shape}"),
+    }
+}
+
+/// Parses `--param NAME=VALUE` flags; names must be SQL identifiers so `$NAME` can bind them.
+pub fn parse_params(flags: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut params = BTreeMap::new();
+    for flag in flags {
+        let (name, value) = flag
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--param '{flag}' does not parse: expected NAME=VALUE"))?;
+        check_param_name(name).with_context(|| format!("--param '{flag}'"))?;
+        params.insert(name.to_string(), value.to_string());
+    }
+    Ok(params)
+}
+
+fn check_param_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        bail!("parameter name '{name}' must be letters, digits and _ (bound as ${name} in SQL)");
+    }
+    Ok(())
+}
+
+fn parse_tolerances<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<(String, Tolerance)>> {
+    let mut out: Vec<(String, Tolerance)> = Vec::new();
+    for (column, spec) in entries {
+        if out.iter().any(|(c, _)| c == column) {
+            bail!("tolerance for column '{column}' is given twice");
+        }
+        let tolerance =
+            Tolerance::parse(spec).with_context(|| format!("tolerance of column '{column}'"))?;
+        out.push((column.to_string(), tolerance));
+    }
+    Ok(out)
+}
+
+impl EngineSpec {
+    fn from_config(config: &EngineConfig, memory_flag: Option<&str>) -> Result<EngineSpec> {
+        let memory_limit = match memory_flag.or(config.memory_limit.as_deref()) {
+            Some(text) => Some(parse_size(text).context("memory limit")?),
+            None => None,
+        };
+        if config.target_partitions == Some(0) {
+            bail!("[engine] target_partitions must be at least 1");
+        }
+        Ok(EngineSpec {
+            memory_limit,
+            spill_dir: config.spill_dir.clone(),
+            target_partitions: config.target_partitions,
+            join: config
+                .join
+                .as_deref()
+                .map(JoinChoice::parse)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Arguments of `dualrun compare`, already split out of clap.
+pub struct CompareInput<'a> {
+    pub batch: &'a [String],
+    pub stream: &'a [String],
+    pub input_formats: &'a [String],
+    pub sql: Option<&'a str>,
+    pub query: Option<&'a Path>,
+    pub key: &'a [String],
+    pub tolerances: &'a [String],
+    pub ignore: &'a [String],
+    pub sample: Option<usize>,
+    pub name: &'a str,
+    pub params: &'a [String],
+    pub memory_limit: Option<&'a str>,
+}
+
+impl Plan {
+    /// The plan of a one-off `dualrun compare`.
+    pub fn from_compare(input: CompareInput<'_>) -> Result<Plan> {
+        let mut tables: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+        for (side, flags) in [(Side::Batch, input.batch), (Side::Stream, input.stream)] {
+            let flag = format!("--{}", side.name());
+            for text in flags {
+                let (name, url) = split_assignment(text, &flag, "NAME=URL")?;
+                let entry = tables.entry(name.to_string()).or_default();
+                let slot = match side {
+                    Side::Batch => &mut entry.0,
+                    Side::Stream => &mut entry.1,
+                };
+                if slot.replace(url.to_string()).is_some() {
+                    bail!("{flag} names table '{name}' twice");
+                }
+            }
+        }
+        let mut formats: BTreeMap<(String, Option<Side>), Format> = BTreeMap::new();
+        for text in input.input_formats {
+            let (target, format) = split_assignment(text, "--input-format", "[SIDE.]NAME=FORMAT")?;
+            let format =
+                Format::parse(format).with_context(|| format!("--input-format '{text}'"))?;
+            let (side, name) = match target.split_once('.') {
+                Some(("batch", name)) => (Some(Side::Batch), name),
+                Some(("stream", name)) => (Some(Side::Stream), name),
+                _ => (None, target),
+            };
+            if !tables.contains_key(name) {
+                bail!(
+                    "--input-format '{text}' names table '{name}', which no --batch/--stream gives"
+                );
+            }
+            formats.insert((name.to_string(), side), format);
+        }
+        let mut table_specs = Vec::new();
+        for (name, (batch, stream)) in tables {
+            let (Some(batch), Some(stream)) = (batch, stream) else {
+                bail!(
+                    "table '{name}' needs both --batch {name}=URL and --stream {name}=URL (the same SQL runs on each side)"
+                );
+            };
+            let format_of = |side: Side| {
+                formats
+                    .get(&(name.clone(), Some(side)))
+                    .or_else(|| formats.get(&(name.clone(), None)))
+                    .copied()
+            };
+            table_specs.push(TableSpec {
+                batch: SourceSpec {
+                    url: batch,
+                    format: format_of(Side::Batch),
+                    partition_cols: None,
+                },
+                stream: SourceSpec {
+                    url: stream,
+                    format: format_of(Side::Stream),
+                    partition_cols: None,
+                },
+                name,
+            });
+        }
+        let (sql, sql_origin) = match (input.sql, input.query) {
+            (Some(sql), None) => (sql.to_string(), "--sql".to_string()),
+            (None, Some(path)) => (read_query(path)?, path.display().to_string()),
+            _ => bail!("give the query with exactly one of --sql or --query"),
+        };
+        let tolerance_pairs = input
+            .tolerances
+            .iter()
+            .map(|t| split_assignment(t, "--tolerance", "COL=SPEC"))
+            .collect::<Result<Vec<_>>>()?;
+        let check = CheckSpec {
+            name: input.name.to_string(),
+            sql,
+            sql_origin,
+            key: clean_columns(input.key, "--key")?,
+            tolerances: parse_tolerances(tolerance_pairs)?,
+            ignore: clean_columns(input.ignore, "--ignore")?,
+            sample: input.sample.unwrap_or(DEFAULT_SAMPLE),
+        };
+        Ok(Plan {
+            tables: table_specs,
+            checks: vec![check],
+            params: parse_params(input.params)?,
+            engine: EngineSpec::from_config(&EngineConfig::default(), input.memory_limit)?,
+        })
+    }
+
+    /// The plan of `dualrun run` / `validate`: the config file, then flags on top.
+    pub fn from_config_file(
+        path: &Path,
+        only_checks: &[String],
+        param_flags: &[String],
+        memory_flag: Option<&str>,
+    ) -> Result<Plan> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: ConfigFile = toml::from_str(&text).map_err(|e| {
+            anyhow!(
+                "config file {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Plan::from_config(config, base, only_checks, param_flags, memory_flag)
+            .with_context(|| format!("config file {}", path.display()))
+    }
+
+    fn from_config(
+        config: ConfigFile,
+        base: &Path,
+        only_checks: &[String],
+        param_flags: &[String],
+        memory_flag: Option<&str>,
+    ) -> Result<Plan> {
+        let mut params = BTreeMap::new();
+        for (name, value) in &config.params {
+            check_param_name(name).with_context(|| format!("[params] {name}"))?;
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    value.to_string()
+                }
+                toml::Value::Datetime(d) => d.to_string(),
+                _ => bail!("[params] {name}: expected a string, number, boolean or date"),
+            };
+            params.insert(name.clone(), text);
+        }
+        params.extend(parse_params(param_flags)?);
+
+        let mut tables = Vec::new();
+        for (name, table) in config.tables {
+            let context = || format!("[tables.{name}]");
+            let both = table
+                .format
+                .as_deref()
+                .map(Format::parse)
+                .transpose()
+                .with_context(context)?;
+            let batch_format = table
+                .batch_format
+                .as_deref()
+                .map(Format::parse)
+                .transpose()
+                .with_context(context)?;
+            let stream_format = table
+                .stream_format
+                .as_deref()
+                .map(Format::parse)
+                .transpose()
+                .with_context(context)?;
+            for (key, url) in [("batch", &table.batch), ("stream", &table.stream)] {
+                if url.trim().is_empty() {
+                    bail!(
+                        "[tables.{name}] {key} is empty: give the table's location (path or URL)"
+                    );
+                }
+            }
+            tables.push(TableSpec {
+                batch: SourceSpec {
+                    url: resolve_location(base, &table.batch),
+                    format: batch_format.or(both),
+                    partition_cols: table.partition_cols.clone(),
+                },
+                stream: SourceSpec {
+                    url: resolve_location(base, &table.stream),
+                    format: stream_format.or(both),
+                    partition_cols: table.partition_cols,
+                },
+                name,
+            });
+        }
+
+        if config.checks.is_empty() {
+            bail!("no [[checks]]: add at least one check (see `dualrun init`)");
+        }
+        let mut checks = Vec::new();
+        for check in config.checks {
+            if checks.iter().any(|c: &CheckSpec| c.name == check.name) {
+                bail!("two checks are named '{}'", check.name);
+            }
+            let context = format!("check '{}'", check.name);
+            let (sql, sql_origin) = match (check.sql, check.query) {
+                (Some(sql), None) => (sql, format!("{context} sql")),
+                (None, Some(query)) => {
+                    let path = base.join(&query);
+                    (
+                        read_query(&path).context(context.clone())?,
+                        path.display().to_string(),
+                    )
+                }
+                _ => bail!("{context}: give exactly one of query = \"file.sql\" or sql = \"…\""),
+            };
+            checks.push(CheckSpec {
+                key: clean_columns(&check.key, "key").context(context.clone())?,
+                tolerances: parse_tolerances(
+                    check
+                        .tolerance
+                        .iter()
+                        .map(|(c, s)| (c.as_str(), s.as_str())),
+                )
+                .context(context.clone())?,
+                ignore: clean_columns(&check.ignore, "ignore").context(context.clone())?,
+                sample: check.sample.unwrap_or(DEFAULT_SAMPLE),
+                name: check.name,
+                sql,
+                sql_origin,
+            });
+        }
+        for wanted in only_checks {
+            if !checks.iter().any(|c| &c.name == wanted) {
+                let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+                bail!(
+                    "--check '{wanted}' is not in the config (checks: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        if !only_checks.is_empty() {
+            checks.retain(|c| only_checks.contains(&c.name));
+        }
+        Ok(Plan {
+            tables,
+            checks,
+            params,
+            engine: EngineSpec::from_config(&config.engine, memory_flag)?,
+        })
+    }
+}
+
+fn read_query(path: &Path) -> Result<String> {
+    let sql = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read query file {}", path.display()))?;
+    if sql.trim().is_empty() {
+        bail!("query file {} is empty", path.display());
+    }
+    Ok(sql)
+}
+
+fn clean_columns(columns: &[String], what: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for column in columns.iter().map(|c| c.trim()) {
+        if column.is_empty() {
+            bail!("{what}: empty column name");
+        }
+        if out.iter().any(|c| c == column) {
+            bail!("{what}: column '{column}' is given twice");
+        }
+        out.push(column.to_string());
+    }
+    Ok(out)
+}
+
+/// Relative local paths in a config file are relative to the file, so `dualrun run --config
+/// some/dir/dualrun.toml` works from any directory. URLs are kept as they are.
+fn resolve_location(base: &Path, location: &str) -> String {
+    if location.contains("://") || Path::new(location).is_absolute() {
+        return location.to_string();
+    }
+    let joined = base.join(location);
+    let mut text = joined.display().to_string();
+    if location.ends_with('/') && !text.ends_with('/') {
+        text.push('/');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_binary_with_or_without_ib() {
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn tolerance_specs() {
+        assert_eq!(
+            Tolerance::parse("abs:0.01").unwrap(),
+            Tolerance::Numeric {
+                abs: 0.01,
+                rel: 0.0
+            }
+        );
+        assert_eq!(
+            Tolerance::parse("rel:1e-6").unwrap(),
+            Tolerance::Numeric {
+                abs: 0.0,
+                rel: 1e-6
+            }
+        );
+        assert_eq!(
+            Tolerance::parse("abs:0.5, rel:0.1").unwrap(),
+            Tolerance::Numeric { abs: 0.5, rel: 0.1 }
+        );
+        assert_eq!(
+            Tolerance::parse("abs:500ms").unwrap(),
+            Tolerance::Temporal {
+                abs: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            Tolerance::parse("abs:2h").unwrap(),
+            Tolerance::Temporal {
+                abs: Duration::from_secs(7200)
+            }
+        );
+        for bad in [
+            "",
+            "abs",
+            "abs:",
+            "abs:x",
+            "abs:-1",
+            "rel:nan",
+            "abs:1,abs:2",
+            "foo:1",
+            "abs:1s,rel:0.1",
+        ] {
+            assert!(Tolerance::parse(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn formats_from_names() {
+        assert_eq!(
+            Format::from_file_name("part-0.PARQUET").unwrap().0,
+            Format::Parquet
+        );
+        assert_eq!(Format::from_file_name("a.jsonl").unwrap().0, Format::NdJson);
+        assert!(Format::from_file_name("_SUCCESS").is_none());
+        assert!(Format::parse("xlsx").is_err());
+    }
+
+    #[test]
+    fn unknown_config_keys_are_errors() {
+        let err =
+            toml::from_str::<ConfigFile>("[[checks]]\nname='a'\nsql='select 1'\nkeys=['x']\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("unknown field `keys`"), "{err}");
+    }
+
+    #[test]
+    fn params_need_identifier_names() {
+        assert!(parse_params(&["run_date=2026-11-25".into()]).is_ok());
+        assert!(parse_params(&["run-date=1".into()]).is_err());
+        assert!(parse_params(&["nodelimiter".into()]).is_err());
+    }
+}

@@ -1,0 +1,387 @@
+//! Consumes the diff plan's output once, batch by batch, with arrow kernels: counts, per-column
+//! mismatch counts and a bounded set of sample rows per kind of divergence. Nothing here holds
+//! more than one batch plus the samples, whatever the size of the tables.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Int64Array, Scalar};
+use datafusion::arrow::compute::kernels::boolean::{and, and_not, or};
+use datafusion::arrow::compute::kernels::cmp::gt;
+use datafusion::arrow::compute::sum;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::align::Alignment;
+use super::plan::*;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub matched: u64,
+    pub missing_in_stream: u64,
+    pub extra_in_stream: u64,
+    pub mismatched: u64,
+    pub duplicate_keys_batch: u64,
+    pub duplicate_keys_stream: u64,
+}
+
+impl Counts {
+    pub fn divergent(&self) -> u64 {
+        self.missing_in_stream + self.extra_in_stream + self.mismatched
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct RowCounts {
+    pub batch: u64,
+    pub stream: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ColumnDiff {
+    pub name: String,
+    pub mismatched: u64,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<String>,
+}
+
+/// One differing value of a mismatched row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ValueDiff {
+    pub column: String,
+    pub batch: Value,
+    pub stream: Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RowSample {
+    /// The key of the row (keyed) or the whole row (keyless).
+    pub key: BTreeMap<String, Value>,
+    /// Values of the row on the side that has it (missing/extra), absent for keyless.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, Value>,
+    /// The differing columns (mismatched rows only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<ValueDiff>,
+    /// How many times this row is missing or extra (keyless duplicates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Samples {
+    pub missing_in_stream: Vec<RowSample>,
+    pub extra_in_stream: Vec<RowSample>,
+    pub mismatched: Vec<RowSample>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    pub rows: RowCounts,
+    pub counts: Counts,
+    pub column_mismatches: Vec<u64>,
+    pub samples: Samples,
+}
+
+/// Keeps the `limit` smallest rows by key, so samples are the same from run to run whatever
+/// order the parallel plan produced rows in.
+struct SampleKeeper {
+    limit: usize,
+    kept: Vec<(OwnedRow, RowSample)>,
+}
+
+impl SampleKeeper {
+    fn new(limit: usize) -> Self {
+        SampleKeeper {
+            limit,
+            kept: Vec::new(),
+        }
+    }
+
+    fn wants(&self, row: &OwnedRow) -> bool {
+        self.limit > 0
+            && (self.kept.len() < self.limit || self.kept.last().is_some_and(|(k, _)| row < k))
+    }
+
+    fn offer(&mut self, row: OwnedRow, sample: impl FnOnce() -> RowSample) {
+        if !self.wants(&row) {
+            return;
+        }
+        let at = self.kept.partition_point(|(k, _)| k <= &row);
+        self.kept.insert(at, (row, sample()));
+        self.kept.truncate(self.limit);
+    }
+
+    fn into_samples(self) -> Vec<RowSample> {
+        self.kept.into_iter().map(|(_, s)| s).collect()
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| anyhow!("internal: diff output lacks column {name}"))
+}
+
+fn boolean<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
+    Ok(column(batch, name)?.as_boolean())
+}
+
+/// True and non-NULL.
+fn true_count(array: &BooleanArray) -> u64 {
+    array.true_count() as u64
+}
+
+/// A cell as JSON: numbers and booleans as themselves, NULL as null, the rest as arrow prints it.
+pub fn cell_json(array: &ArrayRef, index: usize) -> Value {
+    if array.is_null(index) {
+        return Value::Null;
+    }
+    let options = FormatOptions::default();
+    let text = match ArrayFormatter::try_new(array.as_ref(), &options) {
+        Ok(formatter) => formatter.value(index).to_string(),
+        Err(_) => return Value::String(format!("<{}>", array.data_type())),
+    };
+    match array.data_type() {
+        DataType::Boolean => Value::Bool(array.as_boolean().value(index)),
+        t if t.is_integer() => text
+            .parse::<i128>()
+            .ok()
+            .and_then(|n| serde_json::Number::from_i128(n))
+            .map(Value::Number)
+            .unwrap_or(Value::String(text)),
+        t if t.is_floating() => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::String(text)),
+        _ => Value::String(text),
+    }
+}
+
+fn row_converter(batch: &RecordBatch, names: &[String]) -> Result<(RowConverter, Vec<ArrayRef>)> {
+    let arrays: Vec<ArrayRef> = names
+        .iter()
+        .map(|n| column(batch, n).cloned())
+        .collect::<Result<_>>()?;
+    let fields = arrays
+        .iter()
+        .map(|a| SortField::new(a.data_type().clone()))
+        .collect();
+    Ok((RowConverter::new(fields)?, arrays))
+}
+
+pub async fn keyed(
+    mut stream: SendableRecordBatchStream,
+    alignment: &Alignment,
+    with_occurrence: bool,
+    sample_limit: usize,
+) -> Result<Collected> {
+    let key_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
+    // Samples order by key, then occurrence, so duplicates sample stably too.
+    let mut order_names = key_names.clone();
+    if with_occurrence {
+        order_names.push(BATCH_OCCURRENCE.to_string());
+        order_names.push(STREAM_OCCURRENCE.to_string());
+    }
+    let mut out = Collected {
+        column_mismatches: vec![0; alignment.values.len()],
+        ..Default::default()
+    };
+    let mut missing = SampleKeeper::new(sample_limit);
+    let mut extra = SampleKeeper::new(sample_limit);
+    let mut mismatched = SampleKeeper::new(sample_limit);
+
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let bp = boolean(&batch, BATCH_PRESENT)?;
+        let sp = boolean(&batch, STREAM_PRESENT)?;
+        let both = and(bp, sp)?;
+        let missing_mask = and_not(bp, sp)?;
+        let extra_mask = and_not(sp, bp)?;
+        out.rows.batch += true_count(bp);
+        out.rows.stream += true_count(sp);
+        out.counts.missing_in_stream += true_count(&missing_mask);
+        out.counts.extra_in_stream += true_count(&extra_mask);
+
+        let mut any_differs = BooleanArray::from(vec![false; batch.num_rows()]);
+        let mut column_masks = Vec::with_capacity(alignment.values.len());
+        for i in 0..alignment.values.len() {
+            let differs = and(boolean(&batch, &differs_name(i))?, &both)?;
+            out.column_mismatches[i] += true_count(&differs);
+            any_differs = or(&any_differs, &differs)?;
+            column_masks.push(differs);
+        }
+        out.counts.mismatched += true_count(&any_differs);
+
+        let kinds = [
+            (&missing_mask, &mut missing, Kind::Missing),
+            (&extra_mask, &mut extra, Kind::Extra),
+            (&any_differs, &mut mismatched, Kind::Mismatched),
+        ];
+        let mut converted: Option<(datafusion::arrow::row::Rows, Vec<ArrayRef>)> = None;
+        for (mask, keeper, kind) in kinds {
+            if mask.true_count() == 0 || keeper.limit == 0 {
+                continue;
+            }
+            if converted.is_none() {
+                let (converter, arrays) = row_converter(&batch, &order_names)?;
+                let rows = converter.convert_columns(&arrays)?;
+                converted = Some((rows, arrays));
+            }
+            let (rows, _) = converted.as_ref().expect("converted above");
+            for index in (0..batch.num_rows()).filter(|&i| mask.value(i) && mask.is_valid(i)) {
+                let row = rows.row(index).owned();
+                keeper.offer(row, || {
+                    keyed_sample(&batch, alignment, index, kind, &column_masks)
+                });
+            }
+        }
+    }
+    out.counts.matched =
+        (out.rows.batch - out.counts.missing_in_stream).saturating_sub(out.counts.mismatched);
+    out.samples = Samples {
+        missing_in_stream: missing.into_samples(),
+        extra_in_stream: extra.into_samples(),
+        mismatched: mismatched.into_samples(),
+    };
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Missing,
+    Extra,
+    Mismatched,
+}
+
+fn keyed_sample(
+    batch: &RecordBatch,
+    alignment: &Alignment,
+    index: usize,
+    kind: Kind,
+    column_masks: &[BooleanArray],
+) -> RowSample {
+    let mut key = BTreeMap::new();
+    for k in &alignment.keys {
+        if let Some(array) = batch.column_by_name(&k.name) {
+            key.insert(k.name.clone(), cell_json(array, index));
+        }
+    }
+    let mut values = BTreeMap::new();
+    let mut differences = Vec::new();
+    for (i, v) in alignment.values.iter().enumerate() {
+        let (Some(b), Some(s)) = (
+            batch.column_by_name(&batch_value_name(i)),
+            batch.column_by_name(&stream_value_name(i)),
+        ) else {
+            continue;
+        };
+        match kind {
+            Kind::Missing => {
+                values.insert(v.name.clone(), cell_json(b, index));
+            }
+            Kind::Extra => {
+                values.insert(v.name.clone(), cell_json(s, index));
+            }
+            Kind::Mismatched => {
+                if column_masks[i].value(index) {
+                    differences.push(ValueDiff {
+                        column: v.name.clone(),
+                        batch: cell_json(b, index),
+                        stream: cell_json(s, index),
+                    });
+                }
+            }
+        }
+    }
+    RowSample {
+        key,
+        values,
+        differences,
+        count: None,
+    }
+}
+
+pub async fn keyless(
+    mut stream: SendableRecordBatchStream,
+    alignment: &Alignment,
+    sample_limit: usize,
+) -> Result<Collected> {
+    let names: Vec<String> = alignment.values.iter().map(|c| c.name.clone()).collect();
+    let mut out = Collected {
+        column_mismatches: vec![0; alignment.values.len()],
+        ..Default::default()
+    };
+    let mut missing = SampleKeeper::new(sample_limit);
+    let mut extra = SampleKeeper::new(sample_limit);
+    let one = Scalar::new(Int64Array::from(vec![1i64]));
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let counts = |name: &str| -> Result<&Int64Array> {
+            Ok(column(&batch, name)?.as_primitive::<Int64Type>())
+        };
+        let total = |a: &Int64Array| sum(a).unwrap_or(0) as u64;
+        let (bn, sn) = (counts(BATCH_COUNT)?, counts(STREAM_COUNT)?);
+        let (missing_n, extra_n) = (counts(MISSING_COUNT)?, counts(EXTRA_COUNT)?);
+        out.rows.batch += total(bn);
+        out.rows.stream += total(sn);
+        out.counts.matched += total(counts(MATCHED_COUNT)?);
+        out.counts.missing_in_stream += total(missing_n);
+        out.counts.extra_in_stream += total(extra_n);
+        out.counts.duplicate_keys_batch += true_count(&gt(bn, &one)?);
+        out.counts.duplicate_keys_stream += true_count(&gt(sn, &one)?);
+        if sample_limit == 0 {
+            continue;
+        }
+        let mut converted = None;
+        for (surplus, keeper) in [(missing_n, &mut missing), (extra_n, &mut extra)] {
+            for index in (0..batch.num_rows()).filter(|&i| surplus.value(i) > 0) {
+                if converted.is_none() {
+                    let (converter, arrays) = row_converter(&batch, &names)?;
+                    converted = Some(converter.convert_columns(&arrays)?);
+                }
+                let row = converted
+                    .as_ref()
+                    .expect("converted above")
+                    .row(index)
+                    .owned();
+                keeper.offer(row, || {
+                    let mut key = BTreeMap::new();
+                    for name in &names {
+                        if let Some(array) = batch.column_by_name(name) {
+                            key.insert(name.clone(), cell_json(array, index));
+                        }
+                    }
+                    RowSample {
+                        key,
+                        values: BTreeMap::new(),
+                        differences: Vec::new(),
+                        count: Some(surplus.value(index) as u64),
+                    }
+                });
+            }
+        }
+    }
+    out.samples = Samples {
+        missing_in_stream: missing.into_samples(),
+        extra_in_stream: extra.into_samples(),
+        mismatched: Vec::new(),
+    };
+    Ok(out)
+}

@@ -1,0 +1,298 @@
+//! The diff as one DataFusion logical plan over the two query plans, so the join, the
+//! aggregation and any spilling happen inside DataFusion (and the same plan can later run on a
+//! distributed engine). The comparison rules live here as expressions:
+//! - floats are canonicalised first (every NaN is one NaN, −0.0 is 0.0), so hashing, grouping,
+//!   ordering and equality all agree with the promised semantics;
+//! - keyed: FULL OUTER JOIN on the keys with NULL = NULL, plus an occurrence index when a key
+//!   repeats, so duplicates pair positionally in value order;
+//! - keyless: each side grouped to (row, count), then joined on every column.
+
+use anyhow::Result;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, JoinType, NullEquality};
+use datafusion::functions::expr_fn::{abs, coalesce, greatest, isnan, least};
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, cast, lit, when,
+};
+
+use super::align::{AlignedColumn, Alignment, is_float};
+use crate::config::Tolerance;
+
+pub const PRESENT: &str = "__dr_present";
+pub const OCCURRENCE: &str = "__dr_occ";
+pub const COUNT: &str = "__dr_n";
+pub const BATCH_PRESENT: &str = "__dr_bp";
+pub const STREAM_PRESENT: &str = "__dr_sp";
+pub const BATCH_OCCURRENCE: &str = "__dr_bocc";
+pub const STREAM_OCCURRENCE: &str = "__dr_socc";
+pub const BATCH_COUNT: &str = "__dr_bn";
+pub const STREAM_COUNT: &str = "__dr_sn";
+pub const MATCHED_COUNT: &str = "__dr_matched";
+pub const MISSING_COUNT: &str = "__dr_missing";
+pub const EXTRA_COUNT: &str = "__dr_extra";
+
+pub fn differs_name(i: usize) -> String {
+    format!("__dr_d{i}")
+}
+pub fn batch_value_name(i: usize) -> String {
+    format!("__dr_b{i}")
+}
+pub fn stream_value_name(i: usize) -> String {
+    format!("__dr_s{i}")
+}
+
+fn qualified(side: &str, name: &str) -> Expr {
+    Expr::Column(Column::new(Some(side), name))
+}
+
+/// Each compared column of one side, cast to the common type and canonicalised, under its own
+/// name; the user's other columns are dropped.
+fn prepare(
+    plan: LogicalPlan,
+    columns: &[&AlignedColumn],
+    is_batch: bool,
+) -> Result<LogicalPlanBuilder> {
+    let schema = plan.schema().clone();
+    let mut exprs = Vec::with_capacity(columns.len() + 1);
+    for column in columns {
+        let (qualifier, field) = schema
+            .iter()
+            .find(|(_, f)| f.name() == &column.name)
+            .ok_or_else(|| anyhow::anyhow!("internal: column {} vanished", column.name))?;
+        let mut expr = Expr::Column(Column::from((qualifier, field)));
+        let own = if is_batch {
+            &column.batch_type
+        } else {
+            &column.stream_type
+        };
+        if own != &column.common {
+            expr = cast(expr, column.common.clone());
+        }
+        if is_float(&column.common) {
+            expr = canonical_float(expr, &column.common);
+        }
+        exprs.push(expr.alias(&column.name));
+    }
+    exprs.push(lit(true).alias(PRESENT));
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?)
+}
+
+/// NaN of any sign or payload becomes the one positive NaN, −0.0 becomes 0.0, NULL stays NULL.
+fn canonical_float(expr: Expr, data_type: &DataType) -> Expr {
+    let (nan, zero) = match data_type {
+        DataType::Float32 => (lit(f32::NAN), lit(0.0f32)),
+        DataType::Float16 => (
+            cast(lit(f32::NAN), DataType::Float16),
+            cast(lit(0.0f32), DataType::Float16),
+        ),
+        _ => (lit(f64::NAN), lit(0.0f64)),
+    };
+    when(isnan(expr.clone()), nan)
+        .when(expr.clone().eq(zero.clone()), zero)
+        .otherwise(expr)
+        .expect("CASE with WHEN branches always builds")
+}
+
+/// Whether a compared pair of values differs, as a non-NULL boolean. Only meaningful where both
+/// sides have the row. Equality is exact unless the column has a tolerance.
+fn differs(column: &AlignedColumn) -> Expr {
+    let b = qualified("b", &column.name);
+    let s = qualified("s", &column.name);
+    let exact = Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(b.clone()),
+        Operator::IsDistinctFrom,
+        Box::new(s.clone()),
+    ));
+    let Some(tolerance) = &column.tolerance else {
+        return exact;
+    };
+    let within = match tolerance {
+        Tolerance::Numeric { abs: a, rel } => {
+            let bf = cast(b, DataType::Float64);
+            let sf = cast(s, DataType::Float64);
+            // Infinities and NaN never fall "within" a tolerance (inf − inf is NaN, 0 · inf is
+            // NaN); equal ones were already equal above.
+            let finite = |e: Expr| abs(e).lt(lit(f64::INFINITY));
+            let bound = lit(*a) + lit(*rel) * greatest(vec![abs(bf.clone()), abs(sf.clone())]);
+            finite(bf.clone())
+                .and(finite(sf.clone()))
+                .and(abs(bf - sf).lt_eq(bound))
+        }
+        Tolerance::Temporal { abs: duration } => {
+            let units = duration_in_units(*duration, &column.common);
+            let as_number = |e: Expr| cast(cast(e, DataType::Int64), DataType::Float64);
+            abs(as_number(b) - as_number(s)).lt_eq(lit(units))
+        }
+    };
+    exact.and(!coalesce(vec![within, lit(false)]))
+}
+
+/// A duration expressed in the storage unit of a temporal type, for comparing raw values.
+fn duration_in_units(duration: std::time::Duration, data_type: &DataType) -> f64 {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let nanos = duration.as_nanos() as f64;
+    let per_unit = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 1e9,
+        TimeUnit::Millisecond => 1e6,
+        TimeUnit::Microsecond => 1e3,
+        TimeUnit::Nanosecond => 1.0,
+    };
+    match data_type {
+        DataType::Timestamp(unit, _)
+        | DataType::Duration(unit)
+        | DataType::Time32(unit)
+        | DataType::Time64(unit) => nanos / per_unit(unit),
+        DataType::Date32 => nanos / 86_400e9,
+        DataType::Date64 => nanos / 1e6,
+        _ => nanos,
+    }
+}
+
+/// The keyed diff: one row per paired or unpaired row, with presence flags, per-column
+/// "differs" flags, the coalesced keys and both sides' values.
+pub fn keyed(
+    batch: LogicalPlan,
+    stream: LogicalPlan,
+    alignment: &Alignment,
+    with_occurrence: bool,
+) -> Result<LogicalPlan> {
+    let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
+    let side = |plan: LogicalPlan, is_batch: bool, alias: &str| -> Result<LogicalPlan> {
+        let mut builder = prepare(plan, &columns, is_batch)?;
+        if with_occurrence {
+            let partition: Vec<Expr> = alignment
+                .keys
+                .iter()
+                .map(|k| Expr::Column(Column::from_name(&k.name)))
+                .collect();
+            let order: Vec<_> = alignment
+                .values
+                .iter()
+                .map(|v| Expr::Column(Column::from_name(&v.name)).sort(true, false))
+                .collect();
+            let occurrence = row_number()
+                .partition_by(partition)
+                .order_by(order)
+                .build()?
+                .alias(OCCURRENCE);
+            builder = builder.window(vec![occurrence])?;
+        }
+        Ok(builder.alias(alias)?.build()?)
+    };
+    let b = side(batch, true, "b")?;
+    let s = side(stream, false, "s")?;
+    let mut join_names: Vec<&str> = alignment.keys.iter().map(|k| k.name.as_str()).collect();
+    if with_occurrence {
+        join_names.push(OCCURRENCE);
+    }
+    let left: Vec<Column> = join_names
+        .iter()
+        .map(|n| Column::new(Some("b"), *n))
+        .collect();
+    let right: Vec<Column> = join_names
+        .iter()
+        .map(|n| Column::new(Some("s"), *n))
+        .collect();
+    let joined = LogicalPlanBuilder::from(b).join_detailed(
+        s,
+        JoinType::Full,
+        (left, right),
+        None,
+        NullEquality::NullEqualsNull,
+    )?;
+
+    let mut out = vec![
+        qualified("b", PRESENT).is_not_null().alias(BATCH_PRESENT),
+        qualified("s", PRESENT).is_not_null().alias(STREAM_PRESENT),
+    ];
+    if with_occurrence {
+        out.push(qualified("b", OCCURRENCE).alias(BATCH_OCCURRENCE));
+        out.push(qualified("s", OCCURRENCE).alias(STREAM_OCCURRENCE));
+    }
+    for key in &alignment.keys {
+        out.push(
+            coalesce(vec![qualified("b", &key.name), qualified("s", &key.name)]).alias(&key.name),
+        );
+    }
+    for (i, value) in alignment.values.iter().enumerate() {
+        out.push(differs(value).alias(differs_name(i)));
+        out.push(qualified("b", &value.name).alias(batch_value_name(i)));
+        out.push(qualified("s", &value.name).alias(stream_value_name(i)));
+    }
+    Ok(joined.project(out)?.build()?)
+}
+
+/// Number of key values that occur more than once in one side's result.
+pub fn duplicate_keys(
+    plan: LogicalPlan,
+    alignment: &Alignment,
+    is_batch: bool,
+) -> Result<LogicalPlan> {
+    let keys: Vec<&AlignedColumn> = alignment.keys.iter().collect();
+    let group: Vec<Expr> = keys
+        .iter()
+        .map(|k| Expr::Column(Column::from_name(&k.name)))
+        .collect();
+    Ok(prepare(plan, &keys, is_batch)?
+        .aggregate(group, vec![count(lit(1)).alias(COUNT)])?
+        .filter(Expr::Column(Column::from_name(COUNT)).gt(lit(1i64)))?
+        .aggregate(Vec::<Expr>::new(), vec![count(lit(1)).alias(COUNT)])?
+        .build()?)
+}
+
+/// The keyless diff: each distinct row with its count on each side.
+pub fn keyless(
+    batch: LogicalPlan,
+    stream: LogicalPlan,
+    alignment: &Alignment,
+) -> Result<LogicalPlan> {
+    let columns: Vec<&AlignedColumn> = alignment.values.iter().collect();
+    let group: Vec<Expr> = columns
+        .iter()
+        .map(|c| Expr::Column(Column::from_name(&c.name)))
+        .collect();
+    let side = |plan: LogicalPlan, is_batch: bool, alias: &str| -> Result<LogicalPlan> {
+        Ok(prepare(plan, &columns, is_batch)?
+            .aggregate(group.clone(), vec![count(lit(1)).alias(COUNT)])?
+            .alias(alias)?
+            .build()?)
+    };
+    let b = side(batch, true, "b")?;
+    let s = side(stream, false, "s")?;
+    let left: Vec<Column> = columns
+        .iter()
+        .map(|c| Column::new(Some("b"), &c.name))
+        .collect();
+    let right: Vec<Column> = columns
+        .iter()
+        .map(|c| Column::new(Some("s"), &c.name))
+        .collect();
+    let joined = LogicalPlanBuilder::from(b).join_detailed(
+        s,
+        JoinType::Full,
+        (left, right),
+        None,
+        NullEquality::NullEqualsNull,
+    )?;
+    let bn = coalesce(vec![qualified("b", COUNT), lit(0i64)]);
+    let sn = coalesce(vec![qualified("s", COUNT), lit(0i64)]);
+    let mut out = vec![
+        bn.clone().alias(BATCH_COUNT),
+        sn.clone().alias(STREAM_COUNT),
+        least(vec![bn.clone(), sn.clone()]).alias(MATCHED_COUNT),
+        greatest(vec![bn.clone() - sn.clone(), lit(0i64)]).alias(MISSING_COUNT),
+        greatest(vec![sn - bn, lit(0i64)]).alias(EXTRA_COUNT),
+    ];
+    for column in &columns {
+        out.push(
+            coalesce(vec![
+                qualified("b", &column.name),
+                qualified("s", &column.name),
+            ])
+            .alias(&column.name),
+        );
+    }
+    Ok(joined.project(out)?.build()?)
+}

@@ -1,0 +1,178 @@
+//! The DataFusion session and the rule that makes dualrun trustworthy: one check's SQL is parsed
+//! once and planned twice, against the `batch` schema and against the `stream` schema, read-only.
+//! Memory is bounded by a spilling pool so large diffs slow down instead of failing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use datafusion::common::ParamValues;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+
+use crate::catalog::{CATALOG, Catalog};
+use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side};
+
+pub struct Engine {
+    pub ctx: SessionContext,
+    pub spec: EngineSpec,
+}
+
+impl Engine {
+    pub fn new(spec: &EngineSpec) -> Result<Engine> {
+        let partitions = spec
+            .target_partitions
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let config = SessionConfig::new()
+            .with_target_partitions(partitions)
+            .with_default_catalog_and_schema(CATALOG, Side::Batch.name())
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(false);
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = spec.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        if let Some(dir) = &spec.spill_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow!("spill directory {}: {e}", dir.display()))?;
+            runtime = runtime.with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+            );
+        }
+        let runtime = runtime.build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        Ok(Engine {
+            ctx,
+            spec: spec.clone(),
+        })
+    }
+
+    /// A copy of the session state whose unqualified table names resolve on `side`.
+    fn state_for(&self, side: Side) -> SessionState {
+        let mut state = self.ctx.state();
+        state.config_mut().options_mut().catalog.default_schema = side.name().to_string();
+        state
+    }
+
+    /// Plans the check's SQL on one side. The statement must be one query; DDL, DML and
+    /// statements such as SET are refused by DataFusion's own verifier as well.
+    pub async fn plan_side(
+        &self,
+        check: &CheckSpec,
+        side: Side,
+        params: &BTreeMap<String, String>,
+        catalog: &Catalog,
+    ) -> Result<LogicalPlan> {
+        let origin = &check.sql_origin;
+        let state = self.state_for(side);
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state
+            .sql_to_statement(&check.sql, &dialect)
+            .map_err(|e| anyhow!("query {origin}: {}", clean_df_error(&e.to_string())))?;
+        let is_query = matches!(&statement, DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
+        if !is_query {
+            bail!(
+                "query {origin} is not a SELECT: dualrun runs exactly one read-only query (WITH … SELECT included), never DDL, DML, COPY or SET"
+            );
+        }
+        let references = state
+            .resolve_table_references(&statement)
+            .map_err(|e| anyhow!("query {origin}: {e}"))?;
+        for reference in &references {
+            if let Some(failure) = catalog.failure(side, reference.table()) {
+                bail!("{failure}");
+            }
+        }
+        let plan = state.statement_to_plan(statement).await.map_err(|e| {
+            anyhow!(
+                "query {origin} ({} side): {}",
+                side.name(),
+                clean_df_error(&e.to_string())
+            )
+        })?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| anyhow!("query {origin}: {e}"))?;
+        bind_params(plan, params, origin)
+    }
+
+    /// Session state for running a diff plan, with the join chosen for its size.
+    pub fn diff_state(&self, input_bytes: u64) -> SessionState {
+        let mut state = self.ctx.state();
+        let prefer_hash = match self.spec.join {
+            JoinChoice::Hash => true,
+            JoinChoice::SortMerge => false,
+            // A hash join cannot spill in DataFusion 55: with a memory limit that the inputs do
+            // not fit comfortably into, the sort-merge join (which spills) is the safe choice.
+            JoinChoice::Auto => match self.spec.memory_limit {
+                Some(limit) => input_bytes.saturating_mul(4) < limit as u64,
+                None => true,
+            },
+        };
+        state.config_mut().options_mut().optimizer.prefer_hash_join = prefer_hash;
+        state
+    }
+}
+
+/// Replaces `$name` placeholders by the string values of the params; DataFusion coerces them to
+/// the column types they are compared with. A placeholder without a value is an error.
+fn bind_params(
+    plan: LogicalPlan,
+    params: &BTreeMap<String, String>,
+    origin: &str,
+) -> Result<LogicalPlan> {
+    let wanted = plan
+        .get_parameter_names()
+        .map_err(|e| anyhow!("query {origin}: {e}"))?;
+    if wanted.is_empty() {
+        return Ok(plan);
+    }
+    let mut values = std::collections::HashMap::new();
+    for name in &wanted {
+        let bare = name.trim_start_matches('$');
+        if bare.chars().all(|c| c.is_ascii_digit()) {
+            bail!("query {origin} uses positional parameter {name}; use named ones like $run_date");
+        }
+        let value = params.get(bare).ok_or_else(|| {
+            anyhow!(
+                "query {origin} uses ${bare} but no value is given: pass --param {bare}=VALUE or set it under [params]"
+            )
+        })?;
+        values.insert(
+            bare.to_string(),
+            ScalarValue::Utf8(Some(value.clone())).into(),
+        );
+    }
+    plan.with_param_values(ParamValues::Map(values))
+        .map_err(|e| anyhow!("query {origin}: binding parameters: {e}"))
+}
+
+/// DataFusion's messages carry a category prefix ("Error during planning: ") that helps its
+/// developers more than dualrun's users; keep the substance.
+pub fn clean_df_error(message: &str) -> String {
+    let mut text = message.trim();
+    for prefix in [
+        "Error during planning: ",
+        "SQL error: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "Arrow error: ",
+        "External error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            text = rest;
+        }
+    }
+    text.to_string()
+}

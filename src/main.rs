@@ -1,0 +1,121 @@
+//! dualrun: run identical SQL on the batch and the stream tables of a migration and prove the
+//! answers are the same. This file only sets up logging and the runtime and maps outcomes to
+//! exit codes (0 match, 1 diverged, 2 trouble); `app` does the work.
+
+mod app;
+mod catalog;
+mod cli;
+mod config;
+mod diff;
+mod engine;
+mod redact;
+mod report;
+mod verdict;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::config::{CompareInput, Plan};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // A panic is a dualrun bug, never a verdict: say so plainly and exit 2.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("dualrun: internal error (please report it): {info}");
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dualrun: error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(dispatch(cli))
+    })) {
+        Ok(code) => code,
+        Err(_) => 2,
+    };
+    ExitCode::from(code as u8)
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Compare(args) => {
+            let plan = Plan::from_compare(CompareInput {
+                batch: &args.batch,
+                stream: &args.stream,
+                input_formats: &args.input_formats,
+                sql: args.sql.as_deref(),
+                query: args.query.as_deref(),
+                key: &args.key,
+                tolerances: &args.tolerances,
+                ignore: &args.ignore,
+                sample: args.sample,
+                name: &args.name,
+                params: &args.report.params,
+                memory_limit: args.report.memory_limit.as_deref(),
+            });
+            let names = [args.name.clone()];
+            run_and_emit(plan, &args.report, &names).await
+        }
+        Command::Run(args) => {
+            let plan = Plan::from_config_file(
+                &args.config,
+                &args.checks,
+                &args.report.params,
+                args.report.memory_limit.as_deref(),
+            );
+            run_and_emit(plan, &args.report, &args.checks).await
+        }
+        Command::Validate(args) => {
+            let outcome = match Plan::from_config_file(&args.config, &[], &args.params, None) {
+                Ok(plan) => app::validate(&plan).await,
+                Err(e) => Err(e),
+            };
+            outcome.unwrap_or_else(|e| {
+                eprintln!("dualrun: error: {e:#}");
+                2
+            })
+        }
+        Command::Init(args) => match app::init(args.output.as_deref()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("dualrun: error: {e:#}");
+                2
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "dualrun",
+                &mut std::io::stdout(),
+            );
+            0
+        }
+    }
+}
+
+async fn run_and_emit(plan: anyhow::Result<Plan>, args: &cli::ReportArgs, names: &[String]) -> i32 {
+    let outcome = match plan {
+        Ok(plan) => app::run_plan(&plan).await,
+        Err(e) => Err(e),
+    };
+    match outcome.and_then(|report| app::emit(&report, args)) {
+        Ok(code) => code,
+        Err(error) => app::report_failure(args.format, args.output.as_deref(), names, &error),
+    }
+}

@@ -1,0 +1,151 @@
+//! What a run says, in three forms: text for people at a terminal, JSON (a versioned contract
+//! for machines) and Markdown for pull requests and chat. All three render the same
+//! [`RunReport`], so they cannot disagree.
+
+mod markdown;
+mod text;
+
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+use crate::diff::{ColumnDiff, Counts, DiffResult, RowCounts, Samples, SchemaDiff};
+use crate::verdict::{self, CheckStatus};
+
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub version: u32,
+    pub status: CheckStatus,
+    pub dualrun_version: &'static str,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub checks: Vec<CheckReport>,
+    /// Set when the run failed before its checks could run (bad config or flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub status: CheckStatus,
+    pub query: String,
+    pub key: Vec<String>,
+    pub rows: RowCounts,
+    pub counts: Counts,
+    pub divergence_ratio: f64,
+    pub columns: Vec<ColumnDiff>,
+    pub schema: SchemaDiff,
+    pub samples: Samples,
+    pub duration_seconds: f64,
+    /// Duplicate keys made the diff pair rows by occurrence (in value order).
+    pub paired_by_occurrence: bool,
+    pub error: Option<String>,
+}
+
+impl CheckReport {
+    pub fn from_diff(
+        name: &str,
+        query: &str,
+        key: &[String],
+        diff: DiffResult,
+        seconds: f64,
+    ) -> Self {
+        CheckReport {
+            name: name.to_string(),
+            status: verdict::check_status(&diff),
+            query: query.to_string(),
+            key: key.to_vec(),
+            divergence_ratio: verdict::divergence_ratio(&diff),
+            rows: diff.rows,
+            counts: diff.counts,
+            columns: diff.columns,
+            schema: diff.schema,
+            samples: diff.samples,
+            paired_by_occurrence: diff.paired_by_occurrence,
+            duration_seconds: seconds,
+            error: None,
+        }
+    }
+
+    pub fn from_error(
+        name: &str,
+        query: &str,
+        key: &[String],
+        error: String,
+        seconds: f64,
+    ) -> Self {
+        CheckReport {
+            name: name.to_string(),
+            status: CheckStatus::Error,
+            query: query.to_string(),
+            key: key.to_vec(),
+            rows: RowCounts::default(),
+            counts: Counts::default(),
+            divergence_ratio: 0.0,
+            columns: Vec::new(),
+            schema: SchemaDiff::default(),
+            samples: Samples::default(),
+            paired_by_occurrence: false,
+            duration_seconds: seconds,
+            error: Some(error),
+        }
+    }
+}
+
+impl RunReport {
+    pub fn new(
+        params: std::collections::BTreeMap<String, String>,
+        checks: Vec<CheckReport>,
+    ) -> Self {
+        RunReport {
+            version: REPORT_VERSION,
+            status: verdict::run_status(checks.iter().map(|c| c.status)),
+            dualrun_version: env!("CARGO_PKG_VERSION"),
+            params,
+            checks,
+            error: None,
+        }
+    }
+
+    pub fn render(&self, format: OutputFormat, color: bool, width: usize) -> String {
+        match format {
+            OutputFormat::Json => {
+                let mut text = serde_json::to_string_pretty(self).unwrap_or_else(|e| {
+                    format!(
+                        "{{\"version\":1,\"status\":\"error\",\"checks\":[],\"error\":\"{e}\"}}"
+                    )
+                });
+                text.push('\n');
+                text
+            }
+            OutputFormat::Markdown => markdown::render(self),
+            OutputFormat::Text => text::render(self, color, width),
+        }
+    }
+}
+
+/// A sample value as people read it: strings without JSON quotes, NULL spelled out.
+pub(crate) fn show(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "NULL".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn show_key(
+    key: &std::collections::BTreeMap<String, serde_json::Value>,
+    order: &[String],
+) -> String {
+    let mut parts: Vec<String> = order
+        .iter()
+        .filter_map(|k| key.get(k).map(|v| format!("{k}={}", show(v))))
+        .collect();
+    for (k, v) in key {
+        if !order.contains(k) {
+            parts.push(format!("{k}={}", show(v)));
+        }
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,242 @@
+//! The terminal report: a verdict line per check, the counts, the columns that differ, and
+//! sample rows with batch and stream values side by side.
+
+use std::fmt::Write;
+
+use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use similar::{ChangeTag, TextDiff};
+
+use super::{CheckReport, RunReport, show, show_key};
+use crate::verdict::CheckStatus;
+
+fn paint(text: &str, code: &str, color: bool) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+fn status_word(status: CheckStatus, color: bool) -> String {
+    match status {
+        CheckStatus::Match => paint("MATCH", "1;32", color),
+        CheckStatus::Diverged => paint("DIVERGED", "1;31", color),
+        CheckStatus::NotReady => paint("NOT READY", "1;33", color),
+        CheckStatus::Error => paint("ERROR", "1;35", color),
+    }
+}
+
+fn table(width: usize) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width.max(40) as u16);
+    table
+}
+
+pub fn render(report: &RunReport, color: bool, width: usize) -> String {
+    let mut out = String::new();
+    for check in &report.checks {
+        render_check(&mut out, check, color, width);
+        out.push('\n');
+    }
+    let counts = |s: CheckStatus| report.checks.iter().filter(|c| c.status == s).count();
+    let _ = writeln!(
+        out,
+        "{}: {} checks, {} match, {} diverged, {} not ready, {} error",
+        status_word(report.status, color),
+        report.checks.len(),
+        counts(CheckStatus::Match),
+        counts(CheckStatus::Diverged),
+        counts(CheckStatus::NotReady),
+        counts(CheckStatus::Error),
+    );
+    out
+}
+
+fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize) {
+    let _ = writeln!(
+        out,
+        "{} {}  ({}; {:.2}s)",
+        status_word(check.status, color),
+        paint(&check.name, "1", color),
+        check.query,
+        check.duration_seconds
+    );
+    if let Some(error) = &check.error {
+        let _ = writeln!(out, "  error: {error}");
+        return;
+    }
+    let c = &check.counts;
+    let _ = writeln!(
+        out,
+        "  rows: batch {} · stream {}   key: {}",
+        check.rows.batch,
+        check.rows.stream,
+        if check.key.is_empty() {
+            "(none: multiset comparison)".to_string()
+        } else {
+            check.key.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  matched {} · mismatched {} · missing in stream {} · extra in stream {} · divergence {:.4}%",
+        c.matched,
+        c.mismatched,
+        c.missing_in_stream,
+        c.extra_in_stream,
+        check.divergence_ratio * 100.0
+    );
+    if c.duplicate_keys_batch + c.duplicate_keys_stream > 0 {
+        let what = if check.key.is_empty() {
+            "duplicated rows"
+        } else {
+            "duplicated keys"
+        };
+        let _ = writeln!(
+            out,
+            "  {what}: batch {} · stream {}",
+            c.duplicate_keys_batch, c.duplicate_keys_stream
+        );
+    }
+    let s = &check.schema;
+    if !s.only_in_batch.is_empty() {
+        let _ = writeln!(
+            out,
+            "  schema: only in batch: {}",
+            s.only_in_batch.join(", ")
+        );
+    }
+    if !s.only_in_stream.is_empty() {
+        let _ = writeln!(
+            out,
+            "  schema: only in stream: {}",
+            s.only_in_stream.join(", ")
+        );
+    }
+    for change in &s.type_changes {
+        let _ = writeln!(
+            out,
+            "  schema: {} changed type: batch {} → stream {} (compared after coercion)",
+            change.column, change.batch, change.stream
+        );
+    }
+    let differing: Vec<_> = check
+        .columns
+        .iter()
+        .filter(|col| col.mismatched > 0)
+        .collect();
+    if !differing.is_empty() {
+        let mut t = table(width - 2);
+        t.set_header(vec!["column", "type", "mismatched rows", "tolerance"]);
+        for col in differing {
+            t.add_row(vec![
+                Cell::new(&col.name),
+                Cell::new(&col.data_type),
+                Cell::new(col.mismatched),
+                Cell::new(col.tolerance.as_deref().unwrap_or("exact")),
+            ]);
+        }
+        for line in t.to_string().lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    render_samples(out, check, color, width);
+}
+
+fn render_samples(out: &mut String, check: &CheckReport, color: bool, width: usize) {
+    let samples = &check.samples;
+    if !samples.mismatched.is_empty() {
+        let _ = writeln!(
+            out,
+            "  mismatched rows (first {} by key):",
+            samples.mismatched.len()
+        );
+        let mut t = table(width - 4);
+        t.set_header(vec!["key", "column", "batch", "stream"]);
+        for sample in &samples.mismatched {
+            for (i, d) in sample.differences.iter().enumerate() {
+                let key = if i == 0 {
+                    show_key(&sample.key, &check.key)
+                } else {
+                    String::new()
+                };
+                let (b, s) = (show(&d.batch), show(&d.stream));
+                let (b, s) = highlight(&b, &s, color);
+                t.add_row(vec![
+                    Cell::new(key),
+                    Cell::new(&d.column),
+                    Cell::new(b),
+                    Cell::new(s),
+                ]);
+            }
+        }
+        for line in t.to_string().lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    for (title, rows) in [
+        ("missing in stream", &samples.missing_in_stream),
+        ("extra in stream", &samples.extra_in_stream),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {title} (first {} by key):", rows.len());
+        for sample in rows {
+            let mut line = show_key(&sample.key, &check.key);
+            if !sample.values.is_empty() {
+                let values: Vec<String> = sample
+                    .values
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", show(v)))
+                    .collect();
+                let _ = write!(line, " │ {}", values.join(", "));
+            }
+            if let Some(n) = sample.count.filter(|n| *n > 1) {
+                let _ = write!(line, "  (×{n})");
+            }
+            let _ = writeln!(out, "    {}", truncate(&line, width.saturating_sub(4)));
+        }
+    }
+}
+
+/// Marks the characters that differ between two short values, so a trailing space or a changed
+/// digit is visible at a glance. Long or very different values are shown as they are.
+fn highlight(batch: &str, stream: &str, color: bool) -> (String, String) {
+    if !color || batch.len() > 200 || stream.len() > 200 {
+        return (batch.to_string(), stream.to_string());
+    }
+    let diff = TextDiff::from_chars(batch, stream);
+    if diff.ratio() < 0.5 {
+        return (batch.to_string(), stream.to_string());
+    }
+    let (mut b, mut s) = (String::new(), String::new());
+    for change in diff.iter_all_changes() {
+        let value = change.value();
+        match change.tag() {
+            ChangeTag::Equal => {
+                b.push_str(value);
+                s.push_str(value);
+            }
+            ChangeTag::Delete => b.push_str(&paint(&visible(value), "4;31", true)),
+            ChangeTag::Insert => s.push_str(&paint(&visible(value), "4;32", true)),
+        }
+    }
+    (b, s)
+}
+
+fn visible(text: &str) -> String {
+    text.replace(' ', "␠")
+}
+
+fn truncate(line: &str, width: usize) -> String {
+    if line.chars().count() <= width || width < 8 {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
