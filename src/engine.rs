@@ -86,9 +86,24 @@ impl Engine {
         let references = state
             .resolve_table_references(&statement)
             .map_err(|e| anyhow!("query {origin}: {e}"))?;
+        let ctes = cte_names(&statement);
         for reference in &references {
             if let Some(failure) = catalog.failure(side, reference.table()) {
                 bail!("{failure}");
+            }
+            let unqualified = reference.schema().is_none() && reference.catalog().is_none();
+            if unqualified
+                && !ctes.contains(&reference.table().to_string())
+                && !self
+                    .table_names(side)
+                    .iter()
+                    .any(|t| t == reference.table())
+            {
+                bail!(
+                    "query {origin}: table '{}' is not defined (tables: {})",
+                    reference.table(),
+                    self.table_names(side).join(", ")
+                );
             }
         }
         let plan = state.statement_to_plan(statement).await.map_err(|e| {
@@ -105,6 +120,17 @@ impl Engine {
             .verify_plan(&plan)
             .map_err(|e| anyhow!("query {origin}: {e}"))?;
         bind_params(plan, params, origin)
+    }
+
+    fn table_names(&self, side: Side) -> Vec<String> {
+        let mut names = self
+            .ctx
+            .catalog(CATALOG)
+            .and_then(|c| c.schema(side.name()))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     /// Session state for running a diff plan, with the join chosen for its size.
@@ -158,6 +184,26 @@ fn bind_params(
         .map_err(|e| anyhow!("query {origin}: binding parameters: {e}"))
 }
 
+/// Names the query's WITH clause defines, which are not tables.
+fn cte_names(statement: &DfStatement) -> Vec<String> {
+    let DfStatement::Statement(inner) = statement else {
+        return Vec::new();
+    };
+    let SqlStatement::Query(query) = inner.as_ref() else {
+        return Vec::new();
+    };
+    query
+        .with
+        .as_ref()
+        .map(|with| {
+            with.cte_tables
+                .iter()
+                .map(|cte| cte.alias.name.value.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// DataFusion's messages carry a category prefix ("Error during planning: ") that helps its
 /// developers more than dualrun's users; keep the substance.
 pub fn clean_df_error(message: &str) -> String {
@@ -173,6 +219,13 @@ pub fn clean_df_error(message: &str) -> String {
         if let Some(rest) = text.strip_prefix(prefix) {
             text = rest;
         }
+    }
+    // sqlparser errors arrive as `ParserError("…")`.
+    if let Some(inner) = text
+        .strip_prefix("ParserError(\"")
+        .and_then(|t| t.strip_suffix("\")"))
+    {
+        text = inner;
     }
     text.to_string()
 }

@@ -42,12 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(dispatch(cli))
-    })) {
-        Ok(code) => code,
-        Err(_) => 2,
-    };
+    }))
+    .unwrap_or(2);
     ExitCode::from(code as u8)
 }
 

@@ -155,7 +155,7 @@ pub fn cell_json(array: &ArrayRef, index: usize) -> Value {
         t if t.is_integer() => text
             .parse::<i128>()
             .ok()
-            .and_then(|n| serde_json::Number::from_i128(n))
+            .and_then(serde_json::Number::from_i128)
             .map(Value::Number)
             .unwrap_or(Value::String(text)),
         t if t.is_floating() => text

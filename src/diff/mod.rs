@@ -120,3 +120,6 @@ pub async fn run(
         paired_by_occurrence,
     })
 }
+
+#[cfg(test)]
+mod tests;

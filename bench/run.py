@@ -1,0 +1,516 @@
+"""`make bench`: times `dualrun compare` against DuckDB on the same keyed diff, and checks both
+find the same differences.
+
+1. Generates, deterministically (numpy, fixed seed), two Parquet tables of --rows rows
+   (default 5,000,000) and 10 columns of mixed types under --data-dir (default bench-data/):
+     batch/   the rows in key order, in 8 files;
+     stream/  the same rows, shuffled, in 16 files, except that 0.1% of the rows differ:
+              0.05% changed in one or two columns, 0.025% missing, 0.025% extra (new keys).
+   A manifest.json next to them records what was planted (the expected counts); when it
+   matches the requested rows, seed and generator version, the data is reused as is.
+2. Runs `dualrun compare ... --key id --format json` and DuckDB (bench/duckdb_diff.py, 2 threads,
+   FULL OUTER JOIN with per-column IS DISTINCT FROM) --repeat times each, interleaved, each as a
+   child process whose wall time (perf_counter) and peak RSS (wait4's ru_maxrss) are measured
+   the same way.
+3. Prints best and median wall time, peak RSS and the counts of each, the ratio
+   dualrun / DuckDB, and whether the target is met (ratio <= 1.0, dualrun peak RSS < 1 GiB).
+
+Exit code: 0 when dualrun, DuckDB and the manifest agree on every count (a missed speed or
+memory target is reported, not failed); 1 when the counts disagree (a wrong diff is a failure);
+2 when a tool could not run.
+
+    .venv/bin/python bench/run.py --dualrun $CARGO_TARGET_DIR/release/dualrun [--rows N]
+        [--repeat 3] [--memory-limit 512MiB] [--extra-args '...'] [--only-generate]
+"""
+
+import argparse
+import datetime as dt
+import decimal
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Bump whenever the generated data would change, so stale bench-data/ is regenerated.
+GENERATOR_VERSION = "1"
+DEFAULT_SEED = 20261126
+DEFAULT_ROWS = 5_000_000
+
+# The divergence planted in the stream side: 0.1% of the rows in all.
+CHANGED_FRACTION = 0.0005
+MISSING_FRACTION = 0.00025
+EXTRA_FRACTION = 0.00025
+
+BATCH_FILES = 8
+# The stream side is written as more, smaller files, like a streaming sink's output.
+STREAM_FILES = 16
+# Several row groups per file, so either engine can split a file across its threads.
+ROW_GROUP_ROWS = 128 * 1024
+
+TARGET_RATIO = 1.0
+TARGET_RSS_MIB = 1024
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        ("customer_id", pa.int64()),
+        ("quantity", pa.int32()),
+        ("amount", pa.float64()),
+        ("price", pa.decimal128(12, 2)),
+        ("region", pa.string()),
+        ("comment", pa.string()),
+        ("is_member", pa.bool_()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("ship_date", pa.date32()),
+    ]
+)
+KEY = "id"
+VALUE_COLUMNS = [f.name for f in SCHEMA if f.name != KEY]
+
+REGIONS = 50
+ADJECTIVES = ["late", "damaged", "gift-wrapped", "express", "partial", "re-routed", "standard",
+              "fragile", "oversized", "priority"]
+NOUNS = ["delivery", "package", "refund request", "address change", "pickup", "return",
+         "invoice question", "exchange"]
+EPOCH_2026_US = int(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
+YEAR_US = 365 * 86_400 * 1_000_000
+DAY_US = 86_400 * 1_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Data generation
+# --------------------------------------------------------------------------------------------
+
+def make_rows(rng, ids):
+    """A table of realistic order-like rows for the given keys, with a few NULLs (and NaNs).
+
+    Built column-wise with numpy and Arrow kernels: 5M rows take seconds, not minutes.
+    """
+    n = len(ids)
+
+    def nulls(fraction):
+        return rng.random(n) < fraction
+
+    customer_id = rng.integers(1, 2_000_000, n, dtype=np.int64)
+    quantity = pa.array(rng.integers(1, 21, n, dtype=np.int32), mask=nulls(0.01))
+    amount = np.round(rng.lognormal(3.5, 1.0, n), 2)
+    amount[nulls(0.0001)] = np.nan  # NaN equals NaN for both tools: it must not count as a diff
+    amount = pa.array(amount, mask=nulls(0.02))
+    # decimal128 straight from integer cents: the 16-byte little-endian two's complement value.
+    cents = rng.integers(99, 500_000, n, dtype=np.int64)
+    words = np.zeros((n, 2), dtype=np.int64)
+    words[:, 0] = cents
+    price = pa.Array.from_buffers(pa.decimal128(12, 2), n, [None, pa.py_buffer(words)])
+    # A skewed categorical, the kind a real dimension column has.
+    weights = 1.0 / np.arange(1, REGIONS + 1)
+    region_index = rng.choice(REGIONS, n, p=weights / weights.sum())
+    region = pa.array([f"region_{k}" for k in range(REGIONS)]).take(pa.array(region_index))
+    # Longer free text, NULL for most orders.
+    adjective = pa.array(ADJECTIVES).take(pa.array(rng.integers(0, len(ADJECTIVES), n)))
+    noun = pa.array(NOUNS).take(
+        pa.array(rng.integers(0, len(NOUNS), n), mask=nulls(0.7)))
+    ticket = pc.cast(pa.array(rng.integers(100_000, 1_000_000, n)), pa.string())
+    comment = pc.binary_join_element_wise(
+        adjective, noun, "for customer", pc.cast(pa.array(customer_id), pa.string()),
+        "- ticket", ticket, " ")
+    is_member = pa.array(rng.random(n) < 0.35, mask=nulls(0.05))
+    created_us = EPOCH_2026_US + rng.integers(0, YEAR_US, n, dtype=np.int64)
+    created_at = pa.array(created_us).cast(pa.timestamp("us", tz="UTC"))
+    ship_days = (created_us // DAY_US + rng.integers(0, 8, n)).astype(np.int32)
+    ship_date = pa.array(ship_days, mask=nulls(0.10)).cast(pa.date32())
+    return pa.Table.from_arrays(
+        [pa.array(ids, pa.int64()), pa.array(customer_id), quantity, amount, price, region,
+         comment, is_member, created_at, ship_date],
+        schema=SCHEMA,
+    )
+
+
+# The value a NULL becomes when a changed row gets one.
+FILL = {
+    "customer_id": 1,
+    "quantity": 1,
+    "amount": 1.0,
+    "price": decimal.Decimal("1.00"),
+    "region": "region_0",
+    "comment": "added later",
+    "is_member": False,
+    "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    "ship_date": dt.date(2026, 1, 2),
+}
+
+
+def changed_value(column, value, rng):
+    """A value that is certainly IS DISTINCT FROM `value`, as a buggy pipeline would write it."""
+    if value is None:
+        return FILL[column]
+    if rng.random() < 0.1:
+        return None  # a dropped value
+    if column in ("customer_id", "quantity"):
+        return value + 1
+    if column == "amount":
+        return 0.5 if value != value else round(value + 0.01, 2)  # value != value: NaN
+    if column == "price":
+        return value + decimal.Decimal("0.01")
+    if column == "region":
+        return f"region_{(int(value.split('_')[1]) + 1) % REGIONS}"
+    if column == "comment":
+        return value + " (edited)"
+    if column == "is_member":
+        return not value
+    if column == "created_at":
+        return value + dt.timedelta(seconds=1)
+    if column == "ship_date":
+        return value + dt.timedelta(days=1)
+    raise ValueError(column)
+
+
+def plant_changes(table, rows, rng):
+    """Changes one or two columns of each of `rows`; returns the table and per-column counts."""
+    by_column = {c: [] for c in VALUE_COLUMNS}
+    for row in rows:
+        for column in rng.choice(VALUE_COLUMNS, 1 if rng.random() < 0.7 else 2, replace=False):
+            by_column[str(column)].append(int(row))
+    for column in VALUE_COLUMNS:
+        targets = sorted(by_column[column])
+        if not targets:
+            continue
+        array = table.column(column).combine_chunks()
+        old = array.take(pa.array(targets)).to_pylist()
+        new = pa.array([changed_value(column, v, rng) for v in old], type=array.type)
+        mask = np.zeros(len(array), dtype=bool)
+        mask[targets] = True
+        array = pc.replace_with_mask(array, pa.array(mask), new)
+        table = table.set_column(table.schema.get_field_index(column), SCHEMA.field(column), array)
+    return table, {c: len(by_column[c]) for c in VALUE_COLUMNS}
+
+
+def write_parts(table, directory, files):
+    directory.mkdir(parents=True)
+    per_file = -(-table.num_rows // files)
+    names = []
+    for i in range(files):
+        part = table.slice(i * per_file, per_file)
+        if part.num_rows == 0:
+            break
+        name = f"part-{i:05d}.parquet"
+        pq.write_table(part, directory / name, row_group_size=ROW_GROUP_ROWS)
+        names.append(name)
+    return names
+
+
+def manifest_is_current(data_dir, rows, seed):
+    path = data_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {"generator_version": GENERATOR_VERSION, "rows": rows, "seed": seed}
+    if any(manifest.get(k) != v for k, v in wanted.items()):
+        return None
+    for side in ("batch", "stream"):
+        for name, size in manifest["files"][side].items():
+            file = data_dir / side / name
+            if not file.is_file() or file.stat().st_size != size:
+                return None
+    return manifest
+
+
+def generate(data_dir, rows, seed):
+    """Writes batch/, stream/ and manifest.json (last, so an interrupted run regenerates)."""
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    changed_n = max(1, round(rows * CHANGED_FRACTION))
+    missing_n = max(1, round(rows * MISSING_FRACTION))
+    extra_n = max(1, round(rows * EXTRA_FRACTION))
+
+    # Batch keys are the even numbers; extra stream rows take odd ones, so they are new keys.
+    ids = np.arange(rows, dtype=np.int64) * 2 + 1_000_000
+    batch = make_rows(rng, ids)
+
+    picked = rng.choice(rows, changed_n + missing_n, replace=False)
+    changed_rows, missing_rows = picked[:changed_n], picked[changed_n:]
+    stream, column_counts = plant_changes(batch, changed_rows, rng)
+    keep = np.ones(rows, dtype=bool)
+    keep[missing_rows] = False
+    stream = stream.filter(pa.array(keep))
+    extra_ids = rng.choice(rows, extra_n, replace=False).astype(np.int64) * 2 + 1_000_001
+    extra = make_rows(np.random.default_rng([seed, 1]), extra_ids)
+    stream = pa.concat_tables([stream, extra])
+    # Streams deliver rows in arrival order, not key order.
+    stream = stream.take(pa.array(rng.permutation(stream.num_rows)))
+
+    for path in (data_dir / "manifest.json", data_dir / "batch", data_dir / "stream"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for side, table, count in (("batch", batch, BATCH_FILES), ("stream", stream, STREAM_FILES)):
+        names = write_parts(table, data_dir / side, count)
+        files[side] = {name: (data_dir / side / name).stat().st_size for name in names}
+
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "rows": rows,
+        "seed": seed,
+        "columns": [f.name for f in SCHEMA],
+        "files": files,
+        "expected": {
+            "rows": {"batch": batch.num_rows, "stream": stream.num_rows},
+            "counts": {
+                "matched": rows - changed_n - missing_n,
+                "missing_in_stream": missing_n,
+                "extra_in_stream": extra_n,
+                "mismatched": changed_n,
+            },
+            "columns": column_counts,
+        },
+    }
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    size = sum(sum(f.values()) for f in files.values())
+    print(f"generated {data_dir} in {time.perf_counter() - started:.1f} s "
+          f"({size / 2**20:.0f} MiB of Parquet)")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    wall: float
+    rss_mib: float
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def measure(cmd, env=None):
+    """Runs `cmd` to completion; wall time and the peak RSS of that child alone.
+
+    Output goes to temporary files rather than pipes, so a chatty child cannot block on a full
+    pipe while we wait on it; wait4 gives that child's own rusage (ru_maxrss in KiB on Linux).
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: tell Popen not to wait
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, usage.ru_maxrss / 1024, proc.returncode,
+                   out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+class ToolError(Exception):
+    pass
+
+
+def dualrun_counts(run):
+    """Counts from dualrun's JSON report; exit 1 (diverged) is the expected verdict here."""
+    if run.exit_code not in (0, 1):
+        raise ToolError(f"dualrun exited {run.exit_code}:\n{run.stderr.strip()}")
+    try:
+        check = json.loads(run.stdout)["checks"][0]
+    except (ValueError, KeyError, IndexError) as e:
+        raise ToolError(f"dualrun printed no JSON report ({e}):\n{run.stdout[:2000]}") from e
+    if check.get("error"):
+        raise ToolError(f"dualrun check failed: {check['error']}")
+    counts = {k: check["counts"][k]
+              for k in ("matched", "missing_in_stream", "extra_in_stream", "mismatched")}
+    if check["counts"]["duplicate_keys_batch"] or check["counts"]["duplicate_keys_stream"]:
+        counts["duplicate_keys"] = [check["counts"]["duplicate_keys_batch"],
+                                    check["counts"]["duplicate_keys_stream"]]
+    return {
+        "rows": check["rows"],
+        "counts": counts,
+        "columns": {c["name"]: c["mismatched"] for c in check["columns"]},
+    }, check.get("duration_seconds")
+
+
+def duckdb_counts(run):
+    if run.exit_code != 0:
+        raise ToolError(f"duckdb_diff.py exited {run.exit_code}:\n{run.stderr.strip()}")
+    try:
+        result = json.loads(run.stdout)
+    except ValueError as e:
+        raise ToolError(f"duckdb_diff.py printed no JSON ({e}):\n{run.stdout[:2000]}") from e
+    return {k: result[k] for k in ("rows", "counts", "columns")}, result.get("query_seconds")
+
+
+def warm_page_cache(data_dir):
+    """Reads every data file once, so the first timed run does not pay for a cold disk alone."""
+    for path in sorted(data_dir.glob("*/*.parquet")):
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+def differences(expected, actual, path=""):
+    """Human-readable list of where two count dicts disagree."""
+    out = []
+    for key in sorted(set(expected) | set(actual)):
+        e, a = expected.get(key), actual.get(key)
+        where = f"{path}.{key}" if path else key
+        if isinstance(e, dict) and isinstance(a, dict):
+            out += differences(e, a, where)
+        elif e != a:
+            out.append(f"{where}: expected {e}, got {a}")
+    return out
+
+
+def table(rows, header):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate([header] + rows):
+        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description="Benchmark `dualrun compare` against DuckDB on a generated keyed diff.")
+    default_bin = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/dualrun"
+    parser.add_argument("--dualrun", type=Path, default=default_bin,
+                        help=f"the dualrun binary (default: {default_bin})")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
+                        help="rows of the batch table (default: 5,000,000)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "bench-data",
+                        help="where the Parquet tables go (default: bench-data/, git-ignored)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool (default: 3)")
+    parser.add_argument("--memory-limit", help="passed to dualrun as --memory-limit (e.g. 512MiB)")
+    parser.add_argument("--extra-args", default="", help="more dualrun flags, shell-quoted")
+    parser.add_argument("--duckdb-threads", type=int, default=2)
+    parser.add_argument("--duckdb-memory-limit", help="DuckDB's memory_limit (default: DuckDB's)")
+    parser.add_argument("--only-generate", action="store_true",
+                        help="generate (or validate) the data and stop")
+    args = parser.parse_args()
+    if args.rows < 1000 or args.repeat < 1:
+        parser.error("--rows must be at least 1000 and --repeat at least 1")
+
+    data_dir = args.data_dir.resolve()
+    manifest = manifest_is_current(data_dir, args.rows, args.seed)
+    if manifest:
+        print(f"reusing {data_dir} (manifest matches: {args.rows:,} rows, seed {args.seed})")
+    else:
+        manifest = generate(data_dir, args.rows, args.seed)
+    expected = manifest["expected"]
+    if args.only_generate:
+        return 0
+
+    if not os.access(args.dualrun, os.X_OK):
+        print(f"bench: no dualrun binary at {args.dualrun} (build it: cargo build --release)",
+              file=sys.stderr)
+        return 2
+    batch_dir, stream_dir = data_dir / "batch", data_dir / "stream"
+    dualrun_cmd = [str(args.dualrun), "compare",
+                   "--batch", f"t={batch_dir}/", "--stream", f"t={stream_dir}/",
+                   "--sql", "SELECT * FROM t", "--key", KEY, "--format", "json"]
+    if args.memory_limit:
+        dualrun_cmd += ["--memory-limit", args.memory_limit]
+    dualrun_cmd += shlex.split(args.extra_args)
+    duckdb_cmd = [sys.executable, str(Path(__file__).with_name("duckdb_diff.py")),
+                  "--batch", str(batch_dir), "--stream", str(stream_dir), "--key", KEY,
+                  "--threads", str(args.duckdb_threads)]
+    if args.duckdb_memory_limit:
+        duckdb_cmd += ["--memory-limit", args.duckdb_memory_limit]
+    tools = [("dualrun", dualrun_cmd, dualrun_counts), ("duckdb", duckdb_cmd, duckdb_counts)]
+
+    import duckdb  # only for its version in the header; the timed runs import it in a child
+
+    c = expected["counts"]
+    print(f"data: {args.rows:,} rows x {len(SCHEMA)} columns per side; stream differs in "
+          f"{c['mismatched']:,} changed, {c['missing_in_stream']:,} missing, "
+          f"{c['extra_in_stream']:,} extra rows")
+    print(f"machine: {os.cpu_count()} CPUs; DuckDB {duckdb.__version__} with "
+          f"{args.duckdb_threads} threads; dualrun {args.dualrun}")
+    for _, cmd, _ in tools:
+        print("  $ " + shlex.join(cmd))
+    warm_page_cache(data_dir)
+
+    # Interleaved, so drift of the machine (thermal, page cache, neighbours) hits both alike.
+    results = {name: [] for name, _, _ in tools}
+    for i in range(args.repeat):
+        line = []
+        for name, cmd, parse in tools:
+            run = measure(cmd)
+            try:
+                counts, inner = parse(run)
+            except ToolError as e:
+                print(f"bench: {e}", file=sys.stderr)
+                return 2
+            results[name].append((run, counts, inner))
+            line.append(f"{name} {run.wall:6.2f} s, {run.rss_mib:5.0f} MiB")
+        print(f"run {i + 1}/{args.repeat}: " + " | ".join(line), flush=True)
+
+    rows = []
+    summary = {}
+    for name, runs in results.items():
+        walls = [r.wall for r, _, _ in runs]
+        best = min(walls)
+        rss = max(r.rss_mib for r, _, _ in runs)
+        inner = [s for _, _, s in runs if s is not None]
+        counts = runs[0][1]["counts"]
+        summary[name] = (best, rss)
+        rows.append([name, f"{best:.2f}", f"{statistics.median(walls):.2f}",
+                     f"{min(inner):.2f}" if inner else "-", f"{rss:.0f}",
+                     f"{counts['matched']:,}", f"{counts['mismatched']:,}",
+                     f"{counts['missing_in_stream']:,}", f"{counts['extra_in_stream']:,}"])
+    rows.append(["expected", "", "", "", "", f"{c['matched']:,}", f"{c['mismatched']:,}",
+                 f"{c['missing_in_stream']:,}", f"{c['extra_in_stream']:,}"])
+    print()
+    print(table(rows, ["tool", "best s", "median s", "engine s", "peak RSS MiB", "matched",
+                       "mismatched", "missing", "extra"]))
+    print("(wall times are whole processes, startup included; 'engine s' is the time each tool "
+          "reports for the diff itself;\n DuckDB's RSS includes its Python interpreter)")
+
+    # Every run of every tool must agree with what was planted, per column as well.
+    wrong = []
+    for name, runs in results.items():
+        for i, (_, counts, _) in enumerate(runs):
+            wrong += [f"{name} run {i + 1}: {d}" for d in differences(expected, counts)]
+
+    ratio = summary["dualrun"][0] / summary["duckdb"][0]
+    rss = summary["dualrun"][1]
+    print()
+    print(f"ratio dualrun / DuckDB (best wall): {ratio:.2f}   target <= {TARGET_RATIO:.1f}: "
+          f"{'met' if ratio <= TARGET_RATIO else 'MISSED'}")
+    print(f"dualrun peak RSS: {rss:.0f} MiB   target < {TARGET_RSS_MIB} MiB: "
+          f"{'met' if rss < TARGET_RSS_MIB else 'MISSED'}")
+    if wrong:
+        print("counts: DISAGREE (a wrong diff fails the benchmark)")
+        for line in wrong[:40]:
+            print("  " + line)
+        return 1
+    print("counts: dualrun, DuckDB and the manifest agree (rows, counts and every column)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

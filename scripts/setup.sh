@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing dualrun needs on a fresh Debian machine, only when missing:
+#   build  mold (the linker .cargo/config.toml asks for)
+#   test   + the tools the integration tests run for real
+#   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
+set -euo pipefail
+want=${1:-build}
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mold >/dev/null 2>&1 || need_apt+=(mold)
+if [ "$want" = test ] || [ "$want" = bench ]; then
+  :
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${need_apt[*]} (apt-get)" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ "$want" = bench ] || [ "$want" = fixtures ]; then
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import duckdb, pyarrow, numpy' 2>/dev/null; then
+    echo "setup: creating .venv with duckdb, pyarrow, numpy (pip)" >&2
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check duckdb pyarrow numpy
+  fi
+fi
