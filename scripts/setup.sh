@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing dualrun needs on a fresh Debian machine, only when missing:
 #   build  mold (the linker .cargo/config.toml asks for)
-#   test   + the tools the integration tests run for real
+#   test   + the tools the integration tests run for real: promtool (Debian package prometheus),
+#          prometheus-pushgateway
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
 set -euo pipefail
 want=${1:-build}
@@ -9,8 +10,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mold >/dev/null 2>&1 || need_apt+=(mold)
-if [ "$want" = test ] || [ "$want" = bench ]; then
-  :
+if [ "$want" = test ]; then
+  command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+  command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

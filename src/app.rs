@@ -134,6 +134,23 @@ pub fn write_output(text: &str, path: Option<&Path>) -> Result<()> {
     }
 }
 
+/// Sends the run's metrics to the textfile and the Pushgateway the plan names. Both are tried;
+/// the first failure is returned after the other was attempted.
+pub async fn publish_metrics(
+    report: &RunReport,
+    metrics: &crate::config::MetricsSpec,
+) -> Result<()> {
+    let textfile = match &metrics.textfile {
+        Some(path) => crate::metrics::write_textfile(path, report),
+        None => Ok(()),
+    };
+    let pushed = match &metrics.pushgateway {
+        Some(gateway) => gateway.push(report).await,
+        None => Ok(()),
+    };
+    textfile.and(pushed)
+}
+
 /// A report for a run that failed before any check could run (bad config, bad flags), so
 /// `--format json` consumers still get a document with status "error".
 pub fn error_report(check_names: &[String], message: &str) -> RunReport {

@@ -30,6 +30,9 @@ pub enum Command {
     /// Plan every check on both sides without running it; report schema differences.
     #[command(after_help = VALIDATE_EXAMPLE)]
     Validate(ValidateArgs),
+    /// Serve /metrics and /healthz, and run the checks on a cron schedule or on POST /run.
+    #[command(after_help = SERVE_EXAMPLE)]
+    Serve(ServeArgs),
     /// Write a commented starter config.
     #[command(after_help = INIT_EXAMPLE)]
     Init(InitArgs),
@@ -51,6 +54,11 @@ const RUN_EXAMPLE: &str = "Example:
 
 const VALIDATE_EXAMPLE: &str = "Example:
   dualrun validate --config dualrun.toml";
+
+const SERVE_EXAMPLE: &str = "Example:
+  dualrun serve --config dualrun.toml --listen 127.0.0.1:9898 --schedule '0 2 * * *'
+  curl -X POST 'http://127.0.0.1:9898/run?wait=true'    # run now, answer with the JSON report
+  curl http://127.0.0.1:9898/metrics";
 
 const INIT_EXAMPLE: &str = "Example:
   dualrun init > dualrun.toml
@@ -79,6 +87,17 @@ pub struct ReportArgs {
     /// Upper bound of the memory pool (e.g. 512MiB, 2GiB); operators spill to disk beyond it.
     #[arg(long, value_name = "SIZE")]
     pub memory_limit: Option<String>,
+}
+
+/// Where metrics go, on top of the config's [metrics].
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write metrics to FILE for node_exporter's textfile collector (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_textfile: Option<PathBuf>,
+    /// Push metrics to the Pushgateway at URL (e.g. http://pushgateway:9091).
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +135,8 @@ pub struct CompareArgs {
     pub name: String,
     #[command(flatten)]
     pub report: ReportArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +149,27 @@ pub struct RunArgs {
     pub checks: Vec<String>,
     #[command(flatten)]
     pub report: ReportArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file (re-read before every run, so edits apply without a restart).
+    #[arg(long, short, value_name = "FILE", default_value = "dualrun.toml")]
+    pub config: PathBuf,
+    /// Address to listen on. Loopback by default: expose it deliberately.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9898")]
+    pub listen: String,
+    /// Run the checks on this cron schedule (5 fields, UTC), e.g. '0 2 * * *'.
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// Bind `$NAME` in the SQL to VALUE (overrides [params] of the config).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Upper bound of the memory pool (e.g. 512MiB, 2GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,24 @@ pub struct ConfigFile {
     pub checks: Vec<CheckConfig>,
     #[serde(default)]
     pub engine: EngineConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// node_exporter textfile collector file (e.g. /var/lib/node_exporter/textfile/dualrun.prom).
+    pub textfile: Option<PathBuf>,
+    /// Pushgateway base URL (e.g. http://pushgateway:9091).
+    pub pushgateway: Option<String>,
+    /// The `job` grouping label of pushes; default "dualrun".
+    pub job: Option<String>,
+    /// Extra grouping labels of pushes (e.g. { env = "prod" }).
+    #[serde(default)]
+    pub grouping: BTreeMap<String, String>,
+    /// Timeout of one push, as a duration; default 10s.
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +292,72 @@ pub struct Plan {
     pub checks: Vec<CheckSpec>,
     pub params: BTreeMap<String, String>,
     pub engine: EngineSpec,
+    pub metrics: MetricsSpec,
+}
+
+/// Where a run's metrics go; empty means nowhere.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSpec {
+    pub textfile: Option<PathBuf>,
+    pub pushgateway: Option<crate::metrics::Pushgateway>,
+}
+
+impl MetricsSpec {
+    /// The config's [metrics], with the command-line flags on top.
+    pub fn resolve(
+        config: &MetricsConfig,
+        textfile_flag: Option<&Path>,
+        pushgateway_flag: Option<&str>,
+    ) -> Result<MetricsSpec> {
+        let timeout = match &config.timeout {
+            Some(text) => humantime::parse_duration(text).map_err(|_| {
+                anyhow!("[metrics] timeout = '{text}' is not a duration (like 10s)")
+            })?,
+            None => Duration::from_secs(10),
+        };
+        let pushgateway = match pushgateway_flag.or(config.pushgateway.as_deref()) {
+            Some(url) => {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    anyhow!("pushgateway URL '{}': {e}", crate::redact::redact_url(url))
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    bail!(
+                        "pushgateway URL '{}' must be http:// or https://",
+                        crate::redact::redact_url(url)
+                    );
+                }
+                for name in config.grouping.keys() {
+                    if name == "job" || name == "check" || !is_label_name(name) {
+                        bail!(
+                            "[metrics] grouping label '{name}' is not allowed (a Prometheus label name other than job and check)"
+                        );
+                    }
+                }
+                Some(crate::metrics::Pushgateway {
+                    url: url.to_string(),
+                    job: config.job.clone().unwrap_or_else(|| "dualrun".to_string()),
+                    grouping: config.grouping.clone(),
+                    timeout,
+                })
+            }
+            None => None,
+        };
+        Ok(MetricsSpec {
+            textfile: textfile_flag
+                .map(Path::to_path_buf)
+                .or_else(|| config.textfile.clone()),
+            pushgateway,
+        })
+    }
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
 }
 
 /// Parses a size like `512MiB`, `2GiB`, `256M` or `1024` (bytes). K/M/G/T are binary with or
@@ -389,6 +473,18 @@ pub struct CompareInput<'a> {
     pub name: &'a str,
     pub params: &'a [String],
     pub memory_limit: Option<&'a str>,
+    pub metrics_textfile: Option<&'a Path>,
+    pub pushgateway: Option<&'a str>,
+}
+
+/// Flags of the config-driven commands that override or narrow the config file.
+#[derive(Debug, Default)]
+pub struct RunFlags<'a> {
+    pub checks: &'a [String],
+    pub params: &'a [String],
+    pub memory_limit: Option<&'a str>,
+    pub metrics_textfile: Option<&'a Path>,
+    pub pushgateway: Option<&'a str>,
 }
 
 impl Plan {
@@ -477,16 +573,16 @@ impl Plan {
             checks: vec![check],
             params: parse_params(input.params)?,
             engine: EngineSpec::from_config(&EngineConfig::default(), input.memory_limit)?,
+            metrics: MetricsSpec::resolve(
+                &MetricsConfig::default(),
+                input.metrics_textfile,
+                input.pushgateway,
+            )?,
         })
     }
 
     /// The plan of `dualrun run` / `validate`: the config file, then flags on top.
-    pub fn from_config_file(
-        path: &Path,
-        only_checks: &[String],
-        param_flags: &[String],
-        memory_flag: Option<&str>,
-    ) -> Result<Plan> {
+    pub fn from_config_file(path: &Path, flags: &RunFlags<'_>) -> Result<Plan> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let config: ConfigFile = toml::from_str(&text).map_err(|e| {
@@ -497,17 +593,12 @@ impl Plan {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        Plan::from_config(config, base, only_checks, param_flags, memory_flag)
+        Plan::from_config(config, base, flags)
             .with_context(|| format!("config file {}", path.display()))
     }
 
-    fn from_config(
-        config: ConfigFile,
-        base: &Path,
-        only_checks: &[String],
-        param_flags: &[String],
-        memory_flag: Option<&str>,
-    ) -> Result<Plan> {
+    fn from_config(config: ConfigFile, base: &Path, flags: &RunFlags<'_>) -> Result<Plan> {
+        let only_checks = flags.checks;
         let mut params = BTreeMap::new();
         for (name, value) in &config.params {
             check_param_name(name).with_context(|| format!("[params] {name}"))?;
@@ -521,7 +612,7 @@ impl Plan {
             };
             params.insert(name.clone(), text);
         }
-        params.extend(parse_params(param_flags)?);
+        params.extend(parse_params(flags.params)?);
 
         let mut tables = Vec::new();
         for (name, table) in config.tables {
@@ -618,7 +709,12 @@ impl Plan {
             tables,
             checks,
             params,
-            engine: EngineSpec::from_config(&config.engine, memory_flag)?,
+            engine: EngineSpec::from_config(&config.engine, flags.memory_limit)?,
+            metrics: MetricsSpec::resolve(
+                &config.metrics,
+                flags.metrics_textfile,
+                flags.pushgateway,
+            )?,
         })
     }
 }

@@ -8,8 +8,10 @@ mod cli;
 mod config;
 mod diff;
 mod engine;
+mod metrics;
 mod redact;
 mod report;
+mod serve;
 mod verdict;
 
 use std::process::ExitCode;
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
-use crate::config::{CompareInput, Plan};
+use crate::config::{CompareInput, Plan, RunFlags};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,6 +67,8 @@ async fn dispatch(cli: Cli) -> i32 {
                 name: &args.name,
                 params: &args.report.params,
                 memory_limit: args.report.memory_limit.as_deref(),
+                metrics_textfile: args.metrics.metrics_textfile.as_deref(),
+                pushgateway: args.metrics.pushgateway.as_deref(),
             });
             let names = [args.name.clone()];
             run_and_emit(plan, &args.report, &names).await
@@ -72,14 +76,22 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run(args) => {
             let plan = Plan::from_config_file(
                 &args.config,
-                &args.checks,
-                &args.report.params,
-                args.report.memory_limit.as_deref(),
+                &RunFlags {
+                    checks: &args.checks,
+                    params: &args.report.params,
+                    memory_limit: args.report.memory_limit.as_deref(),
+                    metrics_textfile: args.metrics.metrics_textfile.as_deref(),
+                    pushgateway: args.metrics.pushgateway.as_deref(),
+                },
             );
             run_and_emit(plan, &args.report, &args.checks).await
         }
         Command::Validate(args) => {
-            let outcome = match Plan::from_config_file(&args.config, &[], &args.params, None) {
+            let flags = RunFlags {
+                params: &args.params,
+                ..Default::default()
+            };
+            let outcome = match Plan::from_config_file(&args.config, &flags) {
                 Ok(plan) => app::validate(&plan).await,
                 Err(e) => Err(e),
             };
@@ -88,6 +100,10 @@ async fn dispatch(cli: Cli) -> i32 {
                 2
             })
         }
+        Command::Serve(args) => serve::serve(args).await.unwrap_or_else(|e| {
+            eprintln!("dualrun: error: {e:#}");
+            2
+        }),
         Command::Init(args) => match app::init(args.output.as_deref()) {
             Ok(()) => 0,
             Err(e) => {
@@ -108,12 +124,27 @@ async fn dispatch(cli: Cli) -> i32 {
 }
 
 async fn run_and_emit(plan: anyhow::Result<Plan>, args: &cli::ReportArgs, names: &[String]) -> i32 {
+    let mut metrics = config::MetricsSpec::default();
     let outcome = match plan {
-        Ok(plan) => app::run_plan(&plan).await,
+        Ok(plan) => {
+            metrics = plan.metrics.clone();
+            app::run_plan(&plan).await
+        }
         Err(e) => Err(e),
     };
-    match outcome.and_then(|report| app::emit(&report, args)) {
-        Ok(code) => code,
+    let emitted = match outcome {
+        Ok(report) => app::emit(&report, args).map(|code| (report, code)),
+        Err(e) => Err(e),
+    };
+    match emitted {
+        // The report is out before metrics are published: a failed push never hides it.
+        Ok((report, code)) => match app::publish_metrics(&report, &metrics).await {
+            Ok(()) => code,
+            Err(error) => {
+                eprintln!("dualrun: error: {error:#}");
+                if code == 0 { 2 } else { code }
+            }
+        },
         Err(error) => app::report_failure(args.format, args.output.as_deref(), names, &error),
     }
 }
