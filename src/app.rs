@@ -16,40 +16,75 @@ use crate::cli::{OutputFormat, ReportArgs};
 use crate::config::{CheckSpec, Plan, Side};
 use crate::diff::{self, DiffResult};
 use crate::engine::Engine;
+use crate::gate;
+use crate::history::{self, History, RunRecord};
+use crate::readiness::{self, NotReady};
 use crate::report::{CheckReport, RunReport};
 use crate::verdict::{self, CheckStatus};
 
-/// Runs every check of the plan and gathers the report.
+/// Runs every check of the plan and gathers the report; with a history, appends one record per
+/// check and evaluates the migration gate afterwards.
 pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
     let engine = Engine::new(&plan.engine)?;
     let catalog = catalog::register_tables(&engine.ctx, &plan.tables).await?;
+    let history = plan
+        .history
+        .as_deref()
+        .map(|location| History::open(&engine.ctx, location))
+        .transpose()?;
+    let run_id = history::new_run_id();
+    let mut problems = Vec::new();
     let mut reports = Vec::with_capacity(plan.checks.len());
     for check in &plan.checks {
         let started = Instant::now();
+        let started_at = chrono::Utc::now();
         let spinner = spinner(&check.name);
         let outcome = run_check(&engine, &catalog, check, plan).await;
         spinner.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
+        let (name, query, key) = (&check.name, &check.sql_origin, &check.key);
         let report = match outcome {
-            Ok(diff) => {
-                CheckReport::from_diff(&check.name, &check.sql_origin, &check.key, diff, seconds)
+            Ok(Outcome::Diff(diff)) => CheckReport::from_diff(name, query, key, diff, seconds),
+            Ok(Outcome::NotReady(why)) => {
+                eprintln!("dualrun: check '{name}': {}", why.message());
+                CheckReport::not_ready(name, query, key, why, seconds)
             }
             Err(error) => {
                 let message = format!("{error:#}");
-                eprintln!("dualrun: check '{}': {message}", check.name);
-                CheckReport::from_error(
-                    &check.name,
-                    &check.sql_origin,
-                    &check.key,
-                    message,
-                    seconds,
-                )
+                eprintln!("dualrun: check '{name}': {message}");
+                CheckReport::from_error(name, query, key, message, seconds)
             }
         };
         tracing::info!(check = %check.name, status = report.status.name(), seconds, "check done");
+        if let Some(history) = &history {
+            let record = RunRecord::new(
+                &run_id,
+                check,
+                &report,
+                &plan.params,
+                started_at,
+                chrono::Utc::now(),
+            );
+            if let Err(error) = history.append(&engine.ctx, &record).await {
+                problems.push(format!("{error:#}"));
+            }
+        }
         reports.push(report);
     }
-    Ok(RunReport::new(plan.params.clone(), reports))
+    let mut report = RunReport::new(plan.params.clone(), reports);
+    if let Some(history) = &history {
+        match history.read(&engine.ctx, None).await {
+            Ok(records) => report.gate = Some(gate::evaluate(&plan.all_checks, &records)),
+            Err(error) => problems.push(format!("{error:#}")),
+        }
+    }
+    report.problems = problems;
+    Ok(report)
+}
+
+enum Outcome {
+    Diff(DiffResult),
+    NotReady(NotReady),
 }
 
 async fn run_check(
@@ -57,21 +92,33 @@ async fn run_check(
     catalog: &Catalog,
     check: &CheckSpec,
     plan: &Plan,
-) -> Result<DiffResult> {
+) -> Result<Outcome> {
     let batch = engine
         .plan_side(check, Side::Batch, &plan.params, catalog)
         .await?;
     let stream = engine
         .plan_side(check, Side::Stream, &plan.params, catalog)
         .await?;
+    let stream_tables = scanned_tables(&stream);
+    if let Some(why) = readiness::check(
+        engine,
+        catalog,
+        check,
+        &plan.tables,
+        &stream_tables,
+        &plan.params,
+    )
+    .await?
+    {
+        return Ok(Outcome::NotReady(why));
+    }
     let bytes = catalog.bytes_of(
         Side::Batch,
         scanned_tables(&batch).iter().map(String::as_str),
-    ) + catalog.bytes_of(
-        Side::Stream,
-        scanned_tables(&stream).iter().map(String::as_str),
-    );
-    diff::run(engine, check, batch, stream, bytes).await
+    ) + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
+    Ok(Outcome::Diff(
+        diff::run(engine, check, batch, stream, bytes).await?,
+    ))
 }
 
 /// Names of the tables a plan scans.
@@ -112,7 +159,15 @@ pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<i32> {
         .unwrap_or(120);
     let text = report.render(args.format, color, width);
     write_output(&text, args.output.as_deref())?;
-    Ok(verdict::exit_code(report.status))
+    for problem in &report.problems {
+        eprintln!("dualrun: error: {problem}");
+    }
+    let code = verdict::exit_code(report.status);
+    Ok(if code == 0 && !report.problems.is_empty() {
+        2
+    } else {
+        code
+    })
 }
 
 pub fn write_output(text: &str, path: Option<&Path>) -> Result<()> {
@@ -225,6 +280,78 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
     }
     write_output(&out, None)?;
     Ok(verdict::exit_code(worst))
+}
+
+/// `dualrun history`: the run records, oldest first.
+pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat) -> Result<i32> {
+    let engine = Engine::new(&plan.engine)?;
+    let location = plan
+        .history
+        .as_deref()
+        .ok_or_else(|| anyhow!("no history location"))?;
+    let records = History::open(&engine.ctx, location)?
+        .read(&engine.ctx, check)
+        .await?;
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&records)?),
+        OutputFormat::Text | OutputFormat::Markdown => {
+            let mut table = comfy_table::Table::new();
+            let preset = if format == OutputFormat::Markdown {
+                comfy_table::presets::ASCII_MARKDOWN
+            } else {
+                comfy_table::presets::UTF8_FULL_CONDENSED
+            };
+            table.load_preset(preset).set_header(vec![
+                "started_at",
+                "check",
+                "params",
+                "status",
+                "batch rows",
+                "stream rows",
+                "divergent",
+                "ratio",
+            ]);
+            for r in &records {
+                table.add_row(vec![
+                    r.started_at.clone(),
+                    r.check_name.clone(),
+                    r.params.clone(),
+                    r.status.clone(),
+                    r.rows_batch.to_string(),
+                    r.rows_stream.to_string(),
+                    (r.missing_in_stream + r.extra_in_stream + r.mismatched).to_string(),
+                    format!("{:.6}", r.divergence_ratio),
+                ]);
+            }
+            format!("{table}\n{} records\n", records.len())
+        }
+    };
+    write_output(&text, None)?;
+    Ok(0)
+}
+
+/// `dualrun gate`: exit 0 when batch removal is ready, 1 when not.
+pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>) -> Result<i32> {
+    let engine = Engine::new(&plan.engine)?;
+    let location = plan
+        .history
+        .as_deref()
+        .ok_or_else(|| anyhow!("no history location"))?;
+    let records = History::open(&engine.ctx, location)?
+        .read(&engine.ctx, None)
+        .await?;
+    let gate = gate::evaluate(&plan.all_checks, &records);
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120);
+    let text = match format {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&gate)?),
+        OutputFormat::Markdown => gate::render_markdown(&gate),
+        OutputFormat::Text => gate::render_text(&gate, width),
+    };
+    write_output(&text, output)?;
+    Ok(if gate.ready { 0 } else { 1 })
 }
 
 pub const STARTER_CONFIG: &str = include_str!("starter.toml");

@@ -257,7 +257,7 @@ pub fn table_url(location: &str) -> Result<ListingTableUrl> {
 
 /// Registers the object store of a remote URL, built from the standard environment of its
 /// cloud (AWS_*, GOOGLE_*, AZURE_*), once per bucket.
-fn register_object_store(ctx: &SessionContext, url: &ListingTableUrl) -> Result<()> {
+pub fn register_object_store(ctx: &SessionContext, url: &ListingTableUrl) -> Result<()> {
     let url: &Url = url.as_ref();
     let scheme = url.scheme();
     if scheme == "file" {

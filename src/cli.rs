@@ -33,6 +33,12 @@ pub enum Command {
     /// Serve /metrics and /healthz, and run the checks on a cron schedule or on POST /run.
     #[command(after_help = SERVE_EXAMPLE)]
     Serve(ServeArgs),
+    /// Show the run history (one record per check run).
+    #[command(after_help = HISTORY_EXAMPLE)]
+    History(HistoryArgs),
+    /// The migration gate: which analyses are proven, and whether batch may be switched off.
+    #[command(after_help = GATE_EXAMPLE)]
+    Gate(GateArgs),
     /// Write a commented starter config.
     #[command(after_help = INIT_EXAMPLE)]
     Init(InitArgs),
@@ -59,6 +65,13 @@ const SERVE_EXAMPLE: &str = "Example:
   dualrun serve --config dualrun.toml --listen 127.0.0.1:9898 --schedule '0 2 * * *'
   curl -X POST 'http://127.0.0.1:9898/run?wait=true'    # run now, answer with the JSON report
   curl http://127.0.0.1:9898/metrics";
+
+const HISTORY_EXAMPLE: &str = "Example:
+  dualrun history --config dualrun.toml --check daily_revenue --format json";
+
+const GATE_EXAMPLE: &str = "Example:
+  dualrun gate --config dualrun.toml              # exit 0: batch may go; 1: not yet
+  dualrun gate --config dualrun.toml --format markdown --output gate.md";
 
 const INIT_EXAMPLE: &str = "Example:
   dualrun init > dualrun.toml
@@ -180,6 +193,30 @@ pub struct ValidateArgs {
     /// Bind `$NAME` in the SQL to VALUE (overrides [params] of the config).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The config file (its [history] url says where the records are).
+    #[arg(long, short, value_name = "FILE", default_value = "dualrun.toml")]
+    pub config: PathBuf,
+    /// Only the records of this check.
+    #[arg(long, value_name = "NAME")]
+    pub check: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The config file (checks, [gate] policy and [history] url).
+    #[arg(long, short, value_name = "FILE", default_value = "dualrun.toml")]
+    pub config: PathBuf,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

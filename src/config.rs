@@ -25,6 +25,36 @@ pub struct ConfigFile {
     pub engine: EngineConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub history: HistoryConfig,
+    #[serde(default)]
+    pub gate: GateConfig,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Where run records go: a local directory or an object store URL; default `.dualrun/history/`
+    /// next to the config file.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// Consecutive clean runs, on distinct params, that prove a check; default 7.
+    pub clean_runs: Option<u32>,
+    /// A run is clean when its divergence ratio is at or below this; default 0.
+    pub max_divergence_ratio: Option<f64>,
+    /// The checks that must be proven before batch may go; default every check.
+    pub required: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CheckGateConfig {
+    pub clean_runs: Option<u32>,
+    pub max_divergence_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -54,6 +84,11 @@ pub struct TableConfig {
     pub stream_format: Option<String>,
     /// Hive partition columns (`dt=…/` directories); inferred when absent.
     pub partition_cols: Option<Vec<String>>,
+    /// How far the stream has got: an aggregate SQL expression over the stream table, e.g.
+    /// `max(event_time)`. Checks reading the table are not_ready until it passes their window.
+    pub watermark: Option<String>,
+    /// How late data may still arrive after the watermark passed the window end, e.g. "30m".
+    pub lateness: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +105,13 @@ pub struct CheckConfig {
     #[serde(default)]
     pub ignore: Vec<String>,
     pub sample: Option<usize>,
+    /// Per-check gate policy overrides.
+    pub gate: Option<CheckGateConfig>,
+    /// SQL expression (params bound) for the end of the compared window; default
+    /// `CAST($run_date AS TIMESTAMP) + INTERVAL '1 day'` when the check reads a watermarked table.
+    pub window_end: Option<String>,
+    /// Overrides the tables' allowed lateness for this check.
+    pub lateness: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -169,6 +211,14 @@ pub struct TableSpec {
     pub name: String,
     pub batch: SourceSpec,
     pub stream: SourceSpec,
+    pub watermark: Option<Watermark>,
+}
+
+/// A stream table's progress marker and the lateness allowed after it.
+#[derive(Debug, Clone)]
+pub struct Watermark {
+    pub expression: String,
+    pub lateness: Duration,
 }
 
 impl TableSpec {
@@ -283,6 +333,50 @@ pub struct CheckSpec {
     pub tolerances: Vec<(String, Tolerance)>,
     pub ignore: Vec<String>,
     pub sample: usize,
+    pub gate: CheckGate,
+    /// End of the compared window, as an SQL expression with params bound.
+    pub window_end: Option<String>,
+    pub lateness: Option<Duration>,
+}
+
+/// The gate policy of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckGate {
+    pub clean_runs: u32,
+    pub max_divergence_ratio: f64,
+    pub required: bool,
+}
+
+impl Default for CheckGate {
+    fn default() -> Self {
+        CheckGate {
+            clean_runs: 7,
+            max_divergence_ratio: 0.0,
+            required: true,
+        }
+    }
+}
+
+impl CheckSpec {
+    /// Identifies what the check compares: its SQL, key, tolerances and ignored columns. A new
+    /// fingerprint restarts the check's clean streak. FNV-1a: stable across builds and platforms.
+    pub fn fingerprint(&self) -> String {
+        let mut text = format!(
+            "sql={}\nkey={:?}\nignore={:?}\n",
+            self.sql.trim(),
+            self.key,
+            self.ignore
+        );
+        for (column, tolerance) in &self.tolerances {
+            text.push_str(&format!("tolerance={column}:{tolerance:?}\n"));
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
 }
 
 /// Everything one invocation needs, validated.
@@ -293,6 +387,10 @@ pub struct Plan {
     pub params: BTreeMap<String, String>,
     pub engine: EngineSpec,
     pub metrics: MetricsSpec,
+    /// Where run records go; none for a one-off compare.
+    pub history: Option<String>,
+    /// Every check of the config, even when `--check` runs only some: the gate judges them all.
+    pub all_checks: Vec<CheckSpec>,
 }
 
 /// Where a run's metrics go; empty means nowhere.
@@ -547,6 +645,7 @@ impl Plan {
                     partition_cols: None,
                 },
                 name,
+                watermark: None,
             });
         }
         let (sql, sql_origin) = match (input.sql, input.query) {
@@ -567,10 +666,13 @@ impl Plan {
             tolerances: parse_tolerances(tolerance_pairs)?,
             ignore: clean_columns(input.ignore, "--ignore")?,
             sample: input.sample.unwrap_or(DEFAULT_SAMPLE),
+            gate: CheckGate::default(),
+            window_end: None,
+            lateness: None,
         };
         Ok(Plan {
             tables: table_specs,
-            checks: vec![check],
+            checks: vec![check.clone()],
             params: parse_params(input.params)?,
             engine: EngineSpec::from_config(&EngineConfig::default(), input.memory_limit)?,
             metrics: MetricsSpec::resolve(
@@ -578,6 +680,8 @@ impl Plan {
                 input.metrics_textfile,
                 input.pushgateway,
             )?,
+            history: None,
+            all_checks: vec![check],
         })
     }
 
@@ -642,6 +746,20 @@ impl Plan {
                     );
                 }
             }
+            let watermark = match (&table.watermark, &table.lateness) {
+                (Some(expression), lateness) => Some(Watermark {
+                    expression: expression.clone(),
+                    lateness: lateness
+                        .as_deref()
+                        .map(|l| parse_duration(l, &format!("[tables.{name}] lateness")))
+                        .transpose()?
+                        .unwrap_or_default(),
+                }),
+                (None, Some(_)) => {
+                    bail!("[tables.{name}] lateness needs a watermark expression too")
+                }
+                (None, None) => None,
+            };
             tables.push(TableSpec {
                 batch: SourceSpec {
                     url: resolve_location(base, &table.batch),
@@ -654,11 +772,29 @@ impl Plan {
                     partition_cols: table.partition_cols,
                 },
                 name,
+                watermark,
             });
         }
 
         if config.checks.is_empty() {
             bail!("no [[checks]]: add at least one check (see `dualrun init`)");
+        }
+        let gate_defaults = CheckGate {
+            clean_runs: config.gate.clean_runs.unwrap_or(7),
+            max_divergence_ratio: config.gate.max_divergence_ratio.unwrap_or(0.0),
+            required: true,
+        };
+        check_gate_numbers(
+            gate_defaults.clean_runs,
+            gate_defaults.max_divergence_ratio,
+            "[gate]",
+        )?;
+        if let Some(required) = &config.gate.required {
+            for name in required {
+                if !config.checks.iter().any(|c| &c.name == name) {
+                    bail!("[gate] required names check '{name}', which is not in the config");
+                }
+            }
         }
         let mut checks = Vec::new();
         for check in config.checks {
@@ -688,6 +824,28 @@ impl Plan {
                 .context(context.clone())?,
                 ignore: clean_columns(&check.ignore, "ignore").context(context.clone())?,
                 sample: check.sample.unwrap_or(DEFAULT_SAMPLE),
+                gate: {
+                    let own = check.gate.clone().unwrap_or_default();
+                    let gate = CheckGate {
+                        clean_runs: own.clean_runs.unwrap_or(gate_defaults.clean_runs),
+                        max_divergence_ratio: own
+                            .max_divergence_ratio
+                            .unwrap_or(gate_defaults.max_divergence_ratio),
+                        required: config
+                            .gate
+                            .required
+                            .as_ref()
+                            .is_none_or(|r| r.contains(&check.name)),
+                    };
+                    check_gate_numbers(gate.clean_runs, gate.max_divergence_ratio, &context)?;
+                    gate
+                },
+                window_end: check.window_end.clone(),
+                lateness: check
+                    .lateness
+                    .as_deref()
+                    .map(|l| parse_duration(l, &format!("{context} lateness")))
+                    .transpose()?,
                 name: check.name,
                 sql,
                 sql_origin,
@@ -702,6 +860,7 @@ impl Plan {
                 );
             }
         }
+        let all_checks = checks.clone();
         if !only_checks.is_empty() {
             checks.retain(|c| only_checks.contains(&c.name));
         }
@@ -715,8 +874,28 @@ impl Plan {
                 flags.metrics_textfile,
                 flags.pushgateway,
             )?,
+            history: Some(resolve_location(
+                base,
+                config.history.url.as_deref().unwrap_or(".dualrun/history/"),
+            )),
+            all_checks,
         })
     }
+}
+
+fn parse_duration(text: &str, what: &str) -> Result<Duration> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| anyhow!("{what} = '{text}' is not a duration (like 30m, 2h, 1d)"))
+}
+
+fn check_gate_numbers(clean_runs: u32, ratio: f64, what: &str) -> Result<()> {
+    if clean_runs == 0 {
+        bail!("{what}: clean_runs must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&ratio) {
+        bail!("{what}: max_divergence_ratio must be between 0 and 1");
+    }
+    Ok(())
 }
 
 fn read_query(path: &Path) -> Result<String> {

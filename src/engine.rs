@@ -71,11 +71,23 @@ impl Engine {
         params: &BTreeMap<String, String>,
         catalog: &Catalog,
     ) -> Result<LogicalPlan> {
-        let origin = &check.sql_origin;
+        self.plan_sql(&check.sql, &check.sql_origin, side, params, catalog)
+            .await
+    }
+
+    /// Plans any read-only query of dualrun's own (readiness probes) under the same rules.
+    pub async fn plan_sql(
+        &self,
+        sql: &str,
+        origin: &str,
+        side: Side,
+        params: &BTreeMap<String, String>,
+        catalog: &Catalog,
+    ) -> Result<LogicalPlan> {
         let state = self.state_for(side);
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
-            .sql_to_statement(&check.sql, &dialect)
+            .sql_to_statement(sql, &dialect)
             .map_err(|e| anyhow!("query {origin}: {}", clean_df_error(&e.to_string())))?;
         let is_query = matches!(&statement, DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
         if !is_query {

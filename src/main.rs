@@ -8,7 +8,10 @@ mod cli;
 mod config;
 mod diff;
 mod engine;
+mod gate;
+mod history;
 mod metrics;
+mod readiness;
 mod redact;
 mod report;
 mod serve;
@@ -104,6 +107,26 @@ async fn dispatch(cli: Cli) -> i32 {
             eprintln!("dualrun: error: {e:#}");
             2
         }),
+        Command::History(args) => {
+            let outcome = match Plan::from_config_file(&args.config, &RunFlags::default()) {
+                Ok(plan) => app::show_history(&plan, args.check.as_deref(), args.format).await,
+                Err(e) => Err(e),
+            };
+            outcome.unwrap_or_else(|e| {
+                eprintln!("dualrun: error: {e:#}");
+                2
+            })
+        }
+        Command::Gate(args) => {
+            let outcome = match Plan::from_config_file(&args.config, &RunFlags::default()) {
+                Ok(plan) => app::show_gate(&plan, args.format, args.output.as_deref()).await,
+                Err(e) => Err(e),
+            };
+            outcome.unwrap_or_else(|e| {
+                eprintln!("dualrun: error: {e:#}");
+                2
+            })
+        }
         Command::Init(args) => match app::init(args.output.as_deref()) {
             Ok(()) => 0,
             Err(e) => {

@@ -254,6 +254,43 @@ pub fn registry(
         }
     }
 
+    if let Some(gate) = &report.gate {
+        let streak = gauge_vec(
+            &registry,
+            "dualrun_gate_clean_streak",
+            "Clean runs in a row on distinct params, per check.",
+            &["check"],
+        )?;
+        let required = gauge_vec(
+            &registry,
+            "dualrun_gate_required_runs",
+            "Clean runs in a row that prove a check.",
+            &["check"],
+        )?;
+        let open = gauge_vec(
+            &registry,
+            "dualrun_gate_open",
+            "1 when the check is proven (its gate is open), else 0.",
+            &["check"],
+        )?;
+        for check in &gate.checks {
+            streak
+                .with_label_values(&[&check.name])
+                .set(f64::from(check.clean_streak));
+            required
+                .with_label_values(&[&check.name])
+                .set(f64::from(check.required_runs));
+            open.with_label_values(&[&check.name])
+                .set(if check.open { 1.0 } else { 0.0 });
+        }
+        gauge(
+            &registry,
+            "dualrun_gate_ready",
+            "1 when every required check is proven: batch may be switched off.",
+        )?
+        .set(if gate.ready { 1.0 } else { 0.0 });
+    }
+
     if families == Families::All {
         let check_success = gauge_vec(
             &registry,

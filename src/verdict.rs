@@ -62,12 +62,13 @@ pub fn run_status(checks: impl IntoIterator<Item = CheckStatus>) -> CheckStatus 
     status
 }
 
-/// Exit codes like diff(1): 0 match, 1 diverged, 2 trouble. A stream that is not ready yet is
-/// not a divergence, but not a pass either.
+/// Exit codes like diff(1): 0 match, 1 diverged, 2 trouble; and 3 when a stream was not ready
+/// (nothing diverged, nothing failed: run again later).
 pub fn exit_code(status: CheckStatus) -> i32 {
     match status {
         CheckStatus::Match => 0,
-        CheckStatus::Diverged | CheckStatus::NotReady => 1,
+        CheckStatus::Diverged => 1,
         CheckStatus::Error => 2,
+        CheckStatus::NotReady => 3,
     }
 }

@@ -18,6 +18,9 @@ fn check(key: &[&str], tolerances: &[(&str, Tolerance)], ignore: &[&str]) -> Che
             .collect(),
         ignore: ignore.iter().map(|s| s.to_string()).collect(),
         sample: 5,
+        gate: Default::default(),
+        window_end: None,
+        lateness: None,
     }
 }
 

@@ -66,6 +66,10 @@ pub fn render(report: &RunReport) -> String {
             let _ = writeln!(out, "```\n{error}\n```");
             continue;
         }
+        if let Some(why) = &check.readiness {
+            let _ = writeln!(out, "{}", why.message());
+            continue;
+        }
         let c = &check.counts;
         if c.duplicate_keys_batch + c.duplicate_keys_stream > 0 {
             let _ = writeln!(

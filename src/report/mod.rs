@@ -23,6 +23,12 @@ pub struct RunReport {
     /// Set when the run failed before its checks could run (bad config or flags).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The migration gate after this run, when the run keeps a history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GateReport>,
+    /// Trouble after the verdicts (history not written, …): the run exits 2 if it would exit 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +46,9 @@ pub struct CheckReport {
     pub duration_seconds: f64,
     /// Duplicate keys made the diff pair rows by occurrence (in value order).
     pub paired_by_occurrence: bool,
+    /// Why the check is not_ready: the stream's watermark has not passed the window yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::readiness::NotReady>,
     pub error: Option<String>,
 }
 
@@ -63,9 +72,24 @@ impl CheckReport {
             schema: diff.schema,
             samples: diff.samples,
             paired_by_occurrence: diff.paired_by_occurrence,
+            readiness: None,
             duration_seconds: seconds,
             error: None,
         }
+    }
+
+    pub fn not_ready(
+        name: &str,
+        query: &str,
+        key: &[String],
+        why: crate::readiness::NotReady,
+        seconds: f64,
+    ) -> Self {
+        let mut report = CheckReport::from_error(name, query, key, String::new(), seconds);
+        report.status = CheckStatus::NotReady;
+        report.error = None;
+        report.readiness = Some(why);
+        report
     }
 
     pub fn from_error(
@@ -87,6 +111,7 @@ impl CheckReport {
             schema: SchemaDiff::default(),
             samples: Samples::default(),
             paired_by_occurrence: false,
+            readiness: None,
             duration_seconds: seconds,
             error: Some(error),
         }
@@ -105,6 +130,8 @@ impl RunReport {
             params,
             checks,
             error: None,
+            gate: None,
+            problems: Vec::new(),
         }
     }
 

@@ -41,6 +41,13 @@ pub fn render(report: &RunReport, color: bool, width: usize) -> String {
         render_check(&mut out, check, color, width);
         out.push('\n');
     }
+    if let Some(gate) = &report.gate {
+        out.push_str(&crate::gate::render_text(gate, width));
+        out.push('\n');
+    }
+    for problem in &report.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
     let counts = |s: CheckStatus| report.checks.iter().filter(|c| c.status == s).count();
     let _ = writeln!(
         out,
@@ -66,6 +73,10 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
     );
     if let Some(error) = &check.error {
         let _ = writeln!(out, "  error: {error}");
+        return;
+    }
+    if let Some(why) = &check.readiness {
+        let _ = writeln!(out, "  {} (not compared; run again later)", why.message());
         return;
     }
     let c = &check.counts;

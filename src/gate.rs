@@ -1,0 +1,257 @@
+//! The migration gate: from the run history, per check, how many clean runs in a row it has on
+//! distinct params (run dates), whether that proves it, and whether every required check is
+//! proven so the batch pipeline may be switched off.
+//!
+//! Rules (documented in the README, exercised by the multi-night simulation test):
+//! - only records with the check's current fingerprint count: a change of SQL, key, tolerance or
+//!   ignored columns restarts the streak;
+//! - per params, only the latest record counts: re-running a night replaces its verdict;
+//! - verdicts are ordered by params (ISO dates sort by time); the streak counts clean verdicts
+//!   back from the newest until a dirty one;
+//! - clean: match, or diverged within `max_divergence_ratio` with no one-sided column;
+//!   dirty: any other diverged run, which resets the streak;
+//! - error and not_ready are no verdict: they neither count nor reset, but the gate is open only
+//!   when the newest params has a clean verdict, so a check failing tonight is never "proven".
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::CheckSpec;
+use crate::history::RunRecord;
+use crate::verdict::CheckStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// No run with the current definition of the check yet.
+    NoRuns,
+    /// The newest verdict diverges.
+    Diverging,
+    /// Clean so far, not yet for long enough (or the newest night has no verdict yet).
+    Proving,
+    /// Enough clean runs in a row: this analysis may move to the stream.
+    Proven,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LastDivergence {
+    pub params: String,
+    pub at: String,
+    pub divergence_ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GateCheck {
+    pub name: String,
+    pub required: bool,
+    pub clean_streak: u32,
+    pub required_runs: u32,
+    pub open: bool,
+    pub stage: Stage,
+    pub last_divergence: Option<LastDivergence>,
+    /// Status of the newest params' record.
+    pub latest_status: Option<String>,
+    pub latest_params: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GateReport {
+    /// Batch removal may go ahead: every required check is proven.
+    pub ready: bool,
+    pub proven: usize,
+    pub required: usize,
+    pub checks: Vec<GateCheck>,
+}
+
+enum Verdict {
+    Clean,
+    Dirty,
+    None,
+}
+
+fn verdict(record: &RunRecord, max_ratio: f64) -> Verdict {
+    match record.status() {
+        Some(CheckStatus::Match) => Verdict::Clean,
+        Some(CheckStatus::Diverged)
+            if !record.schema_diverged && record.divergence_ratio <= max_ratio =>
+        {
+            Verdict::Clean
+        }
+        Some(CheckStatus::Diverged) => Verdict::Dirty,
+        _ => Verdict::None,
+    }
+}
+
+pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
+    let mut out = Vec::with_capacity(checks.len());
+    for check in checks {
+        let fingerprint = check.fingerprint();
+        // Latest record per params; `records` are oldest first, so later ones replace.
+        let mut by_params: BTreeMap<&str, &RunRecord> = BTreeMap::new();
+        for record in records
+            .iter()
+            .filter(|r| r.check_name == check.name && r.config_hash == fingerprint)
+        {
+            let slot = by_params.entry(record.params.as_str()).or_insert(record);
+            if record.started_at >= slot.started_at {
+                *slot = record;
+            }
+        }
+        let max_ratio = check.gate.max_divergence_ratio;
+        let mut streak = 0;
+        let mut last_divergence = None;
+        for record in by_params.values().rev() {
+            match verdict(record, max_ratio) {
+                Verdict::Clean => streak += 1,
+                Verdict::None => continue,
+                Verdict::Dirty => {
+                    last_divergence = Some(LastDivergence {
+                        params: record.params.clone(),
+                        at: record.started_at.clone(),
+                        divergence_ratio: record.divergence_ratio,
+                    });
+                    break;
+                }
+            }
+        }
+        let newest = by_params.values().next_back();
+        let newest_clean = newest.is_some_and(|r| matches!(verdict(r, max_ratio), Verdict::Clean));
+        let newest_dirty = newest.is_some_and(|r| matches!(verdict(r, max_ratio), Verdict::Dirty));
+        let open = newest_clean && streak >= check.gate.clean_runs;
+        let stage = if newest.is_none() {
+            Stage::NoRuns
+        } else if open {
+            Stage::Proven
+        } else if newest_dirty {
+            Stage::Diverging
+        } else {
+            Stage::Proving
+        };
+        out.push(GateCheck {
+            name: check.name.clone(),
+            required: check.gate.required,
+            clean_streak: streak,
+            required_runs: check.gate.clean_runs,
+            open,
+            stage,
+            last_divergence,
+            latest_status: newest.map(|r| r.status.clone()),
+            latest_params: newest.map(|r| r.params.clone()),
+        });
+    }
+    let required = out.iter().filter(|c| c.required).count();
+    let proven = out.iter().filter(|c| c.required && c.open).count();
+    GateReport {
+        ready: required > 0 && proven == required,
+        proven,
+        required,
+        checks: out,
+    }
+}
+
+fn stage_text(check: &GateCheck) -> String {
+    match check.stage {
+        Stage::NoRuns => "no runs yet".to_string(),
+        Stage::Diverging => "diverging".to_string(),
+        Stage::Proving => format!(
+            "proving ({} of {})",
+            check.clean_streak.min(check.required_runs),
+            check.required_runs
+        ),
+        Stage::Proven => "proven".to_string(),
+    }
+}
+
+fn headline(gate: &GateReport) -> String {
+    format!(
+        "batch removal: {} ({} of {} analyses proven)",
+        if gate.ready { "READY" } else { "NOT READY" },
+        gate.proven,
+        gate.required
+    )
+}
+
+pub fn render_text(gate: &GateReport, width: usize) -> String {
+    use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width.max(40) as u16)
+        .set_header(vec![
+            "check",
+            "stage",
+            "clean streak",
+            "gate",
+            "last divergence",
+            "required",
+        ]);
+    for check in &gate.checks {
+        table.add_row(vec![
+            check.name.clone(),
+            stage_text(check),
+            format!("{} / {}", check.clean_streak, check.required_runs),
+            if check.open {
+                "open".into()
+            } else {
+                "closed".into()
+            },
+            check
+                .last_divergence
+                .as_ref()
+                .map(|d| {
+                    format!(
+                        "{} (ratio {:.4})",
+                        short_params(&d.params),
+                        d.divergence_ratio
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+            if check.required {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ]);
+    }
+    format!("{table}\n{}\n", headline(gate))
+}
+
+pub fn render_markdown(gate: &GateReport) -> String {
+    let mut out = format!("## Migration gate: {}\n\n", headline(gate));
+    out.push_str(
+        "| check | stage | clean streak | gate | last divergence |\n|---|---|---:|---|---|\n",
+    );
+    for check in &gate.checks {
+        let _ = writeln!(
+            out,
+            "| {}{} | {} | {} / {} | {} | {} |",
+            check.name,
+            if check.required { "" } else { " (optional)" },
+            stage_text(check),
+            check.clean_streak,
+            check.required_runs,
+            if check.open { "✅ open" } else { "⛔ closed" },
+            check
+                .last_divergence
+                .as_ref()
+                .map(|d| short_params(&d.params))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    out
+}
+
+/// `{"run_date":"2026-11-25"}` reads better as `run_date=2026-11-25`.
+fn short_params(params: &str) -> String {
+    match serde_json::from_str::<BTreeMap<String, String>>(params) {
+        Ok(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => params.to_string(),
+    }
+}

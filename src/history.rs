@@ -1,0 +1,239 @@
+//! Run history: one immutable record per check run, written as one small NDJSON object on any
+//! object store (a local directory included), and read back as a table through DataFusion.
+//!
+//! Why one object per record: nothing is ever rewritten, two runs at once cannot corrupt each
+//! other (unique names, create-only puts), and a put is atomic on every object store (the local
+//! one stages and renames), so a crash never leaves a partial record where readers look.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::json::ArrayWriter;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{SessionContext, col, lit};
+use object_store::{PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog;
+use crate::config::CheckSpec;
+use crate::redact::redact_url;
+use crate::report::CheckReport;
+use crate::verdict::CheckStatus;
+
+/// One check run. Field names are the history table's columns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub check_name: String,
+    /// The run's params as canonical JSON (sorted keys): the gate counts distinct params.
+    pub params: String,
+    pub run_date: Option<String>,
+    /// RFC 3339 UTC with microseconds: sorts as text.
+    pub started_at: String,
+    pub ended_at: String,
+    pub status: String,
+    pub rows_batch: u64,
+    pub rows_stream: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub missing_in_stream: u64,
+    pub extra_in_stream: u64,
+    pub duplicate_keys_batch: u64,
+    pub duplicate_keys_stream: u64,
+    pub divergence_ratio: f64,
+    /// A column exists on one side only: never clean, whatever the ratio.
+    pub schema_diverged: bool,
+    pub dualrun_version: String,
+    /// The check's fingerprint (SQL, key, tolerances, ignore): a change restarts its streak.
+    pub config_hash: String,
+    pub error: Option<String>,
+}
+
+fn schema() -> Arc<Schema> {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    let count = |name: &str| Field::new(name, DataType::UInt64, false);
+    Arc::new(Schema::new(vec![
+        text("run_id", false),
+        text("check_name", false),
+        text("params", false),
+        text("run_date", true),
+        text("started_at", false),
+        text("ended_at", false),
+        text("status", false),
+        count("rows_batch"),
+        count("rows_stream"),
+        count("matched"),
+        count("mismatched"),
+        count("missing_in_stream"),
+        count("extra_in_stream"),
+        count("duplicate_keys_batch"),
+        count("duplicate_keys_stream"),
+        Field::new("divergence_ratio", DataType::Float64, false),
+        Field::new("schema_diverged", DataType::Boolean, false),
+        text("dualrun_version", false),
+        text("config_hash", false),
+        text("error", true),
+    ]))
+}
+
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+pub fn canonical_params(params: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(params).unwrap_or_default()
+}
+
+/// A run id unique enough for concurrent writers: time, process and a counter.
+pub fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}-{:x}-{:x}",
+        nanos,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl RunRecord {
+    pub fn new(
+        run_id: &str,
+        check: &CheckSpec,
+        report: &CheckReport,
+        params: &std::collections::BTreeMap<String, String>,
+        started: chrono::DateTime<chrono::Utc>,
+        ended: chrono::DateTime<chrono::Utc>,
+    ) -> RunRecord {
+        let c = &report.counts;
+        RunRecord {
+            run_id: run_id.to_string(),
+            check_name: check.name.clone(),
+            params: canonical_params(params),
+            run_date: params.get("run_date").cloned(),
+            started_at: timestamp(started),
+            ended_at: timestamp(ended),
+            status: report.status.name().to_string(),
+            rows_batch: report.rows.batch,
+            rows_stream: report.rows.stream,
+            matched: c.matched,
+            mismatched: c.mismatched,
+            missing_in_stream: c.missing_in_stream,
+            extra_in_stream: c.extra_in_stream,
+            duplicate_keys_batch: c.duplicate_keys_batch,
+            duplicate_keys_stream: c.duplicate_keys_stream,
+            divergence_ratio: report.divergence_ratio,
+            schema_diverged: report.schema.diverges(),
+            dualrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            config_hash: check.fingerprint(),
+            error: report.error.clone(),
+        }
+    }
+
+    pub fn status(&self) -> Option<CheckStatus> {
+        [
+            CheckStatus::Match,
+            CheckStatus::Diverged,
+            CheckStatus::NotReady,
+            CheckStatus::Error,
+        ]
+        .into_iter()
+        .find(|s| s.name() == self.status)
+    }
+}
+
+/// The history location: a local directory (created when missing) or an object store URL.
+pub struct History {
+    url: ListingTableUrl,
+    shown: String,
+}
+
+impl History {
+    pub fn open(ctx: &SessionContext, location: &str) -> Result<History> {
+        let shown = redact_url(location);
+        if !location.contains("://") || location.starts_with("file://") {
+            let path = location.strip_prefix("file://").unwrap_or(location);
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("cannot create the history directory {path}"))?;
+        }
+        let mut location = location.to_string();
+        if !location.ends_with('/') {
+            location.push('/');
+        }
+        let url =
+            catalog::table_url(&location).with_context(|| format!("history location {shown}"))?;
+        catalog::register_object_store(ctx, &url)
+            .with_context(|| format!("history location {shown}"))?;
+        Ok(History { url, shown })
+    }
+
+    /// Appends one record as its own object; never overwrites anything.
+    pub async fn append(&self, ctx: &SessionContext, record: &RunRecord) -> Result<()> {
+        let store = ctx.runtime_env().object_store(&self.url)?;
+        let mut line = serde_json::to_string(record)?;
+        line.push('\n');
+        let compact: String = record
+            .started_at
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let name = format!("{compact}-{}.json", record.run_id);
+        let path = object_store::path::Path::from(format!("{}/{name}", self.url.prefix().as_ref()));
+        store
+            .put_opts(
+                &path,
+                PutPayload::from(line),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+            .map_err(|e| anyhow!("cannot write a history record to {}: {e}", self.shown))?;
+        Ok(())
+    }
+
+    /// Registers the history as table `history` (in the default schema) and returns the records,
+    /// optionally of one check, oldest first.
+    pub async fn read(&self, ctx: &SessionContext, check: Option<&str>) -> Result<Vec<RunRecord>> {
+        let options =
+            ListingOptions::new(Arc::new(JsonFormat::default())).with_file_extension(".json");
+        let config = ListingTableConfig::new(self.url.clone())
+            .with_listing_options(options)
+            .with_schema(schema());
+        let table = ListingTable::try_new(config)?;
+        let mut frame = ctx.read_table(Arc::new(table))?;
+        if let Some(check) = check {
+            frame = frame.filter(col("check_name").eq(lit(check)))?;
+        }
+        let batches = frame
+            .sort(vec![
+                col("started_at").sort(true, false),
+                col("run_id").sort(true, false),
+            ])?
+            .collect()
+            .await
+            .map_err(|e| anyhow!("cannot read the history at {}: {e}", self.shown))?;
+        let mut writer = ArrayWriter::new(Vec::new());
+        for batch in &batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+        let bytes = writer.into_inner();
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&bytes)?;
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_value(row)
+                    .map_err(|e| anyhow!("a history record does not parse: {e}"))
+            })
+            .collect()
+    }
+}
