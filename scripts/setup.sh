@@ -2,7 +2,7 @@
 # Installs what building and testing dualrun needs on a fresh Debian machine, only when missing:
 #   build  mold (the linker .cargo/config.toml asks for)
 #   test   + the tools the integration tests run for real: promtool (Debian package prometheus),
-#          prometheus-pushgateway
+#          prometheus-pushgateway, and moto[server] (an S3-compatible server) in .venv
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
 set -euo pipefail
 want=${1:-build}
@@ -22,10 +22,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ "$want" = bench ] || [ "$want" = fixtures ]; then
-  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import duckdb, pyarrow, numpy' 2>/dev/null; then
-    echo "setup: creating .venv with duckdb, pyarrow, numpy (pip)" >&2
-    python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check duckdb pyarrow numpy
+venv() {  # venv PYTHON_MODULE_CHECK PIP_PACKAGES...
+  local check=$1; shift
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "$check" 2>/dev/null; then
+    echo "setup: installing $* into .venv (pip)" >&2
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "$@"
   fi
+}
+if [ "$want" = test ]; then
+  # A real S3-compatible server for the object-store tests.
+  venv 'import moto.server, flask' 'moto[server]'
+fi
+if [ "$want" = bench ] || [ "$want" = fixtures ]; then
+  venv 'import duckdb, pyarrow, numpy' duckdb pyarrow numpy
 fi

@@ -1,25 +1,22 @@
 //! The commands, wired from the pieces: plan → catalog → engine → diff → verdict → report.
 //! Checks are isolated: one that fails becomes an error entry and the others still run.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::LogicalPlan;
 
 use crate::catalog::{self, Catalog};
 use crate::cli::{OutputFormat, ReportArgs};
 use crate::config::{CheckSpec, Plan, Side};
 use crate::diff::{self, DiffResult};
-use crate::engine::Engine;
+use crate::engine::{Engine, scanned_tables};
 use crate::gate;
 use crate::history::{self, History, RunRecord};
 use crate::readiness::{self, NotReady};
-use crate::report::{CheckReport, RunReport};
+use crate::report::{CheckReport, RunReport, TextStyle};
 use crate::verdict::{self, CheckStatus};
 
 /// Runs every check of the plan and gathers the report; with a history, appends one record per
@@ -39,18 +36,20 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
         let started = Instant::now();
         let started_at = chrono::Utc::now();
         let spinner = spinner(&check.name);
-        let outcome = run_check(&engine, &catalog, check, plan).await;
-        spinner.finish_and_clear();
+        let outcome = run_check(&engine, &catalog, check, plan, spinner.as_ref()).await;
+        if let Some(bar) = &spinner {
+            bar.finish_and_clear();
+        }
         let seconds = started.elapsed().as_secs_f64();
         let (name, query, key) = (&check.name, &check.sql_origin, &check.key);
         let report = match outcome {
-            Ok(Outcome::Diff(diff)) => CheckReport::from_diff(name, query, key, diff, seconds),
+            Ok(Outcome::Diff(diff)) => CheckReport::from_diff(name, query, key, *diff, seconds),
             Ok(Outcome::NotReady(why)) => {
                 eprintln!("dualrun: check '{name}': {}", why.message());
                 CheckReport::not_ready(name, query, key, why, seconds)
             }
             Err(error) => {
-                let message = format!("{error:#}");
+                let message = crate::redact::scrub(&format!("{error:#}"));
                 eprintln!("dualrun: check '{name}': {message}");
                 CheckReport::from_error(name, query, key, message, seconds)
             }
@@ -66,7 +65,7 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
                 chrono::Utc::now(),
             );
             if let Err(error) = history.append(&engine.ctx, &record).await {
-                problems.push(format!("{error:#}"));
+                problems.push(crate::redact::scrub(&format!("{error:#}")));
             }
         }
         reports.push(report);
@@ -75,7 +74,7 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
     if let Some(history) = &history {
         match history.read(&engine.ctx, None).await {
             Ok(records) => report.gate = Some(gate::evaluate(&plan.all_checks, &records)),
-            Err(error) => problems.push(format!("{error:#}")),
+            Err(error) => problems.push(crate::redact::scrub(&format!("{error:#}"))),
         }
     }
     report.problems = problems;
@@ -83,7 +82,7 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
 }
 
 enum Outcome {
-    Diff(DiffResult),
+    Diff(Box<DiffResult>),
     NotReady(NotReady),
 }
 
@@ -92,6 +91,7 @@ async fn run_check(
     catalog: &Catalog,
     check: &CheckSpec,
     plan: &Plan,
+    progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Outcome> {
     let batch = engine
         .plan_side(check, Side::Batch, &plan.params, catalog)
@@ -112,41 +112,27 @@ async fn run_check(
     {
         return Ok(Outcome::NotReady(why));
     }
-    let bytes = catalog.bytes_of(
-        Side::Batch,
-        scanned_tables(&batch).iter().map(String::as_str),
-    ) + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
-    Ok(Outcome::Diff(
-        diff::run(engine, check, batch, stream, bytes).await?,
-    ))
+    Ok(Outcome::Diff(Box::new(
+        diff::run(engine, catalog, check, batch, stream, progress).await?,
+    )))
 }
 
-/// Names of the tables a plan scans.
-fn scanned_tables(plan: &LogicalPlan) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            names.insert(scan.table_name.table().to_string());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    names
-}
-
-fn spinner(check: &str) -> indicatif::ProgressBar {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    if std::io::stderr().is_terminal() {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message(format!("check {check}: running both sides and diffing"));
-        bar.enable_steady_tick(Duration::from_millis(120));
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+/// Progress on stderr while a check runs: bytes read of the files to read, with an ETA. Only on
+/// a terminal, so cron logs stay clean.
+fn spinner(check: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
     }
-    bar
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} {elapsed} {bytes}/{total_bytes} [{wide_bar}] eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(format!("check {check}"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
 }
 
 /// Writes the report where the flags say and returns the exit code of the run.
@@ -157,7 +143,12 @@ pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<i32> {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(120);
-    let text = report.render(args.format, color, width);
+    let style = TextStyle {
+        color,
+        width,
+        verbose: args.verbose,
+    };
+    let text = report.render(args.format, style);
     write_output(&text, args.output.as_deref())?;
     for problem in &report.problems {
         eprintln!("dualrun: error: {problem}");
@@ -386,11 +377,11 @@ pub fn report_failure(
     check_names: &[String],
     error: &anyhow::Error,
 ) -> i32 {
-    let message = format!("{error:#}");
+    let message = crate::redact::scrub(&format!("{error:#}"));
     eprintln!("dualrun: error: {message}");
     if format == OutputFormat::Json {
         let report = error_report(check_names, &message);
-        let _ = write_output(&report.render(format, false, 120), output);
+        let _ = write_output(&report.render(format, TextStyle::PLAIN), output);
     }
     2
 }

@@ -40,7 +40,16 @@ pub const CATALOG: &str = "datafusion";
 #[derive(Debug, Default)]
 pub struct Catalog {
     failures: HashMap<(Side, String), String>,
-    bytes: HashMap<(Side, String), u64>,
+    listed: HashMap<(Side, String), Listed>,
+}
+
+/// What listing a table's location found.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    pub files: u64,
+    pub bytes: u64,
+    /// The object store path prefix of the table's files (to tell which side a scanned file is).
+    pub prefix: String,
 }
 
 impl Catalog {
@@ -55,8 +64,27 @@ impl Catalog {
     pub fn bytes_of<'a>(&self, side: Side, tables: impl IntoIterator<Item = &'a str>) -> u64 {
         tables
             .into_iter()
-            .filter_map(|t| self.bytes.get(&(side, t.to_string())))
+            .filter_map(|t| self.listed.get(&(side, t.to_string())))
+            .map(|l| l.bytes)
             .sum()
+    }
+
+    /// Files listed for these tables on one side.
+    pub fn files_of<'a>(&self, side: Side, tables: impl IntoIterator<Item = &'a str>) -> u64 {
+        tables
+            .into_iter()
+            .filter_map(|t| self.listed.get(&(side, t.to_string())))
+            .map(|l| l.files)
+            .sum()
+    }
+
+    /// The side a file belongs to, by the longest table prefix that contains it.
+    pub fn side_of(&self, location: &str) -> Option<Side> {
+        self.listed
+            .iter()
+            .filter(|(_, l)| location.starts_with(&l.prefix))
+            .max_by_key(|(_, l)| l.prefix.len())
+            .map(|((side, _), _)| *side)
     }
 }
 
@@ -74,8 +102,8 @@ pub async fn register_tables(ctx: &SessionContext, tables: &[TableSpec]) -> Resu
         for side in Side::BOTH {
             let source = table.side(side);
             match register_one(ctx, side, &table.name, source).await {
-                Ok(bytes) => {
-                    result.bytes.insert((side, table.name.clone()), bytes);
+                Ok(listed) => {
+                    result.listed.insert((side, table.name.clone()), listed);
                 }
                 Err(error) => {
                     let message = format!(
@@ -99,7 +127,7 @@ async fn register_one(
     side: Side,
     name: &str,
     source: &SourceSpec,
-) -> Result<u64> {
+) -> Result<Listed> {
     let url = table_url(&source.url)?;
     register_object_store(ctx, &url)?;
     let state = ctx.state();
@@ -171,7 +199,8 @@ async fn register_one(
         Some(cols) => cols.clone(),
         None => infer_partition_cols(&url, files.iter().map(|m| m.location.as_ref()))?,
     };
-    let bytes = files.iter().map(|m| m.size).sum();
+    let bytes: u64 = files.iter().map(|m| m.size).sum();
+    let prefix = url.prefix().as_ref().to_string();
 
     let options = ListingOptions::new(file_format(format))
         .with_file_extension(extension)
@@ -201,7 +230,11 @@ async fn register_one(
         bytes,
         "registered"
     );
-    Ok(bytes)
+    Ok(Listed {
+        files: files.len() as u64,
+        bytes,
+        prefix,
+    })
 }
 
 fn file_format(format: Format) -> Arc<dyn FileFormat> {

@@ -100,6 +100,9 @@ pub struct ReportArgs {
     /// Upper bound of the memory pool (e.g. 512MiB, 2GiB); operators spill to disk beyond it.
     #[arg(long, value_name = "SIZE")]
     pub memory_limit: Option<String>,
+    /// Also show what each check scanned: files read of files listed (partition pruning), bytes.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 /// Where metrics go, on top of the config's [metrics].

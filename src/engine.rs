@@ -163,6 +163,19 @@ impl Engine {
     }
 }
 
+/// Names of the tables a plan scans.
+pub fn scanned_tables(plan: &LogicalPlan) -> std::collections::BTreeSet<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut names = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            names.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
+}
+
 /// Replaces `$name` placeholders by the string values of the params; DataFusion coerces them to
 /// the column types they are compared with. A placeholder without a value is an error.
 fn bind_params(

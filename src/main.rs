@@ -99,12 +99,12 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => Err(e),
             };
             outcome.unwrap_or_else(|e| {
-                eprintln!("dualrun: error: {e:#}");
+                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
                 2
             })
         }
         Command::Serve(args) => serve::serve(args).await.unwrap_or_else(|e| {
-            eprintln!("dualrun: error: {e:#}");
+            eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
             2
         }),
         Command::History(args) => {
@@ -113,7 +113,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => Err(e),
             };
             outcome.unwrap_or_else(|e| {
-                eprintln!("dualrun: error: {e:#}");
+                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
                 2
             })
         }
@@ -123,14 +123,14 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => Err(e),
             };
             outcome.unwrap_or_else(|e| {
-                eprintln!("dualrun: error: {e:#}");
+                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
                 2
             })
         }
         Command::Init(args) => match app::init(args.output.as_deref()) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("dualrun: error: {e:#}");
+                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
                 2
             }
         },
@@ -164,7 +164,7 @@ async fn run_and_emit(plan: anyhow::Result<Plan>, args: &cli::ReportArgs, names:
         Ok((report, code)) => match app::publish_metrics(&report, &metrics).await {
             Ok(()) => code,
             Err(error) => {
-                eprintln!("dualrun: error: {error:#}");
+                eprintln!("dualrun: error: {}", redact::scrub(&format!("{error:#}")));
                 if code == 0 { 2 } else { code }
             }
         },

@@ -22,9 +22,53 @@ pub fn redact_url(text: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// Every URL in a message redacted, and the values of secret-looking environment variables
+/// (`*SECRET*`, `*PASSWORD*`, `*TOKEN*`, `*_KEY`) replaced: errors from lower layers sometimes
+/// repeat the URL they were given, and dualrun prints errors verbatim.
+pub fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '.' || c == '-'))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>' | ')' | ',')
+            })
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    for (name, value) in std::env::vars() {
+        let upper = name.to_ascii_uppercase();
+        let secret = ["SECRET", "PASSWORD", "TOKEN"]
+            .iter()
+            .any(|w| upper.contains(w))
+            || upper.ends_with("_KEY");
+        if secret && value.len() >= 8 {
+            out = out.replace(&value, "***");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, scrub};
+
+    #[test]
+    fn scrubs_urls_inside_messages() {
+        assert_eq!(
+            scrub(
+                "Error performing HEAD https://u:pw@h/x.parquet in 2s (see s3://b/k?X-Amz-Signature=abc)"
+            ),
+            "Error performing HEAD https://***@h/x.parquet in 2s (see s3://b/k?***)"
+        );
+        assert_eq!(scrub("no url here"), "no url here");
+    }
 
     #[test]
     fn hides_user_info_and_query() {

@@ -44,10 +44,11 @@ textfile = "dualrun.prom"
 
 struct Simulation {
     ws: Workspace,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Simulation {
-    fn new(history_url: &str) -> Simulation {
+    fn new(history_url: &str, env: Vec<(&'static str, String)>) -> Simulation {
         let ws = Workspace::new();
         ws.write("dualrun.toml", &CONFIG.replace("HISTORY", history_url));
         // The stream already holds the first event of night 1 (it arrives at 02:00).
@@ -56,7 +57,7 @@ impl Simulation {
             Fmt::Parquet,
             &events_sql(1, &["02:00:00"]),
         );
-        Simulation { ws }
+        Simulation { ws, env }
     }
 
     /// Both pipelines write day `n`. The stream also delivers the first event of day `n + 1`,
@@ -96,7 +97,7 @@ impl Simulation {
     }
 
     fn night(&self, n: u32) -> (i32, Value) {
-        let run = self.ws.run(&[
+        let run = self.run(&[
             "run",
             "--config",
             "dualrun.toml",
@@ -115,9 +116,7 @@ impl Simulation {
     }
 
     fn gate(&self) -> (i32, Value) {
-        let run = self
-            .ws
-            .run(&["gate", "--config", "dualrun.toml", "--format", "json"]);
+        let run = self.run(&["gate", "--config", "dualrun.toml", "--format", "json"]);
         assert!(
             run.code == 0 || run.code == 1,
             "gate: {}\n{}",
@@ -158,8 +157,8 @@ fn state(gate: &Value, name: &str) -> (u64, bool, String) {
     )
 }
 
-fn simulate(history_url: &str) {
-    let sim = Simulation::new(history_url);
+fn simulate(history_url: &str, env: Vec<(&'static str, String)>) {
+    let sim = Simulation::new(history_url, env);
     let proving = |n: u64| (n, false, "proving".to_string());
     let proven = |n: u64| (n, true, "proven".to_string());
 
@@ -294,7 +293,7 @@ fn simulate(history_url: &str) {
     assert_eq!(state(&gate, "daily_events"), proven(12));
 
     // The history reads back as a table: one record per check run (night 5 and 10 twice, 11 twice).
-    let run = sim.ws.run(&[
+    let run = sim.run(&[
         "history",
         "--config",
         "dualrun.toml",
@@ -322,6 +321,15 @@ fn simulate(history_url: &str) {
 }
 
 impl Simulation {
+    fn run(&self, args: &[&str]) -> common::Run {
+        let run = self.ws.run_with_env(args, &self.env);
+        assert!(
+            !run.stdout.contains(common::SECRET) && !run.stderr.contains(common::SECRET),
+            "a secret leaked"
+        );
+        run
+    }
+
     fn land_day_without_stream_events(&self, n: u32) {
         let orders = "SELECT * FROM (VALUES (1, 10.0), (2, 20.5)) AS t(id, amount)";
         self.ws.table_file(
@@ -344,5 +352,12 @@ impl Simulation {
 
 #[test]
 fn twelve_nights_on_a_local_history() {
-    simulate(".dualrun/history/");
+    simulate(".dualrun/history/", Vec::new());
+}
+
+#[test]
+fn twelve_nights_on_an_s3_history() {
+    let s3 = common::S3Server::start();
+    s3.create_bucket("lake");
+    simulate("s3://lake/dualrun/history/", s3.env());
 }

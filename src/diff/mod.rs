@@ -4,19 +4,25 @@
 pub mod align;
 pub mod collect;
 pub mod plan;
+pub mod scan;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 
 pub use align::SchemaDiff;
 pub use collect::{ColumnDiff, Counts, RowCounts, Samples};
 
-use crate::config::{CheckSpec, Tolerance};
-use crate::engine::{Engine, clean_df_error};
+use crate::catalog::Catalog;
+use crate::config::{CheckSpec, Side, Tolerance};
+use crate::engine::{Engine, clean_df_error, scanned_tables};
 
 #[derive(Debug, Clone)]
 pub struct DiffResult {
@@ -27,6 +33,8 @@ pub struct DiffResult {
     pub samples: Samples,
     /// Whether duplicate keys made the diff pair rows by occurrence.
     pub paired_by_occurrence: bool,
+    /// What the diff plan read, per side.
+    pub scan: scan::ScanStats,
 }
 
 async fn execute(state: &SessionState, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
@@ -34,6 +42,40 @@ async fn execute(state: &SessionState, plan: LogicalPlan) -> Result<SendableReco
         .execute_stream()
         .await
         .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))
+}
+
+/// Plans and starts the diff plan, keeping the physical plan so its metrics can be read while it
+/// runs (progress) and after (what was scanned).
+async fn execute_physical(
+    state: &SessionState,
+    plan: LogicalPlan,
+) -> Result<(SendableRecordBatchStream, Arc<dyn ExecutionPlan>)> {
+    let physical = state
+        .create_physical_plan(&plan)
+        .await
+        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+    let stream = execute_stream(physical.clone(), Arc::new(TaskContext::from(state)))
+        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+    Ok((stream, physical))
+}
+
+/// Shows bytes read against the size of the files to read, with an ETA, until dropped.
+fn track_progress(
+    physical: &Arc<dyn ExecutionPlan>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let bar = bar?.clone();
+    let physical = physical.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            let (done, total) = scan::progress(&physical);
+            if total > 0 && done > 0 {
+                bar.set_length(total);
+                bar.set_position(done.min(total));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }))
 }
 
 async fn single_count(state: &SessionState, plan: LogicalPlan) -> Result<u64> {
@@ -63,20 +105,29 @@ fn describe_tolerance(tolerance: &Tolerance) -> String {
 /// Diffs the two planned results of one check.
 pub async fn run(
     engine: &Engine,
+    catalog: &Catalog,
     check: &CheckSpec,
     batch: LogicalPlan,
     stream: LogicalPlan,
-    input_bytes: u64,
+    progress: Option<&indicatif::ProgressBar>,
 ) -> Result<DiffResult> {
     let alignment = align::align(check, batch.schema(), stream.schema())?;
+    let batch_tables = scanned_tables(&batch);
+    let stream_tables = scanned_tables(&stream);
+    let input_bytes = catalog.bytes_of(Side::Batch, batch_tables.iter().map(String::as_str))
+        + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
     let state = engine.diff_state(input_bytes);
+    let physical;
     let (collected, paired_by_occurrence) = if alignment.keys.is_empty() {
         let plan = plan::keyless(batch, stream, &alignment)?;
-        let output = execute(&state, plan).await?;
-        (
-            collect::keyless(output, &alignment, check.sample).await?,
-            false,
-        )
+        let (output, plan) = execute_physical(&state, plan).await?;
+        physical = plan;
+        let ticker = track_progress(&physical, progress);
+        let collected = collect::keyless(output, &alignment, check.sample).await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        (collected?, false)
     } else {
         // Most results have unique keys; then a plain join on the key suffices. Only when a key
         // repeats does each side need an occurrence index (a sort per key group).
@@ -93,9 +144,14 @@ pub async fn run(
         let with_occurrence = batch_dups > 0 || stream_dups > 0;
         let plan = plan::keyed(batch, stream, &alignment, with_occurrence)?;
         tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
-        let output = execute(&state, plan).await?;
-        let mut collected =
-            collect::keyed(output, &alignment, with_occurrence, check.sample).await?;
+        let (output, plan) = execute_physical(&state, plan).await?;
+        physical = plan;
+        let ticker = track_progress(&physical, progress);
+        let collected = collect::keyed(output, &alignment, with_occurrence, check.sample).await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        let mut collected = collected?;
         collected.counts.duplicate_keys_batch = batch_dups;
         collected.counts.duplicate_keys_stream = stream_dups;
         (collected, with_occurrence)
@@ -111,7 +167,13 @@ pub async fn run(
             tolerance: column.tolerance.as_ref().map(describe_tolerance),
         })
         .collect();
+    let mut scan = scan::stats(&physical, catalog);
+    scan.batch.files_listed =
+        catalog.files_of(Side::Batch, batch_tables.iter().map(String::as_str));
+    scan.stream.files_listed =
+        catalog.files_of(Side::Stream, stream_tables.iter().map(String::as_str));
     Ok(DiffResult {
+        scan,
         rows: collected.rows,
         counts: collected.counts,
         columns,

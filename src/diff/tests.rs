@@ -34,7 +34,15 @@ async fn diff_with(
     let state = engine.ctx.state();
     let b = state.create_logical_plan(batch).await?;
     let s = state.create_logical_plan(stream).await?;
-    run(&engine, spec, b, s, 0).await
+    run(
+        &engine,
+        &crate::catalog::Catalog::default(),
+        spec,
+        b,
+        s,
+        None,
+    )
+    .await
 }
 
 async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {

@@ -46,6 +46,8 @@ pub struct CheckReport {
     pub duration_seconds: f64,
     /// Duplicate keys made the diff pair rows by occurrence (in value order).
     pub paired_by_occurrence: bool,
+    /// What the diff read per side: files (after partition pruning) and bytes.
+    pub scan: crate::diff::scan::ScanStats,
     /// Why the check is not_ready: the stream's watermark has not passed the window yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readiness: Option<crate::readiness::NotReady>,
@@ -73,6 +75,7 @@ impl CheckReport {
             samples: diff.samples,
             paired_by_occurrence: diff.paired_by_occurrence,
             readiness: None,
+            scan: diff.scan,
             duration_seconds: seconds,
             error: None,
         }
@@ -112,8 +115,9 @@ impl CheckReport {
             samples: Samples::default(),
             paired_by_occurrence: false,
             readiness: None,
+            scan: Default::default(),
             duration_seconds: seconds,
-            error: Some(error),
+            error: Some(crate::redact::scrub(&error)),
         }
     }
 }
@@ -135,7 +139,7 @@ impl RunReport {
         }
     }
 
-    pub fn render(&self, format: OutputFormat, color: bool, width: usize) -> String {
+    pub fn render(&self, format: OutputFormat, style: TextStyle) -> String {
         match format {
             OutputFormat::Json => {
                 let mut text = serde_json::to_string_pretty(self).unwrap_or_else(|e| {
@@ -147,9 +151,26 @@ impl RunReport {
                 text
             }
             OutputFormat::Markdown => markdown::render(self),
-            OutputFormat::Text => text::render(self, color, width),
+            OutputFormat::Text => text::render(self, style),
         }
     }
+}
+
+/// How the text report looks: colour (a terminal without NO_COLOR), width, and whether to show
+/// what each check scanned.
+#[derive(Debug, Clone, Copy)]
+pub struct TextStyle {
+    pub color: bool,
+    pub width: usize,
+    pub verbose: bool,
+}
+
+impl TextStyle {
+    pub const PLAIN: TextStyle = TextStyle {
+        color: false,
+        width: 120,
+        verbose: false,
+    };
 }
 
 /// A sample value as people read it: strings without JSON quotes, NULL spelled out.

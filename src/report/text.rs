@@ -6,7 +6,7 @@ use std::fmt::Write;
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use similar::{ChangeTag, TextDiff};
 
-use super::{CheckReport, RunReport, show, show_key};
+use super::{CheckReport, RunReport, TextStyle, show, show_key};
 use crate::verdict::CheckStatus;
 
 fn paint(text: &str, code: &str, color: bool) -> String {
@@ -35,10 +35,18 @@ fn table(width: usize) -> Table {
     table
 }
 
-pub fn render(report: &RunReport, color: bool, width: usize) -> String {
+pub fn render(report: &RunReport, style: TextStyle) -> String {
+    let TextStyle {
+        color,
+        width,
+        verbose,
+    } = style;
     let mut out = String::new();
     for check in &report.checks {
         render_check(&mut out, check, color, width);
+        if verbose && check.error.is_none() && check.readiness.is_none() {
+            let _ = writeln!(out, "  {}", scanned_line(check));
+        }
         out.push('\n');
     }
     if let Some(gate) = &report.gate {
@@ -155,6 +163,20 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
         }
     }
     render_samples(out, check, color, width);
+}
+
+fn scanned_line(check: &CheckReport) -> String {
+    let side = |s: &crate::diff::scan::SideScan| {
+        format!(
+            "{} of {} files ({} bytes, {} read)",
+            s.files, s.files_listed, s.bytes, s.bytes_scanned
+        )
+    };
+    format!(
+        "scanned: batch {} · stream {}",
+        side(&check.scan.batch),
+        side(&check.scan.stream)
+    )
 }
 
 fn render_samples(out: &mut String, check: &CheckReport, color: bool, width: usize) {

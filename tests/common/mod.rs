@@ -208,3 +208,138 @@ pub fn assert_trouble(run: &Run, expected: &str) {
         run.stderr
     );
 }
+
+/// A real S3-compatible server (moto, from PyPI, in the project's venv) on a free loopback
+/// port, killed when dropped. `make test` installs it.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let moto = std::env::var("DUALRUN_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
+            });
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} does not start ({e}); `make test` installs moto[server] in .venv",
+                    moto.display()
+                )
+            });
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "moto_server did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// The standard AWS environment that points dualrun (and object_store) at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "dualrun-test-key".into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    fn request(&self, method: &str, path: &str, body: Vec<u8>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("{}/{path}", self.endpoint);
+        let status = runtime.block_on(async {
+            let client = reqwest::Client::new();
+            let request = match method {
+                "PUT" => client.put(&url),
+                _ => client.get(&url),
+            };
+            request.body(body).send().await.map(|r| r.status())
+        });
+        let status = status.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        assert!(status.is_success(), "{method} {url}: {status}");
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.request("PUT", bucket, Vec::new());
+    }
+
+    /// Uploads every file under `dir` to `bucket/prefix/…`, keeping relative paths.
+    pub fn upload_dir(&self, dir: &Path, bucket: &str, prefix: &str) {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out)
+                } else {
+                    out.push(path)
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(dir, &mut files);
+        for file in files {
+            let relative = file
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            self.request(
+                "PUT",
+                &format!("{bucket}/{prefix}/{relative}"),
+                std::fs::read(&file).unwrap(),
+            );
+        }
+    }
+}
+
+/// The secret the tests give dualrun; it must never appear in anything dualrun prints.
+pub const SECRET: &str = "s3cr3t-DO-NOT-PRINT-0123456789";
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Workspace {
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, String)]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_dualrun"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .expect("dualrun starts");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}

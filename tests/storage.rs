@@ -1,0 +1,260 @@
+//! Where the tables really live: a real S3-compatible server on loopback, sink layouts of Kafka
+//! Connect, Spark and Flink, and partition pruning proven by the files the plan read.
+
+mod common;
+
+use common::{Fmt, S3Server, SECRET, Workspace};
+
+const ROWS: &str =
+    "SELECT * FROM (VALUES (1, 'a', 1.5), (2, 'b', 2.5), (3, 'c', 3.5)) AS t(id, name, x)";
+const ROWS_CHANGED: &str =
+    "SELECT * FROM (VALUES (1, 'a', 1.5), (2, 'B', 2.5), (4, 'd', 4.5)) AS t(id, name, x)";
+
+fn assert_no_secret(run: &common::Run) {
+    assert!(!run.stdout.contains(SECRET), "secret in stdout");
+    assert!(!run.stderr.contains(SECRET), "secret in stderr");
+}
+
+#[test]
+fn compare_and_run_against_s3() {
+    let s3 = S3Server::start();
+    s3.create_bucket("warehouse");
+    s3.create_bucket("lake");
+    let ws = Workspace::new();
+    ws.table_file(
+        "local/batch/orders/dt=2026-11-25/part-0.parquet",
+        Fmt::Parquet,
+        ROWS,
+    );
+    ws.table_file(
+        "local/stream/orders/dt=2026-11-25/mb-0.ndjson",
+        Fmt::NdJson,
+        ROWS_CHANGED,
+    );
+    s3.upload_dir(&ws.path("local/batch/orders"), "warehouse", "orders");
+    s3.upload_dir(&ws.path("local/stream/orders"), "lake", "stream/orders");
+
+    let env = s3.env();
+    let run = ws.run_with_env(
+        &[
+            "compare",
+            "--batch",
+            "orders=s3://warehouse/orders/",
+            "--stream",
+            "orders=s3://lake/stream/orders/",
+            "--sql",
+            "SELECT id, name, x FROM orders WHERE dt = $run_date",
+            "--key",
+            "id",
+            "--param",
+            "run_date=2026-11-25",
+            "--format",
+            "json",
+        ],
+        &env,
+    );
+    assert_no_secret(&run);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
+
+    ws.write(
+        "dualrun.toml",
+        r#"
+[tables.orders]
+batch = "s3://warehouse/orders/"
+stream = "s3://lake/stream/orders/"
+
+[[checks]]
+name = "orders"
+sql = "SELECT id, name, x FROM orders"
+key = ["id"]
+
+[history]
+url = "s3://lake/dualrun/history/"
+"#,
+    );
+    let run = ws.run_with_env(
+        &["run", "--config", "dualrun.toml", "--format", "json"],
+        &env,
+    );
+    assert_no_secret(&run);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
+    let run = ws.run_with_env(
+        &["history", "--config", "dualrun.toml", "--format", "json"],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json().as_array().unwrap().len(), 1);
+
+    // A missing bucket: exit 2, the URL named, the credentials not.
+    let run = ws.run_with_env(
+        &[
+            "compare",
+            "--batch",
+            "orders=s3://nobucket/x/",
+            "--stream",
+            "orders=s3://lake/stream/orders/",
+            "--sql",
+            "SELECT * FROM orders",
+        ],
+        &env,
+    );
+    assert_no_secret(&run);
+    common::assert_trouble(&run, "s3://nobucket/x/");
+}
+
+#[test]
+fn urls_with_credentials_are_redacted() {
+    let ws = Workspace::new();
+    let run = ws.run(&[
+        "compare",
+        "--batch",
+        &format!("t=https://user:{SECRET}@127.0.0.1:9/data/t.parquet"),
+        "--stream",
+        &format!("t=https://127.0.0.1:9/data/t.parquet?sig={SECRET}"),
+        "--sql",
+        "SELECT * FROM t",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 2);
+    assert_no_secret(&run);
+    assert!(
+        run.stderr
+            .contains("https://***@127.0.0.1:9/data/t.parquet"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn partition_pruning_reads_one_partition_of_a_hundred() {
+    let ws = Workspace::new();
+    for n in 0..100 {
+        let dt = format!("2026-08-{:02}", n % 31 + 1);
+        let dt = format!("{dt}-{:02}", n / 31); // 100 distinct partition values
+        ws.table_file(
+            &format!("batch/events/dt={dt}/part-0.parquet"),
+            Fmt::Parquet,
+            ROWS,
+        );
+        ws.table_file(
+            &format!("stream/events/dt={dt}/part-0.parquet"),
+            Fmt::Parquet,
+            ROWS,
+        );
+    }
+    let run = ws.run(&[
+        "compare",
+        "--batch",
+        "events=batch/events/",
+        "--stream",
+        "events=stream/events/",
+        "--sql",
+        "SELECT dt, id, name, x FROM events WHERE dt = $run_date",
+        "--key",
+        "dt,id",
+        "--param",
+        "run_date=2026-08-05-01",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
+    let scan = &run.check()["scan"];
+    for side in ["batch", "stream"] {
+        assert_eq!(scan[side]["files"], 1, "{side}: {scan}");
+        assert_eq!(scan[side]["files_listed"], 100, "{side}: {scan}");
+        assert!(scan[side]["bytes"].as_u64().unwrap() > 0);
+    }
+    // The same in the verbose text report.
+    let run = ws.run(&[
+        "compare",
+        "--batch",
+        "events=batch/events/",
+        "--stream",
+        "events=stream/events/",
+        "--sql",
+        "SELECT dt, id, name, x FROM events WHERE dt = $run_date",
+        "--key",
+        "dt,id",
+        "--param",
+        "run_date=2026-08-05-01",
+        "--verbose",
+    ]);
+    assert!(
+        run.stdout.contains("scanned: batch 1 of 100 files"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn kafka_connect_sink_layout() {
+    let ws = Workspace::new();
+    // Batch: one Parquet file per day. Stream: Kafka Connect S3 sink, topics/<topic>/year=/month=/day=/hour=/.
+    ws.table_file(
+        "batch/orders/part-0.parquet",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 10, 5.0), (2, 11, 6.0), (3, 23, 7.0)) AS t(id, hour, amount)",
+    );
+    for (hour, sql) in [
+        ("10", "SELECT * FROM (VALUES (1, 5.0)) AS t(id, amount)"),
+        ("11", "SELECT * FROM (VALUES (2, 6.0)) AS t(id, amount)"),
+        ("23", "SELECT * FROM (VALUES (3, 7.5)) AS t(id, amount)"),
+    ] {
+        ws.table_file(
+            &format!(
+                "topics/orders/year=2026/month=11/day=25/hour={hour}/orders+0+00000000{hour}.json"
+            ),
+            Fmt::NdJson,
+            sql,
+        );
+    }
+    let run = ws.run(&[
+        "compare",
+        "--batch",
+        "orders=batch/orders/",
+        "--stream",
+        "orders=topics/orders/",
+        "--sql",
+        "SELECT id, CAST(hour AS INT) AS hour, amount FROM orders",
+        "--key",
+        "id",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [2, 1, 0, 0, 0, 0]);
+    assert_eq!(run.check()["samples"]["mismatched"][0]["key"]["id"], 3);
+}
+
+#[test]
+fn spark_and_flink_leftovers_are_skipped() {
+    let ws = Workspace::new();
+    let batch = ws.table("batch/t", Fmt::Parquet, ROWS);
+    ws.table_file("spark/t/part-00000.parquet", Fmt::Parquet, ROWS);
+    ws.write("spark/t/_SUCCESS", "");
+    ws.write("spark/t/.part-00000.parquet.crc", "crc");
+    // A failed task's output, and files still being written: never read.
+    ws.table_file(
+        "spark/t/_temporary/0/task_1/part-00001.parquet",
+        Fmt::Parquet,
+        ROWS_CHANGED,
+    );
+    ws.table_file(
+        "spark/t/.part-00002.parquet.inprogress.1f2e",
+        Fmt::Parquet,
+        ROWS_CHANGED,
+    );
+    ws.write("spark/t/part-00003.parquet.inprogress", "half a file");
+    let run = ws.compare(
+        &batch,
+        &format!("{}/", ws.path("spark/t").display()),
+        "SELECT * FROM t",
+        &["--key", "id"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
+}
