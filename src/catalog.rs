@@ -130,6 +130,29 @@ async fn register_one(
 ) -> Result<Listed> {
     let url = table_url(&source.url)?;
     register_object_store(ctx, &url)?;
+    let schema_provider = ctx
+        .catalog(CATALOG)
+        .and_then(|c| c.schema(side.name()))
+        .ok_or_else(|| anyhow!("internal: schema {} missing", side.name()))?;
+    let is_delta = match source.format {
+        Some(Format::Delta) => true,
+        Some(_) => false,
+        None => is_delta_location(ctx, &url).await,
+    };
+    if is_delta {
+        return register_delta(ctx, &url, source, |provider| {
+            schema_provider.register_table(name.to_string(), provider)?;
+            Ok(())
+        })
+        .await;
+    }
+    if source.delta_version.is_some() || source.delta_as_of.is_some() {
+        tracing::debug!(
+            table = name,
+            side = side.name(),
+            "version/as_of apply to Delta tables only"
+        );
+    }
     let state = ctx.state();
     let store = ctx.runtime_env().object_store(&url)?;
     let files: Vec<_> = url
@@ -218,10 +241,6 @@ async fn register_one(
         .with_listing_options(options)
         .with_schema(schema);
     let table = ListingTable::try_new(config)?;
-    let schema_provider = ctx
-        .catalog(CATALOG)
-        .and_then(|c| c.schema(side.name()))
-        .ok_or_else(|| anyhow!("internal: schema {} missing", side.name()))?;
     schema_provider.register_table(name.to_string(), Arc::new(table))?;
     tracing::debug!(
         table = name,
@@ -237,6 +256,36 @@ async fn register_one(
     })
 }
 
+#[cfg(feature = "delta")]
+async fn is_delta_location(ctx: &SessionContext, url: &ListingTableUrl) -> bool {
+    crate::delta::is_delta(ctx, url).await
+}
+
+#[cfg(not(feature = "delta"))]
+async fn is_delta_location(_ctx: &SessionContext, _url: &ListingTableUrl) -> bool {
+    false
+}
+
+#[cfg(feature = "delta")]
+async fn register_delta(
+    ctx: &SessionContext,
+    url: &ListingTableUrl,
+    source: &SourceSpec,
+    register: impl FnOnce(Arc<dyn datafusion::catalog::TableProvider>) -> Result<()>,
+) -> Result<Listed> {
+    crate::delta::register(ctx, url, source, register).await
+}
+
+#[cfg(not(feature = "delta"))]
+async fn register_delta(
+    _ctx: &SessionContext,
+    _url: &ListingTableUrl,
+    _source: &SourceSpec,
+    _register: impl FnOnce(Arc<dyn datafusion::catalog::TableProvider>) -> Result<()>,
+) -> Result<Listed> {
+    bail!("Delta tables need dualrun built with the `delta` feature (on by default)")
+}
+
 fn file_format(format: Format) -> Arc<dyn FileFormat> {
     match format {
         Format::Parquet => Arc::new(ParquetFormat::default()),
@@ -244,6 +293,7 @@ fn file_format(format: Format) -> Arc<dyn FileFormat> {
         Format::NdJson => Arc::new(JsonFormat::default()),
         Format::Avro => Arc::new(AvroFormat),
         Format::Arrow => Arc::new(ArrowFormat),
+        Format::Delta => unreachable!("Delta tables are registered by the delta module"),
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process; boxing the larger variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One-off comparison of one query over tables given on the command line.
@@ -146,6 +148,12 @@ pub struct CompareArgs {
     /// Sample rows kept per kind of divergence.
     #[arg(long, value_name = "N")]
     pub sample: Option<usize>,
+    /// Event-time column of the result: enables the late-data finding and an hourly histogram.
+    #[arg(long, value_name = "COL")]
+    pub time_column: Option<String>,
+    /// Column splitting the result into windows (e.g. dt) for findings and the histogram.
+    #[arg(long, value_name = "COL")]
+    pub window_column: Option<String>,
     /// Name of the check in reports.
     #[arg(long, default_value = "compare")]
     pub name: String,

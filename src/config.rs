@@ -89,6 +89,10 @@ pub struct TableConfig {
     pub watermark: Option<String>,
     /// How late data may still arrive after the watermark passed the window end, e.g. "30m".
     pub lateness: Option<String>,
+    /// Delta tables: read this version (time travel).
+    pub version: Option<u64>,
+    /// Delta tables: read the table as of this time (RFC 3339; `$params` are substituted).
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +116,11 @@ pub struct CheckConfig {
     pub window_end: Option<String>,
     /// Overrides the tables' allowed lateness for this check.
     pub lateness: Option<String>,
+    /// Event-time column of the result: enables the late-data finding and the hourly histogram.
+    pub time_column: Option<String>,
+    /// Column that splits the result into windows (e.g. dt): late data is judged per window and
+    /// the histogram buckets by it.
+    pub window_column: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -134,6 +143,8 @@ pub enum Format {
     NdJson,
     Avro,
     Arrow,
+    /// A Delta Lake table (its `_delta_log/` decides which Parquet files are live).
+    Delta,
 }
 
 impl Format {
@@ -144,8 +155,11 @@ impl Format {
             "ndjson" | "json" | "jsonl" => Format::NdJson,
             "avro" => Format::Avro,
             "arrow" | "ipc" | "feather" => Format::Arrow,
+            "delta" => Format::Delta,
             other => {
-                bail!("unknown format '{other}' (expected parquet, csv, ndjson, avro or arrow)")
+                bail!(
+                    "unknown format '{other}' (expected parquet, csv, ndjson, avro, arrow or delta)"
+                )
             }
         })
     }
@@ -177,6 +191,7 @@ impl Format {
             Format::NdJson => "ndjson",
             Format::Avro => "avro",
             Format::Arrow => "arrow",
+            Format::Delta => "delta",
         }
     }
 }
@@ -204,6 +219,9 @@ pub struct SourceSpec {
     pub url: String,
     pub format: Option<Format>,
     pub partition_cols: Option<Vec<String>>,
+    /// Delta time travel: a table version, or a point in time (RFC 3339).
+    pub delta_version: Option<u64>,
+    pub delta_as_of: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +355,8 @@ pub struct CheckSpec {
     /// End of the compared window, as an SQL expression with params bound.
     pub window_end: Option<String>,
     pub lateness: Option<Duration>,
+    pub time_column: Option<String>,
+    pub window_column: Option<String>,
 }
 
 /// The gate policy of one check.
@@ -573,6 +593,8 @@ pub struct CompareInput<'a> {
     pub memory_limit: Option<&'a str>,
     pub metrics_textfile: Option<&'a Path>,
     pub pushgateway: Option<&'a str>,
+    pub time_column: Option<&'a str>,
+    pub window_column: Option<&'a str>,
 }
 
 /// Flags of the config-driven commands that override or narrow the config file.
@@ -638,11 +660,15 @@ impl Plan {
                     url: batch,
                     format: format_of(Side::Batch),
                     partition_cols: None,
+                    delta_version: None,
+                    delta_as_of: None,
                 },
                 stream: SourceSpec {
                     url: stream,
                     format: format_of(Side::Stream),
                     partition_cols: None,
+                    delta_version: None,
+                    delta_as_of: None,
                 },
                 name,
                 watermark: None,
@@ -669,6 +695,8 @@ impl Plan {
             gate: CheckGate::default(),
             window_end: None,
             lateness: None,
+            time_column: input.time_column.map(str::to_string),
+            window_column: input.window_column.map(str::to_string),
         };
         Ok(Plan {
             tables: table_specs,
@@ -760,16 +788,27 @@ impl Plan {
                 }
                 (None, None) => None,
             };
+            if table.version.is_some() && table.as_of.is_some() {
+                bail!("[tables.{name}] give version or as_of, not both");
+            }
+            let as_of = table
+                .as_of
+                .as_deref()
+                .map(|t| substitute_params(t, &params));
             tables.push(TableSpec {
                 batch: SourceSpec {
                     url: resolve_location(base, &table.batch),
                     format: batch_format.or(both),
                     partition_cols: table.partition_cols.clone(),
+                    delta_version: table.version,
+                    delta_as_of: as_of.clone(),
                 },
                 stream: SourceSpec {
                     url: resolve_location(base, &table.stream),
                     format: stream_format.or(both),
                     partition_cols: table.partition_cols,
+                    delta_version: table.version,
+                    delta_as_of: as_of,
                 },
                 name,
                 watermark,
@@ -841,6 +880,8 @@ impl Plan {
                     gate
                 },
                 window_end: check.window_end.clone(),
+                time_column: check.time_column.clone(),
+                window_column: check.window_column.clone(),
                 lateness: check
                     .lateness
                     .as_deref()
@@ -881,6 +922,19 @@ impl Plan {
             all_checks,
         })
     }
+}
+
+/// `${name}` and `$name` → the param's value; longest names first so `$run_date_end` is not cut
+/// at `$run_date`.
+fn substitute_params(text: &str, params: &BTreeMap<String, String>) -> String {
+    let mut names: Vec<&String> = params.keys().collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let mut out = text.to_string();
+    for name in names {
+        out = out.replace(&format!("${{{name}}}"), &params[name]);
+        out = out.replace(&format!("${name}"), &params[name]);
+    }
+    out
 }
 
 fn parse_duration(text: &str, what: &str) -> Result<Duration> {

@@ -6,6 +6,8 @@ mod app;
 mod catalog;
 mod cli;
 mod config;
+#[cfg(feature = "delta")]
+mod delta;
 mod diff;
 mod engine;
 mod gate;
@@ -72,6 +74,8 @@ async fn dispatch(cli: Cli) -> i32 {
                 memory_limit: args.report.memory_limit.as_deref(),
                 metrics_textfile: args.metrics.metrics_textfile.as_deref(),
                 pushgateway: args.metrics.pushgateway.as_deref(),
+                time_column: args.time_column.as_deref(),
+                window_column: args.window_column.as_deref(),
             });
             let names = [args.name.clone()];
             run_and_emit(plan, &args.report, &names).await

@@ -258,3 +258,89 @@ fn spark_and_flink_leftovers_are_skipped() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
 }
+
+/// Writes `sql`'s rows as one commit of a Delta table at `path` (created on the first commit).
+#[cfg(feature = "delta")]
+fn delta_commit(path: &std::path::Path, sql: &str) {
+    std::fs::create_dir_all(path).unwrap();
+    let batches = common::sql_batches(sql);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = url::Url::from_directory_path(path).unwrap();
+        let table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+        table
+            .write(batches)
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .await
+            .unwrap();
+    });
+}
+
+#[cfg(feature = "delta")]
+#[test]
+fn delta_tables_with_time_travel() {
+    let ws = Workspace::new();
+    let batch = ws.table("batch/orders", Fmt::Parquet, ROWS);
+    let delta = ws.path("lake/orders");
+    delta_commit(&delta, ROWS);
+    delta_commit(
+        &delta,
+        "SELECT * FROM (VALUES (4, 'd', 4.5)) AS t(id, name, x)",
+    );
+    let stream = format!("{}/", delta.display());
+
+    // Recognised by its _delta_log; the latest version has the late row 4.
+    let run = ws.compare(
+        &batch,
+        &stream,
+        "SELECT id, name, x FROM t",
+        &["--key", "id"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 1, 0, 0]);
+    assert_eq!(run.check()["samples"]["extra_in_stream"][0]["key"]["id"], 4);
+
+    // Time travel: version 0 is what the stream had committed before row 4.
+    let config = |travel: &str| {
+        format!(
+            "[tables.t]\nbatch = \"{batch}\"\nstream = \"{stream}\"\nstream_format = \"delta\"\n{travel}\n\n[[checks]]\nname = \"t\"\nsql = \"SELECT id, name, x FROM t\"\nkey = [\"id\"]\n"
+        )
+    };
+    ws.write("v0.toml", &config("version = 0"));
+    let run = ws.run(&["run", "--config", "v0.toml", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
+
+    // As of a point in time given through a param: now is after both commits.
+    ws.write("asof.toml", &config("as_of = \"${day}T23:59:59Z\""));
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "asof.toml",
+        "--param",
+        "day=2999-01-01",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 1, 0, 0]);
+    // Before the table existed: an error that says so, for this check only.
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "asof.toml",
+        "--param",
+        "day=2001-01-01",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.check()["error"].as_str().unwrap().contains("Delta"),
+        "{}",
+        run.stdout
+    );
+}

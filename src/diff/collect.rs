@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::align::Alignment;
+use super::explain::Explainer;
 use super::plan::*;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub struct ColumnDiff {
     pub data_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<String>,
+    /// How the mismatched values differ (absent when the column has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<super::explain::DiffStats>,
 }
 
 /// One differing value of a mismatched row.
@@ -168,6 +172,15 @@ pub fn cell_json(array: &ArrayRef, index: usize) -> Value {
     }
 }
 
+/// A cell as people read it: NULL spelled out, everything else as arrow prints it.
+pub fn cell_text(array: &ArrayRef, index: usize) -> String {
+    match cell_json(array, index) {
+        Value::Null => "NULL".to_string(),
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
 fn row_converter(batch: &RecordBatch, names: &[String]) -> Result<(RowConverter, Vec<ArrayRef>)> {
     let arrays: Vec<ArrayRef> = names
         .iter()
@@ -185,6 +198,7 @@ pub async fn keyed(
     alignment: &Alignment,
     with_occurrence: bool,
     sample_limit: usize,
+    explainer: &mut Explainer,
 ) -> Result<Collected> {
     let key_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
     // Samples order by key, then occurrence, so duplicates sample stably too.
@@ -222,9 +236,24 @@ pub async fn keyed(
             let differs = and(boolean(&batch, &differs_name(i))?, &both)?;
             out.column_mismatches[i] += true_count(&differs);
             any_differs = or(&any_differs, &differs)?;
+            explainer.observe_column(
+                i,
+                column(&batch, &batch_value_name(i))?,
+                column(&batch, &stream_value_name(i))?,
+                &differs,
+            )?;
             column_masks.push(differs);
         }
         out.counts.mismatched += true_count(&any_differs);
+        let stream_occurrence = batch.column_by_name(STREAM_OCCURRENCE);
+        explainer.observe_rows(
+            &batch,
+            bp,
+            &missing_mask,
+            &extra_mask,
+            &any_differs,
+            stream_occurrence,
+        )?;
 
         let kinds = [
             (&missing_mask, &mut missing, Kind::Missing),
@@ -319,6 +348,7 @@ pub async fn keyless(
     mut stream: SendableRecordBatchStream,
     alignment: &Alignment,
     sample_limit: usize,
+    explainer: &mut Explainer,
 ) -> Result<Collected> {
     let names: Vec<String> = alignment.values.iter().map(|c| c.name.clone()).collect();
     let mut out = Collected {
@@ -346,6 +376,10 @@ pub async fn keyless(
         out.counts.extra_in_stream += total(extra_n);
         out.counts.duplicate_keys_batch += true_count(&gt(bn, &one)?);
         out.counts.duplicate_keys_stream += true_count(&gt(sn, &one)?);
+        // Extra copies of a row the batch has too: the stream wrote it more often.
+        let zero = Scalar::new(Int64Array::from(vec![0i64]));
+        let copies = datafusion::arrow::compute::filter(extra_n, &gt(bn, &zero)?)?;
+        explainer.add_duplicate_extra(total(copies.as_primitive::<Int64Type>()));
         if sample_limit == 0 {
             continue;
         }

@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod collect;
+pub mod explain;
 pub mod plan;
 pub mod scan;
 
@@ -35,6 +36,10 @@ pub struct DiffResult {
     pub paired_by_occurrence: bool,
     /// What the diff plan read, per side.
     pub scan: scan::ScanStats,
+    /// Causes the statistics point to.
+    pub findings: Vec<explain::Finding>,
+    /// Where divergent rows fall along the time or window column.
+    pub histogram: Option<explain::Histogram>,
 }
 
 async fn execute(state: &SessionState, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
@@ -117,13 +122,45 @@ pub async fn run(
     let input_bytes = catalog.bytes_of(Side::Batch, batch_tables.iter().map(String::as_str))
         + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
     let state = engine.diff_state(input_bytes);
+    for (what, column) in [
+        ("time_column", &check.time_column),
+        ("window_column", &check.window_column),
+    ] {
+        if let Some(column) = column {
+            let compared = alignment
+                .keys
+                .iter()
+                .chain(&alignment.values)
+                .any(|c| &c.name == column);
+            if !compared {
+                anyhow::bail!(
+                    "{what} '{column}' is not a column both results have (and not ignored)"
+                );
+            }
+            if alignment.keys.is_empty() {
+                anyhow::bail!(
+                    "{what} needs a key: keyless rows carry no time of their own to compare"
+                );
+            }
+        }
+    }
+    let dimension = |column: &Option<String>, output: &str| {
+        column.as_ref().map(|c| (output.to_string(), c.clone()))
+    };
+    let mut explainer = explain::Explainer::new(
+        &alignment.values,
+        explain::Dimensions {
+            time: dimension(&check.time_column, plan::TIME),
+            window: dimension(&check.window_column, plan::WINDOW),
+        },
+    );
     let physical;
     let (collected, paired_by_occurrence) = if alignment.keys.is_empty() {
         let plan = plan::keyless(batch, stream, &alignment)?;
         let (output, plan) = execute_physical(&state, plan).await?;
         physical = plan;
         let ticker = track_progress(&physical, progress);
-        let collected = collect::keyless(output, &alignment, check.sample).await;
+        let collected = collect::keyless(output, &alignment, check.sample, &mut explainer).await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }
@@ -142,12 +179,20 @@ pub async fn run(
             ),
         )?;
         let with_occurrence = batch_dups > 0 || stream_dups > 0;
-        let plan = plan::keyed(batch, stream, &alignment, with_occurrence)?;
+        let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
+        let plan = plan::keyed(batch, stream, &alignment, with_occurrence, dims)?;
         tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
         let (output, plan) = execute_physical(&state, plan).await?;
         physical = plan;
         let ticker = track_progress(&physical, progress);
-        let collected = collect::keyed(output, &alignment, with_occurrence, check.sample).await;
+        let collected = collect::keyed(
+            output,
+            &alignment,
+            with_occurrence,
+            check.sample,
+            &mut explainer,
+        )
+        .await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }
@@ -156,23 +201,34 @@ pub async fn run(
         collected.counts.duplicate_keys_stream = stream_dups;
         (collected, with_occurrence)
     };
+    let stats = explainer.column_stats();
     let columns = alignment
         .values
         .iter()
         .zip(&collected.column_mismatches)
-        .map(|(column, mismatched)| ColumnDiff {
+        .zip(stats)
+        .map(|((column, mismatched), stats)| ColumnDiff {
             name: column.name.clone(),
             mismatched: *mismatched,
             data_type: column.common.to_string(),
             tolerance: column.tolerance.as_ref().map(describe_tolerance),
+            stats,
         })
         .collect();
+    let findings = explainer.findings(
+        &alignment.schema,
+        collected.counts.missing_in_stream,
+        collected.counts.duplicate_keys_stream,
+    );
+    let histogram = explainer.histogram();
     let mut scan = scan::stats(&physical, catalog);
     scan.batch.files_listed =
         catalog.files_of(Side::Batch, batch_tables.iter().map(String::as_str));
     scan.stream.files_listed =
         catalog.files_of(Side::Stream, stream_tables.iter().map(String::as_str));
     Ok(DiffResult {
+        findings,
+        histogram,
         scan,
         rows: collected.rows,
         counts: collected.counts,

@@ -32,6 +32,9 @@ pub const STREAM_COUNT: &str = "__dr_sn";
 pub const MATCHED_COUNT: &str = "__dr_matched";
 pub const MISSING_COUNT: &str = "__dr_missing";
 pub const EXTRA_COUNT: &str = "__dr_extra";
+/// The time and window columns of the findings, whichever side has the row (batch first).
+pub const TIME: &str = "__dr_time";
+pub const WINDOW: &str = "__dr_window";
 
 pub fn differs_name(i: usize) -> String {
     format!("__dr_d{i}")
@@ -157,6 +160,7 @@ pub fn keyed(
     stream: LogicalPlan,
     alignment: &Alignment,
     with_occurrence: bool,
+    dimensions: [Option<&str>; 2],
 ) -> Result<LogicalPlan> {
     let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
     let side = |plan: LogicalPlan, is_batch: bool, alias: &str| -> Result<LogicalPlan> {
@@ -215,6 +219,11 @@ pub fn keyed(
         out.push(
             coalesce(vec![qualified("b", &key.name), qualified("s", &key.name)]).alias(&key.name),
         );
+    }
+    for (column, alias) in dimensions.iter().zip([TIME, WINDOW]) {
+        if let Some(column) = column {
+            out.push(coalesce(vec![qualified("b", column), qualified("s", column)]).alias(alias));
+        }
     }
     for (i, value) in alignment.values.iter().enumerate() {
         out.push(differs(value).alias(differs_name(i)));

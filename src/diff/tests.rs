@@ -21,6 +21,8 @@ fn check(key: &[&str], tolerances: &[(&str, Tolerance)], ignore: &[&str]) -> Che
         gate: Default::default(),
         window_end: None,
         lateness: None,
+        time_column: None,
+        window_column: None,
     }
 }
 
@@ -345,4 +347,213 @@ async fn samples_are_the_smallest_keys() {
         .map(|s| s.key["id"].to_string())
         .collect();
     assert_eq!(keys, ["1", "2", "3", "4", "5"]);
+}
+
+fn kinds(d: &DiffResult) -> Vec<&str> {
+    d.findings.iter().map(|f| f.kind.as_str()).collect()
+}
+
+fn finding<'a>(d: &'a DiffResult, kind: &str) -> &'a explain::Finding {
+    d.findings
+        .iter()
+        .find(|f| f.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} finding in {:?}", d.findings))
+}
+
+#[tokio::test]
+async fn finding_precision_with_the_tolerance_that_accepts_it() {
+    let b = "SELECT * FROM (VALUES (1, 265.86), (2, 20.26), (3, 5.0)) AS t(id, amount)";
+    let s = "SELECT id, CAST(CAST(amount AS FLOAT) AS DOUBLE) AS amount FROM (VALUES (1, 265.86), (2, 20.26), (3, 5.0)) AS t(id, amount)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(d.counts.mismatched, 2, "5.0 is exact in float32");
+    assert_eq!(kinds(&d), ["precision"]);
+    let f = finding(&d, "precision");
+    assert_eq!(f.columns, ["amount"]);
+    assert_eq!(f.rows, 2);
+    let suggested = f.details["suggested_tolerance"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(suggested.starts_with("rel:"), "{suggested}");
+    // The suggestion really accepts them.
+    let tolerance = Tolerance::parse(&suggested).unwrap();
+    let d = diff(b, s, &check(&["id"], &[("amount", tolerance)], &[])).await;
+    assert_eq!(d.counts.mismatched, 0);
+    assert!(d.findings.is_empty());
+}
+
+#[tokio::test]
+async fn finding_rounding_at_a_fixed_scale() {
+    let b = "SELECT * FROM (VALUES (1, 1.2345), (2, 7.891), (3, 2.5)) AS t(id, x)";
+    let s = "SELECT * FROM (VALUES (1, 1.23), (2, 7.89), (3, 2.5)) AS t(id, x)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    let f = finding(&d, "precision");
+    assert_eq!(f.details["rounding_decimals"], 2);
+    assert_eq!(f.rows, 2);
+    assert_eq!(f.details["suggested_tolerance"], "abs:0.005");
+}
+
+#[tokio::test]
+async fn finding_unit_shift() {
+    let b = "SELECT * FROM (VALUES (1, 1.5), (2, 20.0), (3, 0.25)) AS t(id, seconds)";
+    let s = "SELECT * FROM (VALUES (1, 1500.0), (2, 20000.0), (3, 250.0)) AS t(id, seconds)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(kinds(&d), ["unit_shift"]);
+    assert_eq!(finding(&d, "unit_shift").details["factor"], 1000.0);
+}
+
+#[tokio::test]
+async fn finding_timezone_shift() {
+    let b = "SELECT * FROM (VALUES (1, TIMESTAMP '2026-11-21 10:00:00'), (2, TIMESTAMP '2026-11-21 23:30:00'), (3, TIMESTAMP '2026-11-21 05:00:00')) AS t(id, ts)";
+    let s = "SELECT * FROM (VALUES (1, TIMESTAMP '2026-11-21 11:00:00'), (2, TIMESTAMP '2026-11-22 00:30:00'), (3, TIMESTAMP '2026-11-21 05:00:00')) AS t(id, ts)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(kinds(&d), ["timezone_shift"]);
+    let f = finding(&d, "timezone_shift");
+    assert_eq!(f.rows, 2);
+    assert_eq!(f.details["hours"], serde_json::json!({"1": 2}));
+}
+
+#[tokio::test]
+async fn finding_text_normalisation() {
+    let cases = [
+        ("'abc'", "'abc  '", "trimming whitespace"),
+        ("'Berlin'", "'BERLIN'", "case folding"),
+        // é precomposed (NFC) vs e + combining acute (NFD): different strings, one text.
+        (
+            "'caf\u{e9}'",
+            "'cafe\u{301}'",
+            "Unicode normalisation (NFC)",
+        ),
+    ];
+    for (b, s, what) in cases {
+        let b = format!("SELECT * FROM (VALUES (1, {b}), (2, 'same')) AS t(id, name)");
+        let s = format!("SELECT * FROM (VALUES (1, {s}), (2, 'same')) AS t(id, name)");
+        let d = diff(&b, &s, &check(&["id"], &[], &[])).await;
+        assert_eq!(
+            d.counts.mismatched, 1,
+            "{what}: NFC vs NFD and the like are differences"
+        );
+        assert_eq!(kinds(&d), ["text_normalisation"], "{what}");
+        assert_eq!(
+            finding(&d, "text_normalisation").details["normalisation"],
+            what
+        );
+    }
+}
+
+#[tokio::test]
+async fn finding_null_vs_default() {
+    let b = "SELECT * FROM (VALUES (1, CAST(NULL AS BIGINT)), (2, CAST(NULL AS BIGINT)), (3, 7)) AS t(id, n)";
+    let s = "SELECT * FROM (VALUES (1, 0), (2, 0), (3, 7)) AS t(id, n)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(kinds(&d), ["null_vs_default"]);
+    let f = finding(&d, "null_vs_default");
+    assert_eq!(
+        (
+            f.rows,
+            f.details["null_side"].as_str(),
+            f.details["value"].as_str()
+        ),
+        (2, Some("batch"), Some("0"))
+    );
+}
+
+#[tokio::test]
+async fn finding_at_least_once_duplicates() {
+    let b = "SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c')) AS t(id, v)";
+    let s = "SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (2, 'b'), (3, 'c'), (3, 'c')) AS t(id, v)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(d.counts, counts(3, 0, 0, 2, 0, 2));
+    assert_eq!(kinds(&d), ["duplicates"]);
+    assert_eq!(finding(&d, "duplicates").rows, 2);
+
+    // Keyless: the extra copies of rows the batch has are duplicates too; a new row is not.
+    let s = "SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (2, 'b'), (3, 'c'), (4, 'd')) AS t(id, v)";
+    let d = diff(b, s, &check(&[], &[], &[])).await;
+    assert_eq!(finding(&d, "duplicates").rows, 1);
+}
+
+#[tokio::test]
+async fn finding_late_data_per_window() {
+    let times = |day: &str, hours: &[&str]| {
+        hours
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("('{day}-{i}', '{day}', TIMESTAMP '{day} {h}')"))
+            .collect::<Vec<_>>()
+    };
+    let mut rows = times(
+        "2026-11-22",
+        &["00:10:00", "08:00:00", "16:00:00", "23:50:00"],
+    );
+    rows.extend(times(
+        "2026-11-23",
+        &["00:05:00", "09:00:00", "17:00:00", "23:25:00", "23:45:00"],
+    ));
+    let b = format!(
+        "SELECT * FROM (VALUES {}) AS t(id, dt, ts)",
+        rows.join(", ")
+    );
+    // The stream has not landed the last two events of the 23rd.
+    let s = format!("SELECT * FROM ({b}) WHERE id NOT IN ('2026-11-23-3', '2026-11-23-4')");
+    let mut spec = check(&["id"], &[], &[]);
+    spec.time_column = Some("ts".into());
+    spec.window_column = Some("dt".into());
+    let d = diff(&b, &s, &spec).await;
+    assert_eq!(d.counts.missing_in_stream, 2);
+    assert_eq!(kinds(&d), ["late_data"]);
+    let f = finding(&d, "late_data");
+    assert_eq!(f.rows, 2);
+    assert!(f.evidence.contains("last 20m"), "{}", f.evidence);
+    let histogram = d.histogram.as_ref().unwrap();
+    assert_eq!(histogram.dimension, "dt");
+    assert_eq!(histogram.buckets.len(), 1);
+    assert_eq!(
+        (
+            histogram.buckets[0].value.as_str(),
+            histogram.buckets[0].missing_in_stream
+        ),
+        ("2026-11-23", 2)
+    );
+
+    // A row missing in the middle of the day is not late data: no finding at all.
+    let s = format!("SELECT * FROM ({b}) WHERE id NOT IN ('2026-11-23-3', '2026-11-23-1')");
+    let d = diff(&b, &s, &spec).await;
+    assert_eq!(d.counts.missing_in_stream, 2);
+    assert!(d.findings.is_empty(), "{:?}", d.findings);
+}
+
+#[tokio::test]
+async fn finding_schema_drift() {
+    let b = "SELECT 1 AS id, CAST(5 AS INT) AS n";
+    let s = "SELECT 1 AS id, CAST(5 AS BIGINT) AS n, 'x' AS added";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(kinds(&d), ["schema_drift"]);
+    assert_eq!(finding(&d, "schema_drift").columns, ["added", "n"]);
+}
+
+#[tokio::test]
+async fn no_findings_on_clean_data_or_unrelated_divergences() {
+    let sql = "SELECT * FROM (VALUES (1, 'a', 1.5, TIMESTAMP '2026-11-21 10:00:00'), (2, 'b', 2.5, TIMESTAMP '2026-11-21 11:00:00')) AS t(id, s, x, ts)";
+    let d = diff(sql, sql, &check(&["id"], &[], &[])).await;
+    assert!(d.findings.is_empty());
+    assert!(d.columns.iter().all(|c| c.stats.is_none()));
+
+    // Differences with no common cause: values of every size, a text edit, a 37-minute shift.
+    let b = "SELECT * FROM (VALUES (1, 'alpha', 1.5, TIMESTAMP '2026-11-21 10:00:00'), (2, 'beta', 2.5, TIMESTAMP '2026-11-21 11:00:00'), (3, 'gamma', 100.0, TIMESTAMP '2026-11-21 12:00:00')) AS t(id, s, x, ts)";
+    let s = "SELECT * FROM (VALUES (1, 'alpha', 1.7, TIMESTAMP '2026-11-21 10:37:00'), (2, 'bet', 2.5, TIMESTAMP '2026-11-21 11:00:00'), (3, 'gamma', 250.0, TIMESTAMP '2026-11-21 13:00:00')) AS t(id, s, x, ts)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(d.counts.mismatched, 3);
+    assert!(d.findings.is_empty(), "{:?}", d.findings);
+    let x = d
+        .columns
+        .iter()
+        .find(|c| c.name == "x")
+        .unwrap()
+        .stats
+        .clone()
+        .unwrap();
+    assert_eq!(x.max_abs_diff, Some(150.0));
+    assert!((x.mean_abs_diff.unwrap() - 75.1).abs() < 1e-9);
+    assert_eq!(x.top_pairs.len(), 2);
 }

@@ -94,6 +94,29 @@ pub fn render(report: &RunReport) -> String {
                 t.column, t.batch, t.stream
             );
         }
+        if !check.findings.is_empty() {
+            let _ = writeln!(out, "\n**Findings**\n");
+            for finding in &check.findings {
+                let _ = writeln!(out, "- **{}**: {}", finding.kind, cell(&finding.evidence));
+            }
+        }
+        if let Some(histogram) = &check.histogram {
+            let _ = writeln!(
+                out,
+                "\nDivergent rows by `{}`:\n\n| {} | missing | extra | mismatched |\n|---|---:|---:|---:|",
+                histogram.dimension, histogram.dimension
+            );
+            for b in histogram.buckets.iter().take(50) {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    cell(&b.value),
+                    b.missing_in_stream,
+                    b.extra_in_stream,
+                    b.mismatched
+                );
+            }
+        }
         let differing: Vec<_> = check.columns.iter().filter(|c| c.mismatched > 0).collect();
         if !differing.is_empty() {
             let _ = writeln!(

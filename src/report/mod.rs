@@ -46,6 +46,11 @@ pub struct CheckReport {
     pub duration_seconds: f64,
     /// Duplicate keys made the diff pair rows by occurrence (in value order).
     pub paired_by_occurrence: bool,
+    /// Likely causes of the divergences, from statistics of the same pass.
+    pub findings: Vec<crate::diff::explain::Finding>,
+    /// Where divergent rows fall along the time or window column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<crate::diff::explain::Histogram>,
     /// What the diff read per side: files (after partition pruning) and bytes.
     pub scan: crate::diff::scan::ScanStats,
     /// Why the check is not_ready: the stream's watermark has not passed the window yet.
@@ -76,6 +81,8 @@ impl CheckReport {
             paired_by_occurrence: diff.paired_by_occurrence,
             readiness: None,
             scan: diff.scan,
+            findings: diff.findings,
+            histogram: diff.histogram,
             duration_seconds: seconds,
             error: None,
         }
@@ -116,6 +123,8 @@ impl CheckReport {
             paired_by_occurrence: false,
             readiness: None,
             scan: Default::default(),
+            findings: Vec::new(),
+            histogram: None,
             duration_seconds: seconds,
             error: Some(crate::redact::scrub(&error)),
         }

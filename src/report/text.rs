@@ -149,20 +149,106 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
         .collect();
     if !differing.is_empty() {
         let mut t = table(width - 2);
-        t.set_header(vec!["column", "type", "mismatched rows", "tolerance"]);
+        t.set_header(vec![
+            "column",
+            "type",
+            "mismatched rows",
+            "tolerance",
+            "how they differ",
+        ]);
         for col in differing {
             t.add_row(vec![
                 Cell::new(&col.name),
                 Cell::new(&col.data_type),
                 Cell::new(col.mismatched),
                 Cell::new(col.tolerance.as_deref().unwrap_or("exact")),
+                Cell::new(describe_stats(col.stats.as_ref())),
             ]);
         }
         for line in t.to_string().lines() {
             let _ = writeln!(out, "  {line}");
         }
     }
+    render_findings(out, check, color);
     render_samples(out, check, color, width);
+    render_histogram(out, check, width);
+}
+
+fn describe_stats(stats: Option<&crate::diff::explain::DiffStats>) -> String {
+    let Some(stats) = stats else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let (Some(max), Some(mean), Some(rel)) =
+        (stats.max_abs_diff, stats.mean_abs_diff, stats.max_rel_diff)
+    {
+        parts.push(format!(
+            "max |Δ| {max:.6}, mean {mean:.6}, max rel {rel:.2e}"
+        ));
+    }
+    if let Some(top) = stats.top_pairs.first().filter(|p| p.rows > 1) {
+        parts.push(format!(
+            "most often {} → {} ({}×)",
+            top.batch, top.stream, top.rows
+        ));
+    }
+    parts.join("; ")
+}
+
+fn render_findings(out: &mut String, check: &CheckReport, color: bool) {
+    if check.findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  findings:");
+    for finding in &check.findings {
+        let columns = if finding.columns.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", finding.columns.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "    • {}{columns}: {}",
+            paint(&finding.kind, "1;36", color),
+            finding.evidence
+        );
+    }
+}
+
+fn render_histogram(out: &mut String, check: &CheckReport, width: usize) {
+    let Some(histogram) = &check.histogram else {
+        return;
+    };
+    const MAX_LINES: usize = 30;
+    let total =
+        |b: &crate::diff::explain::Bucket| b.missing_in_stream + b.extra_in_stream + b.mismatched;
+    let largest = histogram
+        .buckets
+        .iter()
+        .map(total)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let label_width = histogram
+        .buckets
+        .iter()
+        .map(|b| b.value.chars().count())
+        .max()
+        .unwrap_or(0);
+    let bar_width = width.saturating_sub(label_width + 20).clamp(10, 50);
+    let _ = writeln!(out, "  divergent rows by {}:", histogram.dimension);
+    for bucket in histogram.buckets.iter().take(MAX_LINES) {
+        let n = total(bucket);
+        let bar = "█".repeat(((n as f64 / largest as f64) * bar_width as f64).ceil() as usize);
+        let _ = writeln!(out, "    {:<label_width$} {bar} {n}", bucket.value);
+    }
+    if histogram.buckets.len() > MAX_LINES || histogram.truncated {
+        let _ = writeln!(
+            out,
+            "    … {} more buckets (all in the JSON report)",
+            histogram.buckets.len().saturating_sub(MAX_LINES)
+        );
+    }
 }
 
 fn scanned_line(check: &CheckReport) -> String {

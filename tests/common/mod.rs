@@ -76,7 +76,7 @@ impl Run {
     }
 }
 
-fn sql_batches(sql: &str) -> Vec<RecordBatch> {
+pub fn sql_batches(sql: &str) -> Vec<RecordBatch> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
