@@ -23,11 +23,11 @@ use crate::verdict::{self, CheckStatus};
 /// check and evaluates the migration gate afterwards.
 pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
     let engine = Engine::new(&plan.engine)?;
-    let catalog = catalog::register_tables(&engine.ctx, &plan.tables).await?;
+    let catalog = catalog::register_tables(&engine.ctx, &plan.tables, &plan.engine.store).await?;
     let history = plan
         .history
         .as_deref()
-        .map(|location| History::open(&engine.ctx, location))
+        .map(|location| History::open(&engine.ctx, location, &plan.engine.store))
         .transpose()?;
     let run_id = history::new_run_id();
     let mut problems = Vec::new();
@@ -36,7 +36,19 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
         let started = Instant::now();
         let started_at = chrono::Utc::now();
         let spinner = spinner(&check.name);
-        let outcome = run_check(&engine, &catalog, check, plan, spinner.as_ref()).await;
+        let running = run_check(&engine, &catalog, check, plan, spinner.as_ref());
+        let outcome = match check.timeout {
+            // Dropping the running future cancels its DataFusion streams.
+            Some(limit) => tokio::time::timeout(limit, running)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow!(
+                        "timed out after {} (timeout of the check); the query was cancelled",
+                        humantime::format_duration(limit)
+                    ))
+                }),
+            None => running.await,
+        };
         if let Some(bar) = &spinner {
             bar.finish_and_clear();
         }
@@ -213,7 +225,7 @@ pub fn error_report(check_names: &[String], message: &str) -> RunReport {
 /// `dualrun validate`: plan each check on both sides and compare the result schemas.
 pub async fn validate(plan: &Plan) -> Result<i32> {
     let engine = Engine::new(&plan.engine)?;
-    let catalog = catalog::register_tables(&engine.ctx, &plan.tables).await?;
+    let catalog = catalog::register_tables(&engine.ctx, &plan.tables, &plan.engine.store).await?;
     let mut out = String::new();
     let mut worst = CheckStatus::Match;
     for check in &plan.checks {
@@ -280,7 +292,7 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
         .history
         .as_deref()
         .ok_or_else(|| anyhow!("no history location"))?;
-    let records = History::open(&engine.ctx, location)?
+    let records = History::open(&engine.ctx, location, &plan.engine.store)?
         .read(&engine.ctx, check)
         .await?;
     let text = match format {
@@ -328,7 +340,7 @@ pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>)
         .history
         .as_deref()
         .ok_or_else(|| anyhow!("no history location"))?;
-    let records = History::open(&engine.ctx, location)?
+    let records = History::open(&engine.ctx, location, &plan.engine.store)?
         .read(&engine.ctx, None)
         .await?;
     let gate = gate::evaluate(&plan.all_checks, &records);

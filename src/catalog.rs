@@ -22,14 +22,14 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::http::HttpBuilder;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
-use crate::config::{Format, Side, SourceSpec, TableSpec};
+use crate::config::{Format, Side, SourceSpec, StoreOptions, TableSpec};
 use crate::redact::redact_url;
 
 /// The catalog name every table is registered under.
@@ -90,7 +90,11 @@ impl Catalog {
 
 /// Creates the `batch` and `stream` schemas and registers every table in both. A table that
 /// cannot be registered is recorded, not fatal: only the checks that read it fail.
-pub async fn register_tables(ctx: &SessionContext, tables: &[TableSpec]) -> Result<Catalog> {
+pub async fn register_tables(
+    ctx: &SessionContext,
+    tables: &[TableSpec],
+    store: &StoreOptions,
+) -> Result<Catalog> {
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| anyhow!("internal: default catalog missing"))?;
@@ -101,7 +105,7 @@ pub async fn register_tables(ctx: &SessionContext, tables: &[TableSpec]) -> Resu
     for table in tables {
         for side in Side::BOTH {
             let source = table.side(side);
-            match register_one(ctx, side, &table.name, source).await {
+            match register_one(ctx, side, &table.name, source, store).await {
                 Ok(listed) => {
                     result.listed.insert((side, table.name.clone()), listed);
                 }
@@ -127,9 +131,10 @@ async fn register_one(
     side: Side,
     name: &str,
     source: &SourceSpec,
+    store: &StoreOptions,
 ) -> Result<Listed> {
     let url = table_url(&source.url)?;
-    register_object_store(ctx, &url)?;
+    register_object_store(ctx, &url, store)?;
     let schema_provider = ctx
         .catalog(CATALOG)
         .and_then(|c| c.schema(side.name()))
@@ -325,11 +330,9 @@ pub fn table_url(location: &str) -> Result<ListingTableUrl> {
         }
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
-    let meta = std::fs::metadata(path).map_err(|e| {
-        anyhow!(
-            "path {path} cannot be read: {}",
-            e.kind().to_string().to_lowercase()
-        )
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("path {path} does not exist"),
+        _ => anyhow!("path {path} cannot be read: {e}"),
     })?;
     let mut text = path.to_string();
     if meta.is_dir() && !text.ends_with('/') {
@@ -340,7 +343,11 @@ pub fn table_url(location: &str) -> Result<ListingTableUrl> {
 
 /// Registers the object store of a remote URL, built from the standard environment of its
 /// cloud (AWS_*, GOOGLE_*, AZURE_*), once per bucket.
-pub fn register_object_store(ctx: &SessionContext, url: &ListingTableUrl) -> Result<()> {
+pub fn register_object_store(
+    ctx: &SessionContext,
+    url: &ListingTableUrl,
+    options: &StoreOptions,
+) -> Result<()> {
     let url: &Url = url.as_ref();
     let scheme = url.scheme();
     if scheme == "file" {
@@ -356,28 +363,66 @@ pub fn register_object_store(ctx: &SessionContext, url: &ListingTableUrl) -> Res
     {
         return Ok(());
     }
+    // Bounded retries with exponential backoff and a per-request timeout; set as config keys so
+    // the client options the environment gave (AWS_ALLOW_HTTP, proxies, …) are kept.
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: options.retries,
+        retry_timeout: options.request_timeout * (options.retries as u32 + 1),
+    };
+    let timeout = humantime::format_duration(options.request_timeout).to_string();
+    let connect = humantime::format_duration(
+        options
+            .request_timeout
+            .min(std::time::Duration::from_secs(10)),
+    )
+    .to_string();
     let store: Arc<dyn ObjectStore> = match scheme {
         "s3" | "s3a" => Arc::new(
             AmazonS3Builder::from_env()
                 .with_url(base.as_str())
+                .with_retry(retry)
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    &timeout,
+                )
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    &connect,
+                )
                 .build()
                 .map_err(|e| anyhow!("S3 configuration: {e}"))?,
         ),
         "gs" | "gcs" => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_url(base.as_str())
+                .with_retry(retry)
+                .with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), &timeout)
+                .with_config(
+                    GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    &connect,
+                )
                 .build()
                 .map_err(|e| anyhow!("GCS configuration: {e}"))?,
         ),
         "az" | "azure" | "abfs" | "abfss" => Arc::new(
             MicrosoftAzureBuilder::from_env()
                 .with_url(url.as_str())
+                .with_retry(retry)
+                .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), &timeout)
+                .with_config(
+                    AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    &connect,
+                )
                 .build()
                 .map_err(|e| anyhow!("Azure configuration: {e}"))?,
         ),
         "http" | "https" => Arc::new(
             HttpBuilder::new()
                 .with_url(base.as_str())
+                .with_retry(retry)
+                .with_config(ClientConfigKey::Timeout, &timeout)
+                .with_config(ClientConfigKey::ConnectTimeout, &connect)
                 .build()
                 .map_err(|e| anyhow!("HTTP store: {e}"))?,
         ),

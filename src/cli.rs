@@ -154,6 +154,12 @@ pub struct CompareArgs {
     /// Column splitting the result into windows (e.g. dt) for findings and the histogram.
     #[arg(long, value_name = "COL")]
     pub window_column: Option<String>,
+    /// Cancel the comparison when it runs longer than this (e.g. 30m).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Never show this column's values in samples or findings (personal data).
+    #[arg(long = "redact", value_name = "COL")]
+    pub redact: Vec<String>,
     /// Name of the check in reports.
     #[arg(long, default_value = "compare")]
     pub name: String,

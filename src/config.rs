@@ -121,6 +121,11 @@ pub struct CheckConfig {
     /// Column that splits the result into windows (e.g. dt): late data is judged per window and
     /// the histogram buckets by it.
     pub window_column: Option<String>,
+    /// Cancel the check when it runs longer than this (e.g. "30m").
+    pub timeout: Option<String>,
+    /// Columns whose values never appear in samples or findings (personal data).
+    #[serde(default)]
+    pub redact: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -133,6 +138,10 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Join used by keyed diffs: "auto", "hash" or "sort_merge".
     pub join: Option<String>,
+    /// Object store requests: retries after a failure (with exponential backoff); default 3.
+    pub retries: Option<usize>,
+    /// Object store requests: timeout of one request; default 30s.
+    pub request_timeout: Option<String>,
 }
 
 /// A file format dualrun can read.
@@ -338,6 +347,24 @@ pub struct EngineSpec {
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
     pub join: JoinChoice,
+    pub store: StoreOptions,
+}
+
+/// How hard object store requests try before a check fails: bounded, so an unreachable or
+/// failing store ends in a clear error instead of a hang.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreOptions {
+    pub retries: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retries: 3,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One comparison: a query, how rows pair up, and what counts as equal.
@@ -357,6 +384,8 @@ pub struct CheckSpec {
     pub lateness: Option<Duration>,
     pub time_column: Option<String>,
     pub window_column: Option<String>,
+    pub timeout: Option<Duration>,
+    pub redact: Vec<String>,
 }
 
 /// The gate policy of one check.
@@ -563,7 +592,16 @@ impl EngineSpec {
         if config.target_partitions == Some(0) {
             bail!("[engine] target_partitions must be at least 1");
         }
+        let defaults = StoreOptions::default();
+        let store = StoreOptions {
+            retries: config.retries.unwrap_or(defaults.retries),
+            request_timeout: match &config.request_timeout {
+                Some(text) => parse_duration(text, "[engine] request_timeout")?,
+                None => defaults.request_timeout,
+            },
+        };
         Ok(EngineSpec {
+            store,
             memory_limit,
             spill_dir: config.spill_dir.clone(),
             target_partitions: config.target_partitions,
@@ -595,6 +633,8 @@ pub struct CompareInput<'a> {
     pub pushgateway: Option<&'a str>,
     pub time_column: Option<&'a str>,
     pub window_column: Option<&'a str>,
+    pub timeout: Option<&'a str>,
+    pub redact: &'a [String],
 }
 
 /// Flags of the config-driven commands that override or narrow the config file.
@@ -697,6 +737,11 @@ impl Plan {
             lateness: None,
             time_column: input.time_column.map(str::to_string),
             window_column: input.window_column.map(str::to_string),
+            timeout: input
+                .timeout
+                .map(|t| parse_duration(t, "--timeout"))
+                .transpose()?,
+            redact: clean_columns(input.redact, "--redact")?,
         };
         Ok(Plan {
             tables: table_specs,
@@ -882,6 +927,12 @@ impl Plan {
                 window_end: check.window_end.clone(),
                 time_column: check.time_column.clone(),
                 window_column: check.window_column.clone(),
+                timeout: check
+                    .timeout
+                    .as_deref()
+                    .map(|t| parse_duration(t, &format!("{context} timeout")))
+                    .transpose()?,
+                redact: clean_columns(&check.redact, "redact").context(context.clone())?,
                 lateness: check
                     .lateness
                     .as_deref()

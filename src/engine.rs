@@ -106,6 +106,7 @@ impl Engine {
             let unqualified = reference.schema().is_none() && reference.catalog().is_none();
             if unqualified
                 && !ctes.contains(&reference.table().to_string())
+                && !state.table_functions().contains_key(reference.table())
                 && !self
                     .table_names(side)
                     .iter()

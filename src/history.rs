@@ -157,7 +157,11 @@ pub struct History {
 }
 
 impl History {
-    pub fn open(ctx: &SessionContext, location: &str) -> Result<History> {
+    pub fn open(
+        ctx: &SessionContext,
+        location: &str,
+        store: &crate::config::StoreOptions,
+    ) -> Result<History> {
         let shown = redact_url(location);
         if !location.contains("://") || location.starts_with("file://") {
             let path = location.strip_prefix("file://").unwrap_or(location);
@@ -170,7 +174,7 @@ impl History {
         }
         let url =
             catalog::table_url(&location).with_context(|| format!("history location {shown}"))?;
-        catalog::register_object_store(ctx, &url)
+        catalog::register_object_store(ctx, &url, store)
             .with_context(|| format!("history location {shown}"))?;
         Ok(History { url, shown })
     }

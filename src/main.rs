@@ -50,10 +50,39 @@ fn main() -> ExitCode {
         }
     };
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(dispatch(cli))
+        // `serve` shuts down gracefully on its own signals; every other command stops at once.
+        if matches!(cli.command, Command::Serve(_)) {
+            return runtime.block_on(dispatch(cli));
+        }
+        runtime.block_on(async {
+            tokio::select! {
+                code = dispatch(cli) => code,
+                // Dropping the running command cancels its queries and removes spill files;
+                // only checks that finished have history records.
+                _ = interrupted() => {
+                    eprintln!("dualrun: interrupted: stopped before a verdict; nothing was recorded for unfinished checks");
+                    130
+                }
+            }
+        })
     }))
     .unwrap_or(2);
     ExitCode::from(code as u8)
+}
+
+async fn interrupted() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {},
+                _ = terminate.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
 }
 
 async fn dispatch(cli: Cli) -> i32 {
@@ -76,6 +105,8 @@ async fn dispatch(cli: Cli) -> i32 {
                 pushgateway: args.metrics.pushgateway.as_deref(),
                 time_column: args.time_column.as_deref(),
                 window_column: args.window_column.as_deref(),
+                timeout: args.timeout.as_deref(),
+                redact: &args.redact,
             });
             let names = [args.name.clone()];
             run_and_emit(plan, &args.report, &names).await

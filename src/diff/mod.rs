@@ -226,7 +226,7 @@ pub async fn run(
         catalog.files_of(Side::Batch, batch_tables.iter().map(String::as_str));
     scan.stream.files_listed =
         catalog.files_of(Side::Stream, stream_tables.iter().map(String::as_str));
-    Ok(DiffResult {
+    let mut result = DiffResult {
         findings,
         histogram,
         scan,
@@ -236,7 +236,66 @@ pub async fn run(
         schema: alignment.schema,
         samples: collected.samples,
         paired_by_occurrence,
-    })
+    };
+    redact(&mut result, &check.redact);
+    Ok(result)
+}
+
+/// Masks the values of personal-data columns wherever a report could show them: samples,
+/// value pairs and the details of findings. Counts stay exact.
+fn redact(result: &mut DiffResult, columns: &[String]) {
+    use serde_json::Value;
+    if columns.is_empty() {
+        return;
+    }
+    let hidden = || Value::String("***".into());
+    let samples = &mut result.samples;
+    for sample in samples
+        .missing_in_stream
+        .iter_mut()
+        .chain(samples.extra_in_stream.iter_mut())
+        .chain(samples.mismatched.iter_mut())
+    {
+        for column in columns {
+            if let Some(value) = sample.key.get_mut(column) {
+                *value = hidden();
+            }
+            if let Some(value) = sample.values.get_mut(column) {
+                *value = hidden();
+            }
+        }
+        for difference in sample
+            .differences
+            .iter_mut()
+            .filter(|d| columns.contains(&d.column))
+        {
+            difference.batch = hidden();
+            difference.stream = hidden();
+        }
+    }
+    for column in result
+        .columns
+        .iter_mut()
+        .filter(|c| columns.contains(&c.name))
+    {
+        if let Some(stats) = &mut column.stats {
+            stats.top_pairs.clear();
+        }
+    }
+    for finding in result
+        .findings
+        .iter_mut()
+        .filter(|f| f.columns.iter().any(|c| columns.contains(c)))
+    {
+        if finding.kind == "null_vs_default" {
+            finding.evidence = format!(
+                "all {} differences in {} are NULL on one side where the other has one constant (value redacted)",
+                finding.rows,
+                finding.columns.join(", ")
+            );
+            finding.details = serde_json::json!({"value": "***"});
+        }
+    }
 }
 
 #[cfg(test)]

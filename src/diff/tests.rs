@@ -23,6 +23,8 @@ fn check(key: &[&str], tolerances: &[(&str, Tolerance)], ignore: &[&str]) -> Che
         lateness: None,
         time_column: None,
         window_column: None,
+        timeout: None,
+        redact: Vec::new(),
     }
 }
 

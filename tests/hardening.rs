@@ -1,0 +1,634 @@
+//! Boringly predictable under bad input, faults and signals: every mistake exits 2 with one clear
+//! message that names the culprit, no panic, and no report, metric or record claiming a verdict.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Fmt, Workspace, assert_trouble};
+
+const ROWS: &str = "SELECT * FROM (VALUES (1, 'ann', 1.5), (2, 'bob', 2.5)) AS t(id, name, x)";
+
+fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.table("good", Fmt::Parquet, ROWS);
+    ws.table("goodcsv", Fmt::Csv, ROWS);
+    std::fs::create_dir_all(ws.path("empty")).unwrap();
+    ws.write("xlsx/a.xlsx", "not a table");
+    let parquet = std::fs::read(ws.path("good/part-0.parquet")).unwrap();
+    ws.write("trunc/a.parquet", "");
+    std::fs::write(ws.path("trunc/a.parquet"), &parquet[..parquet.len() / 2]).unwrap();
+    ws.write("ragged/a.csv", "id,name,x\n1,ann,1.5\n2,bob,2.5,extra\n");
+    std::fs::create_dir_all(ws.path("nonutf")).unwrap();
+    std::fs::write(ws.path("nonutf/a.csv"), b"id,name,x\n1,caf\xe9,1.5\n").unwrap();
+    ws.table_file("conflict/a.parquet", Fmt::Parquet, ROWS);
+    ws.table_file(
+        "conflict/b.parquet",
+        Fmt::Parquet,
+        "SELECT 'one' AS id, 'ann' AS name, 'x' AS x",
+    );
+    ws.write("q/ok.sql", "SELECT * FROM t");
+    ws
+}
+
+/// One bad input: the arguments (compare flags or a config) and words the message must contain.
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    config: Option<&'static str>,
+    expect: &'static str,
+}
+
+fn compare(
+    name: &'static str,
+    batch: &str,
+    stream: &str,
+    sql: &str,
+    extra: &[&str],
+    expect: &'static str,
+) -> Case {
+    let mut args = vec![
+        "compare".to_string(),
+        "--batch".into(),
+        format!("t={batch}"),
+        "--stream".into(),
+        format!("t={stream}"),
+    ];
+    args.extend([
+        "--sql".to_string(),
+        sql.to_string(),
+        "--format".into(),
+        "json".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Case {
+        name,
+        args,
+        config: None,
+        expect,
+    }
+}
+
+fn config(name: &'static str, text: &'static str, expect: &'static str) -> Case {
+    let args = [
+        "run",
+        "--config",
+        "case.toml",
+        "--format",
+        "json",
+        "--metrics-textfile",
+        "case.prom",
+    ]
+    .map(String::from)
+    .to_vec();
+    Case {
+        name,
+        args,
+        config: Some(text),
+        expect,
+    }
+}
+
+const TABLE: &str = "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\n";
+
+#[test]
+fn thirty_and_more_bad_inputs() {
+    let ws = workspace();
+    let select = "SELECT * FROM t";
+    let cases = vec![
+        config("malformed TOML", "[tables.t\nbatch = 1", "case.toml"),
+        config(
+            "unknown top-level key",
+            "[tabels.t]\nbatch = \"good/\"\n",
+            "tabels",
+        ),
+        config(
+            "unknown table key",
+            "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\nfromat = \"csv\"\n[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\n",
+            "fromat",
+        ),
+        config(
+            "unknown check key",
+            "[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\nkeys = [\"id\"]\n",
+            "keys",
+        ),
+        config(
+            "no checks",
+            "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\n",
+            "no [[checks]]",
+        ),
+        config(
+            "empty location",
+            "[tables.t]\nbatch = \"\"\nstream = \"good/\"\n[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\n",
+            "batch is empty",
+        ),
+        config(
+            "sql and query",
+            "[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\nquery = \"q/ok.sql\"\n",
+            "exactly one of",
+        ),
+        config(
+            "query file missing",
+            "[[checks]]\nname = \"c\"\nquery = \"q/missing.sql\"\n",
+            "q/missing.sql",
+        ),
+        config(
+            "two checks one name",
+            "[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\n[[checks]]\nname = \"c\"\nsql = \"SELECT 2\"\n",
+            "two checks are named 'c'",
+        ),
+        config(
+            "gate clean_runs 0",
+            "[gate]\nclean_runs = 0\n[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\n",
+            "clean_runs",
+        ),
+        config(
+            "bad timeout",
+            "[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\ntimeout = \"soon\"\n",
+            "soon",
+        ),
+        config(
+            "bad format in config",
+            "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\nformat = \"xls\"\n[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\n",
+            "xls",
+        ),
+        config(
+            "lateness without watermark",
+            "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\nlateness = \"1h\"\n[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\n",
+            "lateness needs a watermark",
+        ),
+        compare(
+            "missing location",
+            "nowhere/",
+            "good/",
+            select,
+            &[],
+            "nowhere/ does not exist",
+        ),
+        compare(
+            "empty location",
+            "empty/",
+            "good/",
+            select,
+            &[],
+            "no data files",
+        ),
+        compare(
+            "unknown format flag",
+            "good/",
+            "good/",
+            select,
+            &["--input-format", "t=xlsx"],
+            "unknown format 'xlsx'",
+        ),
+        compare(
+            "format not inferable",
+            "xlsx/",
+            "good/",
+            select,
+            &[],
+            "cannot tell the format",
+        ),
+        compare(
+            "truncated parquet",
+            "good/",
+            "trunc/",
+            select,
+            &[],
+            "table 't' (stream side",
+        ),
+        compare("ragged csv", "goodcsv/", "ragged/", select, &[], "line 3"),
+        compare(
+            "non-UTF-8 csv",
+            "goodcsv/",
+            "nonutf/",
+            select,
+            &[],
+            "invalid utf-8",
+        ),
+        compare(
+            "conflicting schemas",
+            "good/",
+            "conflict/",
+            select,
+            &[],
+            "Fail to merge schema field 'id'",
+        ),
+        compare(
+            "SQL syntax error",
+            "good/",
+            "good/",
+            "SELEC * FROM t",
+            &[],
+            "SELEC",
+        ),
+        compare(
+            "missing table",
+            "good/",
+            "good/",
+            "SELECT * FROM u",
+            &[],
+            "table 'u' is not defined",
+        ),
+        compare(
+            "missing column",
+            "good/",
+            "good/",
+            "SELECT nope FROM t",
+            &[],
+            "nope",
+        ),
+        compare(
+            "key missing on one side",
+            "good/",
+            "goodcsv/",
+            "SELECT id, name FROM t",
+            &["--key", "x"],
+            "key column 'x' is missing",
+        ),
+        compare(
+            "CREATE",
+            "good/",
+            "good/",
+            "CREATE TABLE u AS SELECT 1",
+            &[],
+            "not a SELECT",
+        ),
+        compare(
+            "INSERT",
+            "good/",
+            "good/",
+            "INSERT INTO t VALUES (3, 'c', 1.0)",
+            &[],
+            "not a SELECT",
+        ),
+        compare(
+            "COPY",
+            "good/",
+            "good/",
+            "COPY t TO 'out.csv'",
+            &[],
+            "not a SELECT",
+        ),
+        compare(
+            "SET",
+            "good/",
+            "good/",
+            "SET datafusion.execution.batch_size = 1",
+            &[],
+            "not a SELECT",
+        ),
+        compare(
+            "two statements",
+            "good/",
+            "good/",
+            "SELECT 1; SELECT 2",
+            &[],
+            "single SQL statement",
+        ),
+        compare(
+            "unparseable param",
+            "good/",
+            "good/",
+            select,
+            &["--param", "run_date"],
+            "--param 'run_date'",
+        ),
+        compare(
+            "missing param value",
+            "good/",
+            "good/",
+            "SELECT * FROM t WHERE name = $who",
+            &[],
+            "$who",
+        ),
+        compare(
+            "tolerance on text",
+            "good/",
+            "good/",
+            select,
+            &["--key", "id", "--tolerance", "name=abs:1"],
+            "tolerance on 'name'",
+        ),
+        compare(
+            "tolerance spec",
+            "good/",
+            "good/",
+            select,
+            &["--key", "id", "--tolerance", "x=abs:maybe"],
+            "abs:maybe",
+        ),
+        compare(
+            "tolerance unknown column",
+            "good/",
+            "good/",
+            select,
+            &["--key", "id", "--tolerance", "y=abs:1"],
+            "tolerance on 'y'",
+        ),
+        compare(
+            "tolerance keyless",
+            "good/",
+            "good/",
+            select,
+            &["--tolerance", "x=abs:1"],
+            "needs a key",
+        ),
+        compare(
+            "tolerance on key",
+            "good/",
+            "good/",
+            select,
+            &["--key", "id", "--tolerance", "id=abs:1"],
+            "key column 'id'",
+        ),
+        compare(
+            "ignore unknown column",
+            "good/",
+            "good/",
+            select,
+            &["--key", "id", "--ignore", "zzz"],
+            "--ignore 'zzz'",
+        ),
+        compare(
+            "unsupported scheme",
+            "ftp://host/t/",
+            "good/",
+            select,
+            &[],
+            "unsupported URL scheme 'ftp://'",
+        ),
+        compare(
+            "bad memory limit",
+            "good/",
+            "good/",
+            select,
+            &["--memory-limit", "plenty"],
+            "plenty",
+        ),
+        compare(
+            "duplicate result columns",
+            "good/",
+            "good/",
+            "SELECT id, name AS id FROM t",
+            &[],
+            "id",
+        ),
+        compare(
+            "time column not compared",
+            "good/",
+            "good/",
+            select,
+            &["--key", "id", "--time-column", "when"],
+            "time_column 'when'",
+        ),
+    ];
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    for case in cases {
+        if let Some(text) = case.config {
+            ws.write(
+                "case.toml",
+                &format!(
+                    "{}{text}",
+                    if text.contains("[tables") || !text.contains("[[checks]]") {
+                        ""
+                    } else {
+                        TABLE
+                    }
+                ),
+            );
+            let _ = std::fs::remove_file(ws.path("case.prom"));
+        }
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        let run = ws.run(&args);
+        assert_eq!(
+            run.code, 2,
+            "{}: exit code; stdout {}\nstderr {}",
+            case.name, run.stdout, run.stderr
+        );
+        assert!(
+            run.stderr.contains(case.expect),
+            "{}: stderr should name {:?}:\n{}",
+            case.name,
+            case.expect,
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"),
+            "{}: {}",
+            case.name,
+            run.stderr
+        );
+        // Whatever is printed claims no verdict.
+        if !run.stdout.is_empty() {
+            let json = run.json();
+            assert_eq!(json["status"], "error", "{}", case.name);
+            for check in json["checks"].as_array().unwrap() {
+                assert_eq!(check["status"], "error", "{}", case.name);
+            }
+        }
+        if let Ok(metrics) = std::fs::read_to_string(ws.path("case.prom")) {
+            assert!(
+                !metrics.contains("dualrun_check_passed{check=\"c\"} 1"),
+                "{}: {metrics}",
+                case.name
+            );
+            assert!(
+                !metrics.contains("dualrun_check_rows"),
+                "{}: {metrics}",
+                case.name
+            );
+        }
+    }
+    assert!(!ws.path("out.csv").exists(), "COPY wrote a file");
+}
+
+#[test]
+fn redacted_columns_never_show_their_values() {
+    let ws = workspace();
+    let stream = ws.table("changed", Fmt::Parquet, "SELECT * FROM (VALUES (1, 'ann.secret@example.com', 1.5), (3, 'carl@example.com', 3.5)) AS t(id, name, x)");
+    let run = ws.compare(
+        &ws.table("b", Fmt::Parquet, ROWS),
+        &stream,
+        "SELECT * FROM t",
+        &["--key", "id", "--redact", "name"],
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.counts(), [0, 1, 1, 1, 0, 0]);
+    for secret in ["example.com", "'ann'", "\"ann\"", "\"bob\""] {
+        assert!(!run.stdout.contains(secret), "{secret} in {}", run.stdout);
+    }
+    assert_eq!(
+        run.check()["samples"]["mismatched"][0]["differences"][0]["stream"],
+        "***"
+    );
+    assert_eq!(
+        run.check()["samples"]["extra_in_stream"][0]["values"]["name"],
+        "***"
+    );
+    assert_eq!(
+        run.check()["samples"]["extra_in_stream"][0]["values"]["x"],
+        3.5
+    );
+}
+
+/// An HTTP server that answers every request with `status` (or never, when None), counting them.
+fn faulty_server(status: Option<u16>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer);
+                match status {
+                    Some(code) => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    None => std::thread::sleep(Duration::from_secs(120)),
+                }
+            });
+        }
+    });
+    (address, count)
+}
+
+#[test]
+fn failing_and_slow_stores_end_in_a_bounded_error_for_that_check_only() {
+    let ws = workspace();
+    for (status, what) in [(Some(500), "500"), (None, "after 2 retries")] {
+        let (server, count) = faulty_server(status);
+        ws.write(
+            "faults.toml",
+            "[tables.remote]\nbatch = \"s3://bucket/t/\"\nstream = \"good/\"\n\
+             [tables.t]\nbatch = \"good/\"\nstream = \"good/\"\n\
+             [[checks]]\nname = \"remote\"\nsql = \"SELECT * FROM remote\"\n\
+             [[checks]]\nname = \"local\"\nsql = \"SELECT * FROM t\"\n\
+             [engine]\nretries = 2\nrequest_timeout = \"1s\"\n",
+        );
+        let env = [
+            ("AWS_ENDPOINT_URL", server.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_ACCESS_KEY_ID", "k".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "s".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ];
+        let started = Instant::now();
+        let run = ws.run_with_env(
+            &["run", "--config", "faults.toml", "--format", "json"],
+            &env,
+        );
+        let elapsed = started.elapsed();
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        let json = run.json();
+        assert_eq!(json["checks"][0]["status"], "error");
+        assert_eq!(
+            json["checks"][1]["status"], "match",
+            "the other check still ran"
+        );
+        let error = json["checks"][0]["error"].as_str().unwrap();
+        assert!(
+            error.contains("s3://bucket/t/") && error.contains(what),
+            "{error}"
+        );
+        assert!(elapsed < Duration::from_secs(30), "bounded: {elapsed:?}");
+        let requests = count.load(Ordering::SeqCst);
+        // Two requests reach the store (the Delta log probe, then the listing): each is one try
+        // and two retries at most.
+        assert!(
+            (1..=6).contains(&requests),
+            "one try and two retries per request, got {requests}"
+        );
+    }
+}
+
+#[test]
+fn a_check_timeout_cancels_the_query() {
+    let ws = workspace();
+    let started = Instant::now();
+    let run = ws.compare(
+        &format!("{}/", ws.path("good").display()),
+        &format!("{}/", ws.path("good").display()),
+        "SELECT t.id, g.value FROM t CROSS JOIN generate_series(1, 10000000000) AS g(value)",
+        &["--timeout", "2s"],
+    );
+    assert_trouble(&run, "timed out after 2s");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_without_records_or_spill_files() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.path("spill")).unwrap();
+    ws.write(
+        "slow.toml",
+        "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\n\
+         [[checks]]\nname = \"slow\"\nsql = \"SELECT t.id, g.value FROM t CROSS JOIN generate_series(1, 10000000000) AS g(value)\"\n\
+         [history]\nurl = \"history/\"\n[engine]\nspill_dir = \"spill\"\nmemory_limit = \"64MiB\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualrun"))
+        .args(["run", "--config", "slow.toml"])
+        .current_dir(ws.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let output = loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(output.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
+    assert!(output.stdout.is_empty(), "no report claims a verdict");
+    let records = std::fs::read_dir(ws.path("history"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(records, 0, "no history record for an unfinished check");
+    let spill: Vec<_> = walk(&ws.path("spill"));
+    assert!(spill.is_empty(), "spill files left: {spill:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
+    }
+    out
+}
