@@ -559,3 +559,140 @@ async fn no_findings_on_clean_data_or_unrelated_divergences() {
     assert!((x.mean_abs_diff.unwrap() - 75.1).abs() < 1e-9);
     assert_eq!(x.top_pairs.len(), 2);
 }
+
+#[tokio::test]
+async fn values_of_every_kind_compare_exactly() {
+    // (label, batch literal, stream literal, equal?)
+    let cases = [
+        ("+inf", "CAST('Infinity' AS DOUBLE)", "CAST('Infinity' AS DOUBLE)", true),
+        ("-inf vs +inf", "CAST('-Infinity' AS DOUBLE)", "CAST('Infinity' AS DOUBLE)", false),
+        ("subnormal", "CAST(5e-324 AS DOUBLE)", "CAST(5e-324 AS DOUBLE)", true),
+        ("subnormal vs 0", "CAST(5e-324 AS DOUBLE)", "CAST(0 AS DOUBLE)", false),
+        ("decimal 38", "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))", "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))", true),
+        ("decimal 38 last digit", "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))", "CAST('1234567890123456789012345678.1234567891' AS DECIMAL(38,10))", false),
+        ("date", "DATE '2026-11-25'", "DATE '2026-11-25'", true),
+        ("date differs", "DATE '2026-11-25'", "DATE '2026-11-26'", false),
+        ("timestamp units", "arrow_cast(TIMESTAMP '2026-11-25 10:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))')", "arrow_cast(TIMESTAMP '2026-11-25 10:00:00', 'Timestamp(Nanosecond, Some(\"UTC\"))')", true),
+        ("timestamp 1us apart", "TIMESTAMP '2026-11-25 10:00:00'", "TIMESTAMP '2026-11-25 10:00:00.000001'", false),
+        ("unicode NFC vs NFD", "'caf\u{e9}'", "'cafe\u{301}'", false),
+        ("binary", "X'0102ff'", "X'0102ff'", true),
+        ("binary differs", "X'0102ff'", "X'0102fe'", false),
+        ("struct", "named_struct('a', 1, 'b', 'x')", "named_struct('a', 1, 'b', 'x')", true),
+        ("struct field differs", "named_struct('a', 1, 'b', 'x')", "named_struct('a', 1, 'b', 'y')", false),
+        ("list", "make_array(1, 2, 3)", "make_array(1, 2, 3)", true),
+        ("list order", "make_array(1, 2, 3)", "make_array(3, 2, 1)", false),
+        ("list with null", "make_array(1, NULL)", "make_array(1, NULL)", true),
+    ];
+    for (label, b, s, equal) in cases {
+        let b = format!("SELECT 1 AS id, {b} AS v");
+        let s = format!("SELECT 1 AS id, {s} AS v");
+        let d = diff_with(EngineSpec::default(), &b, &s, &check(&["id"], &[], &[]))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e:#}"));
+        let expected = if equal { counts(1, 0, 0, 0, 0, 0) } else { counts(0, 1, 0, 0, 0, 0) };
+        assert_eq!(d.counts, expected, "{label}");
+        // Keyless, the same values pair (or not) as whole rows.
+        let d = diff_with(EngineSpec::default(), &b, &s, &check(&[], &[], &[]))
+            .await
+            .unwrap_or_else(|e| panic!("{label} keyless: {e:#}"));
+        let expected = if equal { counts(1, 0, 0, 0, 0, 0) } else { counts(0, 0, 1, 1, 0, 0) };
+        assert_eq!(d.counts, expected, "{label} keyless");
+    }
+}
+
+mod properties {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Row = (Option<f64>, Option<String>);
+
+    fn value() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(f64::NAN)),
+            Just(Some(-0.0)),
+            Just(Some(f64::INFINITY)),
+            any::<i32>().prop_map(|n| Some(f64::from(n) / 8.0)),
+        ]
+    }
+
+    fn rows() -> impl Strategy<Value = Vec<Row>> {
+        proptest::collection::vec((value(), proptest::option::of("[a-c]{0,3}")), 0..40)
+    }
+
+    fn plan(engine: &Engine, rows: &[(i64, Row)]) -> datafusion::logical_expr::LogicalPlan {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|(k, _)| *k))),
+                Arc::new(rows.iter().map(|(_, (x, _))| *x).collect::<Float64Array>()),
+                Arc::new(rows.iter().map(|(_, (_, s))| s.clone()).collect::<StringArray>()),
+            ],
+        )
+        .unwrap();
+        engine.ctx.read_batch(batch).unwrap().into_unoptimized_plan()
+    }
+
+    fn run_diff(batch: &[(i64, Row)], stream: &[(i64, Row)], key: &[&str]) -> Counts {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let engine = Engine::new(&EngineSpec::default()).unwrap();
+            let (b, s) = (plan(&engine, batch), plan(&engine, stream));
+            let spec = check(key, &[], &[]);
+            run(&engine, &crate::catalog::Catalog::default(), &spec, b, s, None).await.unwrap().counts
+        })
+    }
+
+    fn keyed(rows: Vec<Row>) -> Vec<(i64, Row)> {
+        rows.into_iter().enumerate().map(|(i, r)| (i as i64, r)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_table_matches_itself(rows in rows()) {
+            let table = keyed(rows);
+            let n = table.len() as u64;
+            prop_assert_eq!(run_diff(&table, &table, &["id"]), counts(n, 0, 0, 0, 0, 0));
+            let keyless = run_diff(&table, &table, &[]);
+            prop_assert_eq!(keyless.matched, n);
+            prop_assert_eq!(keyless.divergent(), 0);
+        }
+
+        #[test]
+        fn one_planted_change_is_counted_once(rows in rows(), pick in any::<prop::sample::Index>(), kind in 0..3u8) {
+            let batch = keyed(rows);
+            prop_assume!(!batch.is_empty());
+            let n = batch.len() as u64;
+            let i = pick.index(batch.len());
+            let mut stream = batch.clone();
+            let expected = match kind {
+                0 => {
+                    // A value no generated row has, so the change is always a real difference.
+                    stream[i].1.0 = Some(0.123);
+                    counts(n - 1, 1, 0, 0, 0, 0)
+                }
+                1 => {
+                    stream.remove(i);
+                    counts(n - 1, 0, 1, 0, 0, 0)
+                }
+                _ => {
+                    stream.push((1_000_000, (Some(1.0), None)));
+                    counts(n, 0, 0, 1, 0, 0)
+                }
+            };
+            prop_assert_eq!(run_diff(&batch, &stream, &["id"]), expected);
+        }
+    }
+}
