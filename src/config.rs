@@ -774,6 +774,13 @@ impl Plan {
             .with_context(|| format!("config file {}", path.display()))
     }
 
+    /// The plan of a config given as text, with no flags (queries relative to `base`).
+    pub fn from_config_text(text: &str, base: &Path) -> Result<Plan> {
+        let config: ConfigFile =
+            toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        Plan::from_config(config, base, &RunFlags::default())
+    }
+
     fn from_config(config: ConfigFile, base: &Path, flags: &RunFlags<'_>) -> Result<Plan> {
         let only_checks = flags.checks;
         let mut params = BTreeMap::new();

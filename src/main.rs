@@ -2,29 +2,13 @@
 //! answers are the same. This file only sets up logging and the runtime and maps outcomes to
 //! exit codes (0 match, 1 diverged, 2 trouble); `app` does the work.
 
-mod app;
-mod catalog;
-mod cli;
-mod config;
-#[cfg(feature = "delta")]
-mod delta;
-mod diff;
-mod engine;
-mod gate;
-mod history;
-mod metrics;
-mod readiness;
-mod redact;
-mod report;
-mod serve;
-mod verdict;
-
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command};
-use crate::config::{CompareInput, Plan, RunFlags};
+use dualrun::cli::{Cli, Command};
+use dualrun::config::{CompareInput, Plan, RunFlags};
+use dualrun::{app, cli, config, redact, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

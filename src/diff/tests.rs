@@ -564,24 +564,89 @@ async fn no_findings_on_clean_data_or_unrelated_divergences() {
 async fn values_of_every_kind_compare_exactly() {
     // (label, batch literal, stream literal, equal?)
     let cases = [
-        ("+inf", "CAST('Infinity' AS DOUBLE)", "CAST('Infinity' AS DOUBLE)", true),
-        ("-inf vs +inf", "CAST('-Infinity' AS DOUBLE)", "CAST('Infinity' AS DOUBLE)", false),
-        ("subnormal", "CAST(5e-324 AS DOUBLE)", "CAST(5e-324 AS DOUBLE)", true),
-        ("subnormal vs 0", "CAST(5e-324 AS DOUBLE)", "CAST(0 AS DOUBLE)", false),
-        ("decimal 38", "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))", "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))", true),
-        ("decimal 38 last digit", "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))", "CAST('1234567890123456789012345678.1234567891' AS DECIMAL(38,10))", false),
+        (
+            "+inf",
+            "CAST('Infinity' AS DOUBLE)",
+            "CAST('Infinity' AS DOUBLE)",
+            true,
+        ),
+        (
+            "-inf vs +inf",
+            "CAST('-Infinity' AS DOUBLE)",
+            "CAST('Infinity' AS DOUBLE)",
+            false,
+        ),
+        (
+            "subnormal",
+            "CAST(5e-324 AS DOUBLE)",
+            "CAST(5e-324 AS DOUBLE)",
+            true,
+        ),
+        (
+            "subnormal vs 0",
+            "CAST(5e-324 AS DOUBLE)",
+            "CAST(0 AS DOUBLE)",
+            false,
+        ),
+        (
+            "decimal 38",
+            "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))",
+            "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))",
+            true,
+        ),
+        (
+            "decimal 38 last digit",
+            "CAST('1234567890123456789012345678.1234567890' AS DECIMAL(38,10))",
+            "CAST('1234567890123456789012345678.1234567891' AS DECIMAL(38,10))",
+            false,
+        ),
         ("date", "DATE '2026-11-25'", "DATE '2026-11-25'", true),
-        ("date differs", "DATE '2026-11-25'", "DATE '2026-11-26'", false),
-        ("timestamp units", "arrow_cast(TIMESTAMP '2026-11-25 10:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))')", "arrow_cast(TIMESTAMP '2026-11-25 10:00:00', 'Timestamp(Nanosecond, Some(\"UTC\"))')", true),
-        ("timestamp 1us apart", "TIMESTAMP '2026-11-25 10:00:00'", "TIMESTAMP '2026-11-25 10:00:00.000001'", false),
+        (
+            "date differs",
+            "DATE '2026-11-25'",
+            "DATE '2026-11-26'",
+            false,
+        ),
+        (
+            "timestamp units",
+            "arrow_cast(TIMESTAMP '2026-11-25 10:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))')",
+            "arrow_cast(TIMESTAMP '2026-11-25 10:00:00', 'Timestamp(Nanosecond, Some(\"UTC\"))')",
+            true,
+        ),
+        (
+            "timestamp 1us apart",
+            "TIMESTAMP '2026-11-25 10:00:00'",
+            "TIMESTAMP '2026-11-25 10:00:00.000001'",
+            false,
+        ),
         ("unicode NFC vs NFD", "'caf\u{e9}'", "'cafe\u{301}'", false),
         ("binary", "X'0102ff'", "X'0102ff'", true),
         ("binary differs", "X'0102ff'", "X'0102fe'", false),
-        ("struct", "named_struct('a', 1, 'b', 'x')", "named_struct('a', 1, 'b', 'x')", true),
-        ("struct field differs", "named_struct('a', 1, 'b', 'x')", "named_struct('a', 1, 'b', 'y')", false),
+        (
+            "struct",
+            "named_struct('a', 1, 'b', 'x')",
+            "named_struct('a', 1, 'b', 'x')",
+            true,
+        ),
+        (
+            "struct field differs",
+            "named_struct('a', 1, 'b', 'x')",
+            "named_struct('a', 1, 'b', 'y')",
+            false,
+        ),
         ("list", "make_array(1, 2, 3)", "make_array(1, 2, 3)", true),
-        ("list order", "make_array(1, 2, 3)", "make_array(3, 2, 1)", false),
-        ("list with null", "make_array(1, NULL)", "make_array(1, NULL)", true),
+        (
+            "list order",
+            "make_array(1, 2, 3)",
+            "make_array(3, 2, 1)",
+            false,
+        ),
+        (
+            "list with null",
+            "make_array(1, NULL)",
+            "make_array(1, NULL)",
+            true,
+        ),
     ];
     for (label, b, s, equal) in cases {
         let b = format!("SELECT 1 AS id, {b} AS v");
@@ -589,13 +654,21 @@ async fn values_of_every_kind_compare_exactly() {
         let d = diff_with(EngineSpec::default(), &b, &s, &check(&["id"], &[], &[]))
             .await
             .unwrap_or_else(|e| panic!("{label}: {e:#}"));
-        let expected = if equal { counts(1, 0, 0, 0, 0, 0) } else { counts(0, 1, 0, 0, 0, 0) };
+        let expected = if equal {
+            counts(1, 0, 0, 0, 0, 0)
+        } else {
+            counts(0, 1, 0, 0, 0, 0)
+        };
         assert_eq!(d.counts, expected, "{label}");
         // Keyless, the same values pair (or not) as whole rows.
         let d = diff_with(EngineSpec::default(), &b, &s, &check(&[], &[], &[]))
             .await
             .unwrap_or_else(|e| panic!("{label} keyless: {e:#}"));
-        let expected = if equal { counts(1, 0, 0, 0, 0, 0) } else { counts(0, 0, 1, 1, 0, 0) };
+        let expected = if equal {
+            counts(1, 0, 0, 0, 0, 0)
+        } else {
+            counts(0, 0, 1, 1, 0, 0)
+        };
         assert_eq!(d.counts, expected, "{label} keyless");
     }
 }
@@ -636,25 +709,49 @@ mod properties {
             vec![
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|(k, _)| *k))),
                 Arc::new(rows.iter().map(|(_, (x, _))| *x).collect::<Float64Array>()),
-                Arc::new(rows.iter().map(|(_, (_, s))| s.clone()).collect::<StringArray>()),
+                Arc::new(
+                    rows.iter()
+                        .map(|(_, (_, s))| s.clone())
+                        .collect::<StringArray>(),
+                ),
             ],
         )
         .unwrap();
-        engine.ctx.read_batch(batch).unwrap().into_unoptimized_plan()
+        engine
+            .ctx
+            .read_batch(batch)
+            .unwrap()
+            .into_unoptimized_plan()
     }
 
     fn run_diff(batch: &[(i64, Row)], stream: &[(i64, Row)], key: &[&str]) -> Counts {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let engine = Engine::new(&EngineSpec::default()).unwrap();
             let (b, s) = (plan(&engine, batch), plan(&engine, stream));
             let spec = check(key, &[], &[]);
-            run(&engine, &crate::catalog::Catalog::default(), &spec, b, s, None).await.unwrap().counts
+            run(
+                &engine,
+                &crate::catalog::Catalog::default(),
+                &spec,
+                b,
+                s,
+                None,
+            )
+            .await
+            .unwrap()
+            .counts
         })
     }
 
     fn keyed(rows: Vec<Row>) -> Vec<(i64, Row)> {
-        rows.into_iter().enumerate().map(|(i, r)| (i as i64, r)).collect()
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as i64, r))
+            .collect()
     }
 
     proptest! {
