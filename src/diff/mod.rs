@@ -83,19 +83,19 @@ fn track_progress(
     }))
 }
 
-async fn single_count(state: &SessionState, plan: LogicalPlan) -> Result<u64> {
+/// (rows, duplicated key values) of one side, from the `plan::duplicate_keys` plan.
+async fn side_counts(state: &SessionState, plan: LogicalPlan) -> Result<(u64, u64)> {
+    use datafusion::arrow::array::{Array, AsArray};
     let batches: Vec<_> = execute(state, plan).await?.try_collect().await?;
-    let value = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .map(|b| {
-            use datafusion::arrow::array::AsArray;
-            b.column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .value(0)
-        })
-        .unwrap_or(0);
-    Ok(value as u64)
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok((0, 0));
+    };
+    let value = |i: usize| -> Result<u64> {
+        let column = datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Int64)?;
+        let column = column.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        Ok(if column.is_valid(0) { column.value(0) as u64 } else { 0 })
+    };
+    Ok((value(0)?, value(1)?))
 }
 
 fn describe_tolerance(tolerance: &Tolerance) -> String {
@@ -168,19 +168,16 @@ pub async fn run(
     } else {
         // Most results have unique keys; then a plain join on the key suffices. Only when a key
         // repeats does each side need an occurrence index (a sort per key group).
-        let (batch_dups, stream_dups) = futures::try_join!(
-            single_count(
-                &state,
-                plan::duplicate_keys(batch.clone(), &alignment, true)?
-            ),
-            single_count(
-                &state,
-                plan::duplicate_keys(stream.clone(), &alignment, false)?
-            ),
+        let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
+            side_counts(&state, plan::duplicate_keys(batch.clone(), &alignment, true)?),
+            side_counts(&state, plan::duplicate_keys(stream.clone(), &alignment, false)?),
         )?;
         let with_occurrence = batch_dups > 0 || stream_dups > 0;
         let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
-        let plan = plan::keyed(batch, stream, &alignment, with_occurrence, dims)?;
+        // The late-data finding needs the time of every batch row; otherwise only divergent
+        // rows leave DataFusion.
+        let only_divergent = check.time_column.is_none();
+        let plan = plan::keyed(batch, stream, &alignment, with_occurrence, dims, only_divergent)?;
         tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
         let (output, plan) = execute_physical(&state, plan).await?;
         physical = plan;
@@ -199,6 +196,11 @@ pub async fn run(
         let mut collected = collected?;
         collected.counts.duplicate_keys_batch = batch_dups;
         collected.counts.duplicate_keys_stream = stream_dups;
+        // Equal pairs were not shipped out: the sides' row counts come from the first pass.
+        collected.rows = RowCounts { batch: batch_rows, stream: stream_rows };
+        collected.counts.matched = batch_rows
+            .saturating_sub(collected.counts.missing_in_stream)
+            .saturating_sub(collected.counts.mismatched);
         (collected, with_occurrence)
     };
     let stats = explainer.column_stats();

@@ -11,7 +11,7 @@ use anyhow::Result;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, JoinType, NullEquality};
 use datafusion::functions::expr_fn::{abs, coalesce, greatest, isnan, least};
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, cast, lit, when,
@@ -161,6 +161,7 @@ pub fn keyed(
     alignment: &Alignment,
     with_occurrence: bool,
     dimensions: [Option<&str>; 2],
+    only_divergent: bool,
 ) -> Result<LogicalPlan> {
     let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
     let side = |plan: LogicalPlan, is_batch: bool, alias: &str| -> Result<LogicalPlan> {
@@ -207,6 +208,15 @@ pub fn keyed(
         NullEquality::NullEqualsNull,
     )?;
 
+    // Paired, equal rows are most of a healthy diff: when the caller knows each side's row
+    // count already, they are dropped inside DataFusion instead of being shipped out and counted.
+    let joined = if only_divergent {
+        let paired = qualified("b", PRESENT).is_not_null().and(qualified("s", PRESENT).is_not_null());
+        let any_differs = alignment.values.iter().map(differs).reduce(Expr::or).unwrap_or(lit(false));
+        joined.filter((!paired).or(any_differs))?
+    } else {
+        joined
+    };
     let mut out = vec![
         qualified("b", PRESENT).is_not_null().alias(BATCH_PRESENT),
         qualified("s", PRESENT).is_not_null().alias(STREAM_PRESENT),
@@ -233,7 +243,7 @@ pub fn keyed(
     Ok(joined.project(out)?.build()?)
 }
 
-/// Number of key values that occur more than once in one side's result.
+/// One side's row count and the number of key values that occur more than once in it.
 pub fn duplicate_keys(
     plan: LogicalPlan,
     alignment: &Alignment,
@@ -244,10 +254,17 @@ pub fn duplicate_keys(
         .iter()
         .map(|k| Expr::Column(Column::from_name(&k.name)))
         .collect();
+    let n = || Expr::Column(Column::from_name(COUNT));
+    // One pass gives both the side's row count and its duplicated key values.
     Ok(prepare(plan, &keys, is_batch)?
         .aggregate(group, vec![count(lit(1)).alias(COUNT)])?
-        .filter(Expr::Column(Column::from_name(COUNT)).gt(lit(1i64)))?
-        .aggregate(Vec::<Expr>::new(), vec![count(lit(1)).alias(COUNT)])?
+        .aggregate(
+            Vec::<Expr>::new(),
+            vec![
+                sum(n()).alias("rows"),
+                sum(when(n().gt(lit(1i64)), lit(1i64)).otherwise(lit(0i64))?).alias("duplicated"),
+            ],
+        )?
         .build()?)
 }
 
