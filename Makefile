@@ -21,10 +21,15 @@ test:
 	@scripts/setup.sh test
 	$(CARGO) test --quiet
 
+# 1. 5M-row keyed diff, dualrun vs DuckDB (ratio, peak RSS, same counts).
+# 2. 2 x 50M rows under --memory-limit 512MiB: must finish by spilling (peak RSS vs the limit).
+BENCH_BIG_DIR ?= $(CURDIR)/bench-data-50m
 bench:
 	@scripts/setup.sh bench
 	$(CARGO) build --release --quiet
 	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE)
+	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) --rows 50000000 --memory-limit 512MiB \
+		--skip-duckdb --repeat 1 --data-dir $(BENCH_BIG_DIR)
 
 # Regenerates fixtures/ (deterministic; the result is committed).
 fixtures:

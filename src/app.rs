@@ -285,16 +285,21 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
     Ok(verdict::exit_code(worst))
 }
 
-/// `dualrun history`: the run records, oldest first.
-pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat) -> Result<i32> {
+/// The plan's run history (optionally of one check), oldest first.
+async fn read_history(plan: &Plan, check: Option<&str>) -> Result<Vec<RunRecord>> {
     let engine = Engine::new(&plan.engine)?;
     let location = plan
         .history
         .as_deref()
         .ok_or_else(|| anyhow!("no history location"))?;
-    let records = History::open(&engine.ctx, location, &plan.engine.store)?
+    History::open(&engine.ctx, location, &plan.engine.store)?
         .read(&engine.ctx, check)
-        .await?;
+        .await
+}
+
+/// `dualrun history`: the run records, oldest first.
+pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat) -> Result<i32> {
+    let records = read_history(plan, check).await?;
     let text = match format {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&records)?),
         OutputFormat::Text | OutputFormat::Markdown => {
@@ -335,14 +340,7 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
 
 /// `dualrun gate`: exit 0 when batch removal is ready, 1 when not.
 pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>) -> Result<i32> {
-    let engine = Engine::new(&plan.engine)?;
-    let location = plan
-        .history
-        .as_deref()
-        .ok_or_else(|| anyhow!("no history location"))?;
-    let records = History::open(&engine.ctx, location, &plan.engine.store)?
-        .read(&engine.ctx, None)
-        .await?;
+    let records = read_history(plan, None).await?;
     let gate = gate::evaluate(&plan.all_checks, &records);
     let width = std::env::var("COLUMNS")
         .ok()

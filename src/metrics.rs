@@ -292,25 +292,32 @@ pub fn registry(
     }
 
     if families == Families::All {
-        let check_success = gauge_vec(
-            &registry,
+        register_last_success(&registry, last_success)?;
+    }
+    Ok(registry)
+}
+
+fn register_last_success(registry: &Registry, last_success: &LastSuccess) -> Result<()> {
+    if !last_success.checks.is_empty() {
+        let vec = gauge_vec(
+            registry,
             CHECK_LAST_SUCCESS,
             "Unix time of the check's last run that reached a verdict (match or diverged).",
             &["check"],
         )?;
         for (check, at) in &last_success.checks {
-            check_success.with_label_values(&[check]).set(*at);
-        }
-        if let Some(at) = last_success.run {
-            gauge(
-                &registry,
-                RUN_LAST_SUCCESS,
-                "Unix time of the last run whose every check reached a verdict.",
-            )?
-            .set(at);
+            vec.with_label_values(&[check]).set(*at);
         }
     }
-    Ok(registry)
+    if let Some(at) = last_success.run {
+        gauge(
+            registry,
+            RUN_LAST_SUCCESS,
+            "Unix time of the last run whose every check reached a verdict.",
+        )?
+        .set(at);
+    }
+    Ok(())
 }
 
 pub fn encode(registry: &Registry) -> Result<String> {
@@ -490,25 +497,7 @@ fn describe_reqwest(error: reqwest::Error) -> String {
 /// Only the last-success families, for their own Pushgateway groups.
 fn encode_last_success(last_success: &LastSuccess) -> Result<String> {
     let registry = Registry::new();
-    if !last_success.checks.is_empty() {
-        let vec = gauge_vec(
-            &registry,
-            CHECK_LAST_SUCCESS,
-            "Unix time of the check's last run that reached a verdict (match or diverged).",
-            &["check"],
-        )?;
-        for (check, at) in &last_success.checks {
-            vec.with_label_values(&[check]).set(*at);
-        }
-    }
-    if let Some(at) = last_success.run {
-        gauge(
-            &registry,
-            RUN_LAST_SUCCESS,
-            "Unix time of the last run whose every check reached a verdict.",
-        )?
-        .set(at);
-    }
+    register_last_success(&registry, last_success)?;
     encode(&registry)
 }
 

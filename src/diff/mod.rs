@@ -91,9 +91,16 @@ async fn side_counts(state: &SessionState, plan: LogicalPlan) -> Result<(u64, u6
         return Ok((0, 0));
     };
     let value = |i: usize| -> Result<u64> {
-        let column = datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Int64)?;
+        let column = datafusion::arrow::compute::cast(
+            batch.column(i),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )?;
         let column = column.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        Ok(if column.is_valid(0) { column.value(0) as u64 } else { 0 })
+        Ok(if column.is_valid(0) {
+            column.value(0) as u64
+        } else {
+            0
+        })
     };
     Ok((value(0)?, value(1)?))
 }
@@ -169,15 +176,28 @@ pub async fn run(
         // Most results have unique keys; then a plain join on the key suffices. Only when a key
         // repeats does each side need an occurrence index (a sort per key group).
         let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
-            side_counts(&state, plan::duplicate_keys(batch.clone(), &alignment, true)?),
-            side_counts(&state, plan::duplicate_keys(stream.clone(), &alignment, false)?),
+            side_counts(
+                &state,
+                plan::duplicate_keys(batch.clone(), &alignment, true)?
+            ),
+            side_counts(
+                &state,
+                plan::duplicate_keys(stream.clone(), &alignment, false)?
+            ),
         )?;
         let with_occurrence = batch_dups > 0 || stream_dups > 0;
         let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
         // The late-data finding needs the time of every batch row; otherwise only divergent
         // rows leave DataFusion.
         let only_divergent = check.time_column.is_none();
-        let plan = plan::keyed(batch, stream, &alignment, with_occurrence, dims, only_divergent)?;
+        let plan = plan::keyed(
+            batch,
+            stream,
+            &alignment,
+            with_occurrence,
+            dims,
+            only_divergent,
+        )?;
         tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
         let (output, plan) = execute_physical(&state, plan).await?;
         physical = plan;
@@ -197,7 +217,10 @@ pub async fn run(
         collected.counts.duplicate_keys_batch = batch_dups;
         collected.counts.duplicate_keys_stream = stream_dups;
         // Equal pairs were not shipped out: the sides' row counts come from the first pass.
-        collected.rows = RowCounts { batch: batch_rows, stream: stream_rows };
+        collected.rows = RowCounts {
+            batch: batch_rows,
+            stream: stream_rows,
+        };
         collected.counts.matched = batch_rows
             .saturating_sub(collected.counts.missing_in_stream)
             .saturating_sub(collected.counts.mismatched);

@@ -211,8 +211,15 @@ pub fn keyed(
     // Paired, equal rows are most of a healthy diff: when the caller knows each side's row
     // count already, they are dropped inside DataFusion instead of being shipped out and counted.
     let joined = if only_divergent {
-        let paired = qualified("b", PRESENT).is_not_null().and(qualified("s", PRESENT).is_not_null());
-        let any_differs = alignment.values.iter().map(differs).reduce(Expr::or).unwrap_or(lit(false));
+        let paired = qualified("b", PRESENT)
+            .is_not_null()
+            .and(qualified("s", PRESENT).is_not_null());
+        let any_differs = alignment
+            .values
+            .iter()
+            .map(differs)
+            .reduce(Expr::or)
+            .unwrap_or(lit(false));
         joined.filter((!paired).or(any_differs))?
     } else {
         joined

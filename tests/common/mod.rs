@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
@@ -163,18 +163,7 @@ impl Workspace {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let output: Output = Command::new(env!("CARGO_BIN_EXE_dualrun"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("RUST_LOG")
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .expect("dualrun starts");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        self.run_with_env(args, &[])
     }
 
     /// `dualrun compare` of table `t` with `--format json` and extra flags.
