@@ -697,7 +697,8 @@ def main():
     print(table(rows, ["tool", "best s", "median s", "engine s", "peak RSS MiB", "matched",
                        "mismatched", "missing", "extra"]))
     print("(wall times are whole processes, startup included; 'engine s' is the time each tool "
-          "reports for the diff itself;\n DuckDB's RSS includes its Python interpreter)")
+          "reports for the diff itself" +
+          (")" if args.skip_duckdb else ";\n DuckDB's RSS includes its Python interpreter)"))
 
     # Every run of every tool must agree with what was planted, per column as well.
     wrong = []

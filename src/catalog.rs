@@ -421,6 +421,11 @@ pub fn register_object_store(
             HttpBuilder::new()
                 .with_url(base.as_str())
                 .with_retry(retry)
+                // The user asked for this very URL; plain http:// is only refused by default.
+                .with_config(
+                    ClientConfigKey::AllowHttp,
+                    if scheme == "http" { "true" } else { "false" },
+                )
                 .with_config(ClientConfigKey::Timeout, &timeout)
                 .with_config(ClientConfigKey::ConnectTimeout, &connect)
                 .build()

@@ -344,3 +344,78 @@ fn delta_tables_with_time_travel() {
         run.stdout
     );
 }
+
+/// A minimal static file server with HEAD and byte ranges (what object_store's HTTP store needs),
+/// on a free loopback port, serving one file.
+fn serve_file(bytes: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        let (start, end) = value.trim().split_once('-').unwrap();
+                        let start: usize = start.parse().unwrap();
+                        let end: usize = end
+                            .parse()
+                            .map(|e: usize| e.min(bytes.len() - 1))
+                            .unwrap_or(bytes.len() - 1);
+                        range = Some((start, end));
+                    }
+                }
+                let mut stream = stream;
+                let head = "Last-Modified: Thu, 26 Nov 2026 12:00:00 GMT\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nConnection: close\r\n";
+                if request.starts_with("HEAD") {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{head}\r\n",
+                        bytes.len()
+                    );
+                } else if let Some((start, end)) = range {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n{head}\r\n",
+                        end - start + 1,
+                        bytes.len()
+                    );
+                    let _ = stream.write_all(&bytes[start..=end]);
+                } else {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{head}\r\n",
+                        bytes.len()
+                    );
+                    let _ = stream.write_all(&bytes);
+                }
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn a_parquet_file_over_http() {
+    let ws = Workspace::new();
+    let batch = ws.table("batch/t", Fmt::Parquet, ROWS);
+    let file = ws.table_file("served/t.parquet", Fmt::Parquet, ROWS_CHANGED);
+    let server = serve_file(std::fs::read(file).unwrap());
+    let run = ws.compare(
+        &batch,
+        &format!("{server}/t.parquet"),
+        "SELECT * FROM t",
+        &["--key", "id"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
+}
