@@ -1,4 +1,5 @@
 # The two commands a new machine needs: `make demo` and `make test`. Both install what is missing.
+SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/dualrun
@@ -19,7 +20,8 @@ demo: build
 
 test:
 	@scripts/setup.sh test
-	$(CARGO) test --quiet
+	@set -o pipefail; $(CARGO) test --quiet 2>&1 | tee .test-output.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' .test-output.log
 
 # 1. 5M-row keyed diff, dualrun vs DuckDB (ratio, peak RSS, same counts).
 # 2. 2 x 50M rows under --memory-limit 512MiB: must finish by spilling (peak RSS vs the limit).

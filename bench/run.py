@@ -8,12 +8,18 @@ find the same differences.
               0.05% changed in one or two columns, 0.025% missing, 0.025% extra (new keys).
    A manifest.json next to them records what was planted (the expected counts); when it
    matches the requested rows, seed and generator version, the data is reused as is.
+   Up to 10M rows the tables are built whole in memory (~1.6 GB per 5M rows); from 10M rows on
+   (or with --generator streaming) chunk by chunk, in under 1 GB whatever --rows is (50M rows:
+   ~100 s, 4 GB of Parquet), with a stream side temporarily spooled to disk to be shuffled.
 2. Runs `dualrun compare ... --key id --format json` and DuckDB (bench/duckdb_diff.py, 2 threads,
    FULL OUTER JOIN with per-column IS DISTINCT FROM) --repeat times each, interleaved, each as a
    child process whose wall time (perf_counter) and peak RSS (wait4's ru_maxrss) are measured
    the same way, from a small launcher process (see LAUNCHER).
 3. Prints best and median wall time, peak RSS and the counts of each, the ratio
    dualrun / DuckDB, and whether the target is met (ratio <= 1.0, dualrun peak RSS < 1 GiB).
+   With --memory-limit, also dualrun's peak RSS / the limit, and whether it is within 1.5x.
+   --skip-duckdb runs dualrun alone (checked against the manifest; no ratio), e.g. for runs
+   too large to wait for both.
 
 Exit code: 0 when dualrun, DuckDB and the manifest agree on every count (a missed speed or
 memory target is reported, not failed); 1 when the counts disagree (a wrong diff is a failure);
@@ -21,6 +27,7 @@ memory target is reported, not failed); 1 when the counts disagree (a wrong diff
 
     .venv/bin/python bench/run.py --dualrun $CARGO_TARGET_DIR/release/dualrun [--rows N]
         [--repeat 3] [--memory-limit 512MiB] [--extra-args '...'] [--only-generate]
+        [--skip-duckdb] [--generator auto|in-memory|streaming]
 """
 
 import argparse
@@ -673,6 +680,8 @@ def main():
                 counts, inner = parse(run)
             except ToolError as e:
                 print(f"bench: {e}", file=sys.stderr)
+                print(f"bench: {name} failed after {run.wall:.2f} s at a peak RSS of "
+                      f"{run.rss_mib:.0f} MiB", file=sys.stderr)
                 return 2
             results[name].append((run, counts, inner))
             line.append(f"{name} {run.wall:6.2f} s, {run.rss_mib:5.0f} MiB")
