@@ -88,6 +88,28 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// After a run in which `users` failed: no figures for it, its last success and the run's
+/// unchanged, while `orders` (which reached a verdict) moved on.
+fn assert_kept_through_failure(text: &str, users_success: f64, run_success: f64) {
+    let last = |labels: &[(&str, &str)]| {
+        value(text, "dualrun_check_last_success_timestamp_seconds", labels)
+    };
+    assert_eq!(
+        value(text, "dualrun_check_rows", &[("check", "users")]),
+        None,
+        "no stale figures for a failed check"
+    );
+    assert_eq!(last(&[("check", "users")]), Some(users_success));
+    assert_eq!(
+        value(text, "dualrun_last_success_timestamp_seconds", &[]),
+        Some(run_success)
+    );
+    assert!(
+        last(&[("check", "orders")]).unwrap() > users_success,
+        "a check with a verdict moves on"
+    );
+}
+
 fn workspace() -> Workspace {
     let ws = Workspace::new();
     ws.table(
@@ -277,32 +299,7 @@ fn textfile_is_lint_free_and_carries_last_success_over_failures() {
         Some(0.0)
     );
     // No figures that could be read as a verdict for the failed check.
-    assert_eq!(
-        value(&text, "dualrun_check_rows", &[("check", "users")]),
-        None
-    );
-    assert_eq!(
-        value(
-            &text,
-            "dualrun_check_last_success_timestamp_seconds",
-            &[("check", "users")]
-        ),
-        Some(users_success)
-    );
-    assert_eq!(
-        value(&text, "dualrun_last_success_timestamp_seconds", &[]),
-        Some(run_success)
-    );
-    let orders_success = value(
-        &text,
-        "dualrun_check_last_success_timestamp_seconds",
-        &[("check", "orders")],
-    )
-    .unwrap();
-    assert!(
-        orders_success > users_success,
-        "a check with a verdict moves on"
-    );
+    assert_kept_through_failure(&text, users_success, run_success);
     // No temporary file is left beside it.
     let leftovers: Vec<_> = std::fs::read_dir(ws.dir.path())
         .unwrap()
@@ -387,30 +384,7 @@ fn pushgateway_receives_runs_and_keeps_last_success_through_a_failure() {
         value(&text, "dualrun_check_up", &[("check", "users")]),
         Some(0.0)
     );
-    assert_eq!(
-        value(&text, "dualrun_check_rows", &[("check", "users")]),
-        None,
-        "no stale figures for a failed check"
-    );
-    assert_eq!(
-        value(
-            &text,
-            "dualrun_check_last_success_timestamp_seconds",
-            &[("check", "users")]
-        ),
-        Some(users_success)
-    );
-    assert_eq!(
-        value(&text, "dualrun_last_success_timestamp_seconds", &[]),
-        Some(run_success)
-    );
-    let orders_success = value(
-        &text,
-        "dualrun_check_last_success_timestamp_seconds",
-        &[("check", "orders")],
-    )
-    .unwrap();
-    assert!(orders_success > users_success);
+    assert_kept_through_failure(&text, users_success, run_success);
 }
 
 #[test]
