@@ -30,7 +30,10 @@ impl Engine {
         let partitions = spec
             .target_partitions
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let config = SessionConfig::new()
+        // DATAFUSION_* environment variables tune the engine (an escape hatch for operators,
+        // e.g. DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES); dualrun's own settings win.
+        let config = SessionConfig::from_env()
+            .map_err(|e| anyhow!("DATAFUSION_* environment: {e}"))?
             .with_target_partitions(partitions)
             .with_default_catalog_and_schema(CATALOG, Side::Batch.name())
             .with_create_default_catalog_and_schema(true)
