@@ -29,9 +29,13 @@ pub fn scrub(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find("://") {
+        // The scheme starts after the last character that cannot be part of one (which may be
+        // more than one byte long).
         let start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '.' || c == '-'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..]
             .find(|c: char| {
                 c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>' | ')' | ',')
@@ -68,6 +72,8 @@ mod tests {
             "Error performing HEAD https://***@h/x.parquet in 2s (see s3://b/k?***)"
         );
         assert_eq!(scrub("no url here"), "no url here");
+        // Found by the fuzz target: a multi-byte character right before the scheme.
+        assert_eq!(scrub("\u{feff}y://u:p@h/x"), "\u{feff}y://***@h/x");
     }
 
     #[test]
