@@ -147,14 +147,19 @@ fn spinner(check: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// Width for text reports: the terminal's, as the shell exports it in COLUMNS, else 120.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+}
+
 /// Writes the report where the flags say and returns the exit code of the run.
 pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<i32> {
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let color = to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let width = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(120);
+    let width = terminal_width();
     let style = TextStyle {
         color,
         width,
@@ -342,10 +347,7 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
 pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>) -> Result<i32> {
     let records = read_history(plan, None).await?;
     let gate = gate::evaluate(&plan.all_checks, &records);
-    let width = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(120);
+    let width = terminal_width();
     let text = match format {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&gate)?),
         OutputFormat::Markdown => gate::render_markdown(&gate),

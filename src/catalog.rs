@@ -62,19 +62,24 @@ impl Catalog {
 
     /// Total size of the listed files of these tables on one side.
     pub fn bytes_of<'a>(&self, side: Side, tables: impl IntoIterator<Item = &'a str>) -> u64 {
-        tables
-            .into_iter()
-            .filter_map(|t| self.listed.get(&(side, t.to_string())))
-            .map(|l| l.bytes)
-            .sum()
+        self.sum_of(side, tables, |l| l.bytes)
     }
 
     /// Files listed for these tables on one side.
     pub fn files_of<'a>(&self, side: Side, tables: impl IntoIterator<Item = &'a str>) -> u64 {
+        self.sum_of(side, tables, |l| l.files)
+    }
+
+    fn sum_of<'a>(
+        &self,
+        side: Side,
+        tables: impl IntoIterator<Item = &'a str>,
+        field: fn(&Listed) -> u64,
+    ) -> u64 {
         tables
             .into_iter()
             .filter_map(|t| self.listed.get(&(side, t.to_string())))
-            .map(|l| l.files)
+            .map(field)
             .sum()
     }
 

@@ -193,6 +193,8 @@ fn row_converter(batch: &RecordBatch, names: &[String]) -> Result<(RowConverter,
     Ok((RowConverter::new(fields)?, arrays))
 }
 
+/// Keyed: the divergent rows (and, with a time column, all rows) of the diff output. Row counts
+/// and `matched` are the caller's: it knows each side's row count from the first pass.
 pub async fn keyed(
     mut stream: SendableRecordBatchStream,
     alignment: &Alignment,
@@ -225,8 +227,6 @@ pub async fn keyed(
         let both = and(bp, sp)?;
         let missing_mask = and_not(bp, sp)?;
         let extra_mask = and_not(sp, bp)?;
-        out.rows.batch += true_count(bp);
-        out.rows.stream += true_count(sp);
         out.counts.missing_in_stream += true_count(&missing_mask);
         out.counts.extra_in_stream += true_count(&extra_mask);
 
@@ -279,8 +279,6 @@ pub async fn keyed(
             }
         }
     }
-    out.counts.matched =
-        (out.rows.batch - out.counts.missing_in_stream).saturating_sub(out.counts.mismatched);
     out.samples = Samples {
         missing_in_stream: missing.into_samples(),
         extra_in_stream: extra.into_samples(),
