@@ -136,6 +136,9 @@ pub struct EngineConfig {
     pub spill_dir: Option<PathBuf>,
     /// Parallelism of the plans; the number of cores when absent.
     pub target_partitions: Option<usize>,
+    /// Keyed diffs split into this many hash buckets on disk, diffed one at a time; automatic
+    /// (when the inputs dwarf memory_limit) when absent.
+    pub buckets: Option<usize>,
     /// Join used by keyed diffs: "auto", "hash" or "sort_merge".
     pub join: Option<String>,
     /// Object store requests: retries after a failure (with exponential backoff); default 3.
@@ -346,6 +349,7 @@ pub struct EngineSpec {
     pub memory_limit: Option<usize>,
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
+    pub buckets: Option<usize>,
     pub join: JoinChoice,
     pub store: StoreOptions,
 }
@@ -605,6 +609,7 @@ impl EngineSpec {
             memory_limit,
             spill_dir: config.spill_dir.clone(),
             target_partitions: config.target_partitions,
+            buckets: config.buckets,
             join: config
                 .join
                 .as_deref()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use datafusion::common::ParamValues;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
@@ -40,7 +40,12 @@ impl Engine {
             .with_information_schema(false);
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = spec.memory_limit {
-            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+            // The tracking wrapper names the largest consumers when the pool runs dry, so a
+            // "resources exhausted" error says which operator held the memory.
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+            )));
         }
         if let Some(dir) = &spec.spill_dir {
             std::fs::create_dir_all(dir)

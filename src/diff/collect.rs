@@ -193,37 +193,57 @@ fn row_converter(batch: &RecordBatch, names: &[String]) -> Result<(RowConverter,
     Ok((RowConverter::new(fields)?, arrays))
 }
 
-/// Keyed: the divergent rows (and, with a time column, all rows) of the diff output. Row counts
-/// and `matched` are the caller's: it knows each side's row count from the first pass.
-pub async fn keyed(
-    mut stream: SendableRecordBatchStream,
-    alignment: &Alignment,
-    with_occurrence: bool,
-    sample_limit: usize,
-    explainer: &mut Explainer,
-) -> Result<Collected> {
-    let key_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
-    // Samples order by key, then occurrence, so duplicates sample stably too.
-    let mut order_names = key_names.clone();
-    if with_occurrence {
+/// Keyed: the divergent rows (and, with a time column, all rows) of one or more diff outputs
+/// (a partitioned diff runs one plan per bucket). Row counts and `matched` are the caller's: it
+/// knows each side's row count from the first pass.
+pub struct KeyedCollector<'a> {
+    alignment: &'a Alignment,
+    /// Samples order by key, then occurrence, so duplicates sample stably too. The occurrence
+    /// columns are NULL in outputs without them, so every output's rows order alike.
+    order_names: Vec<String>,
+    out: Collected,
+    missing: SampleKeeper,
+    extra: SampleKeeper,
+    mismatched: SampleKeeper,
+}
+
+impl<'a> KeyedCollector<'a> {
+    pub fn new(alignment: &'a Alignment, sample_limit: usize) -> Self {
+        let mut order_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
         order_names.push(BATCH_OCCURRENCE.to_string());
         order_names.push(STREAM_OCCURRENCE.to_string());
-    }
-    let mut out = Collected {
-        column_mismatches: vec![0; alignment.values.len()],
-        ..Default::default()
-    };
-    let mut missing = SampleKeeper::new(sample_limit);
-    let mut extra = SampleKeeper::new(sample_limit);
-    let mut mismatched = SampleKeeper::new(sample_limit);
-
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        if batch.num_rows() == 0 {
-            continue;
+        KeyedCollector {
+            alignment,
+            order_names,
+            out: Collected {
+                column_mismatches: vec![0; alignment.values.len()],
+                ..Default::default()
+            },
+            missing: SampleKeeper::new(sample_limit),
+            extra: SampleKeeper::new(sample_limit),
+            mismatched: SampleKeeper::new(sample_limit),
         }
-        let bp = boolean(&batch, BATCH_PRESENT)?;
-        let sp = boolean(&batch, STREAM_PRESENT)?;
+    }
+
+    pub async fn consume(
+        &mut self,
+        mut stream: SendableRecordBatchStream,
+        explainer: &mut Explainer,
+    ) -> Result<()> {
+        while let Some(batch) = stream.next().await {
+            self.observe(&batch?, explainer)?;
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, batch: &RecordBatch, explainer: &mut Explainer) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let alignment = self.alignment;
+        let out = &mut self.out;
+        let bp = boolean(batch, BATCH_PRESENT)?;
+        let sp = boolean(batch, STREAM_PRESENT)?;
         let both = and(bp, sp)?;
         let missing_mask = and_not(bp, sp)?;
         let extra_mask = and_not(sp, bp)?;
@@ -233,13 +253,13 @@ pub async fn keyed(
         let mut any_differs = BooleanArray::from(vec![false; batch.num_rows()]);
         let mut column_masks = Vec::with_capacity(alignment.values.len());
         for i in 0..alignment.values.len() {
-            let differs = and(boolean(&batch, &differs_name(i))?, &both)?;
+            let differs = and(boolean(batch, &differs_name(i))?, &both)?;
             out.column_mismatches[i] += true_count(&differs);
             any_differs = or(&any_differs, &differs)?;
             explainer.observe_column(
                 i,
-                column(&batch, &batch_value_name(i))?,
-                column(&batch, &stream_value_name(i))?,
+                column(batch, &batch_value_name(i))?,
+                column(batch, &stream_value_name(i))?,
                 &differs,
             )?;
             column_masks.push(differs);
@@ -247,7 +267,7 @@ pub async fn keyed(
         out.counts.mismatched += true_count(&any_differs);
         let stream_occurrence = batch.column_by_name(STREAM_OCCURRENCE);
         explainer.observe_rows(
-            &batch,
+            batch,
             bp,
             &missing_mask,
             &extra_mask,
@@ -256,35 +276,58 @@ pub async fn keyed(
         )?;
 
         let kinds = [
-            (&missing_mask, &mut missing, Kind::Missing),
-            (&extra_mask, &mut extra, Kind::Extra),
-            (&any_differs, &mut mismatched, Kind::Mismatched),
+            (&missing_mask, &mut self.missing, Kind::Missing),
+            (&extra_mask, &mut self.extra, Kind::Extra),
+            (&any_differs, &mut self.mismatched, Kind::Mismatched),
         ];
-        let mut converted: Option<(datafusion::arrow::row::Rows, Vec<ArrayRef>)> = None;
+        let mut rows: Option<datafusion::arrow::row::Rows> = None;
         for (mask, keeper, kind) in kinds {
             if mask.true_count() == 0 || keeper.limit == 0 {
                 continue;
             }
-            if converted.is_none() {
-                let (converter, arrays) = row_converter(&batch, &order_names)?;
-                let rows = converter.convert_columns(&arrays)?;
-                converted = Some((rows, arrays));
+            if rows.is_none() {
+                rows = Some(order_rows(batch, &self.order_names)?);
             }
-            let (rows, _) = converted.as_ref().expect("converted above");
+            let rows = rows.as_ref().expect("converted above");
             for index in (0..batch.num_rows()).filter(|&i| mask.value(i) && mask.is_valid(i)) {
-                let row = rows.row(index).owned();
-                keeper.offer(row, || {
-                    keyed_sample(&batch, alignment, index, kind, &column_masks)
+                keeper.offer(rows.row(index).owned(), || {
+                    keyed_sample(batch, alignment, index, kind, &column_masks)
                 });
             }
         }
+        Ok(())
     }
-    out.samples = Samples {
-        missing_in_stream: missing.into_samples(),
-        extra_in_stream: extra.into_samples(),
-        mismatched: mismatched.into_samples(),
-    };
-    Ok(out)
+
+    pub fn finish(self) -> Collected {
+        let mut out = self.out;
+        out.samples = Samples {
+            missing_in_stream: self.missing.into_samples(),
+            extra_in_stream: self.extra.into_samples(),
+            mismatched: self.mismatched.into_samples(),
+        };
+        out
+    }
+}
+
+/// The sample order of every row of a keyed diff output: keys, then occurrences (NULL where the
+/// output has none, as a unique-key output), in arrow's comparable row format.
+fn order_rows(batch: &RecordBatch, names: &[String]) -> Result<datafusion::arrow::row::Rows> {
+    use datafusion::arrow::array::new_null_array;
+    let arrays: Vec<ArrayRef> = names
+        .iter()
+        .map(|n| match batch.column_by_name(n) {
+            Some(array) => Ok(array.clone()),
+            None if n == BATCH_OCCURRENCE || n == STREAM_OCCURRENCE => {
+                Ok(new_null_array(&DataType::UInt64, batch.num_rows()))
+            }
+            None => Err(anyhow!("internal: diff output lacks column {n}")),
+        })
+        .collect::<Result<_>>()?;
+    let fields = arrays
+        .iter()
+        .map(|a| SortField::new(a.data_type().clone()))
+        .collect();
+    Ok(RowConverter::new(fields)?.convert_columns(&arrays)?)
 }
 
 #[derive(Clone, Copy)]

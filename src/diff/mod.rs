@@ -4,6 +4,7 @@
 pub mod align;
 pub mod collect;
 pub mod explain;
+pub mod partition;
 pub mod plan;
 pub mod scan;
 
@@ -161,70 +162,83 @@ pub async fn run(
             window: dimension(&check.window_column, plan::WINDOW),
         },
     );
-    let physical;
+    let mut scan = scan::ScanStats::default();
     let (collected, paired_by_occurrence) = if alignment.keys.is_empty() {
         let plan = plan::keyless(batch, stream, &alignment)?;
-        let (output, plan) = execute_physical(&state, plan).await?;
-        physical = plan;
+        let (output, physical) = execute_physical(&state, plan).await?;
         let ticker = track_progress(&physical, progress);
         let collected = collect::keyless(output, &alignment, check.sample, &mut explainer).await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }
+        scan = scan::stats(&physical, catalog);
         (collected?, false)
+    } else if let Some(buckets) =
+        partition::bucket_count(engine.spec.buckets, engine.spec.memory_limit, input_bytes)
+    {
+        // Larger than memory: split both sides by key into spill files, then diff bucket by
+        // bucket with the in-memory plan.
+        tracing::info!(check = %check.name, buckets, "diff partitioned into buckets on disk");
+        let keys: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
+        let mut sides = Vec::with_capacity(2);
+        for (plan, name) in [(batch, "batch"), (stream, "stream")] {
+            if let Some(bar) = progress {
+                bar.set_message(format!("splitting {name} into {buckets} buckets"));
+            }
+            let plan = plan::normalised(plan, &alignment)?;
+            let side = partition::split(&state, plan, &keys, buckets).await?;
+            let stats = scan::stats(&side.physical, catalog);
+            scan.batch = add_scans(scan.batch, stats.batch);
+            scan.stream = add_scans(scan.stream, stats.stream);
+            sides.push(side);
+        }
+        let (mut batch_buckets, mut stream_buckets) = {
+            let mut it = sides.into_iter();
+            (
+                it.next().expect("batch side"),
+                it.next().expect("stream side"),
+            )
+        };
+        let bucket_state = engine.diff_state(input_bytes / buckets as u64);
+        let mut collector = collect::KeyedCollector::new(&alignment, check.sample);
+        let mut totals = KeyedPass::default();
+        for index in 0..buckets {
+            if let Some(bar) = progress {
+                bar.set_message(format!("bucket {}/{buckets}", index + 1));
+            }
+            let pass = keyed_pass(
+                &bucket_state,
+                batch_buckets.take(index)?,
+                stream_buckets.take(index)?,
+                &alignment,
+                check,
+                &mut collector,
+                &mut explainer,
+                None,
+            )
+            .await?;
+            totals.add(&pass);
+        }
+        (totals.finish(collector), totals.with_occurrence)
     } else {
-        // Most results have unique keys; then a plain join on the key suffices. Only when a key
-        // repeats does each side need an occurrence index (a sort per key group).
-        let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
-            side_counts(
-                &state,
-                plan::duplicate_keys(batch.clone(), &alignment, true)?
-            ),
-            side_counts(
-                &state,
-                plan::duplicate_keys(stream.clone(), &alignment, false)?
-            ),
-        )?;
-        let with_occurrence = batch_dups > 0 || stream_dups > 0;
-        let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
-        // The late-data finding needs the time of every batch row; otherwise only divergent
-        // rows leave DataFusion.
-        let only_divergent = check.time_column.is_none();
-        let plan = plan::keyed(
+        let mut collector = collect::KeyedCollector::new(&alignment, check.sample);
+        let pass = keyed_pass(
+            &state,
             batch,
             stream,
             &alignment,
-            with_occurrence,
-            dims,
-            only_divergent,
-        )?;
-        tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
-        let (output, plan) = execute_physical(&state, plan).await?;
-        physical = plan;
-        let ticker = track_progress(&physical, progress);
-        let collected = collect::keyed(
-            output,
-            &alignment,
-            with_occurrence,
-            check.sample,
+            check,
+            &mut collector,
             &mut explainer,
+            progress,
         )
-        .await;
-        if let Some(ticker) = ticker {
-            ticker.abort();
+        .await?;
+        if let Some(physical) = &pass.physical {
+            scan = scan::stats(physical, catalog);
         }
-        let mut collected = collected?;
-        collected.counts.duplicate_keys_batch = batch_dups;
-        collected.counts.duplicate_keys_stream = stream_dups;
-        // Equal pairs were not shipped out: the sides' row counts come from the first pass.
-        collected.rows = RowCounts {
-            batch: batch_rows,
-            stream: stream_rows,
-        };
-        collected.counts.matched = batch_rows
-            .saturating_sub(collected.counts.missing_in_stream)
-            .saturating_sub(collected.counts.mismatched);
-        (collected, with_occurrence)
+        let mut totals = KeyedPass::default();
+        totals.add(&pass);
+        (totals.finish(collector), pass.with_occurrence)
     };
     let stats = explainer.column_stats();
     let columns = alignment
@@ -246,7 +260,6 @@ pub async fn run(
         collected.counts.duplicate_keys_stream,
     );
     let histogram = explainer.histogram();
-    let mut scan = scan::stats(&physical, catalog);
     scan.batch.files_listed =
         catalog.files_of(Side::Batch, batch_tables.iter().map(String::as_str));
     scan.stream.files_listed =
@@ -264,6 +277,102 @@ pub async fn run(
     };
     redact(&mut result, &check.redact);
     Ok(result)
+}
+
+/// What one keyed diff plan saw, besides the rows the collector took: each side's row count
+/// and duplicated key values from the first pass.
+#[derive(Default)]
+struct KeyedPass {
+    batch_rows: u64,
+    stream_rows: u64,
+    batch_dups: u64,
+    stream_dups: u64,
+    with_occurrence: bool,
+    physical: Option<Arc<dyn ExecutionPlan>>,
+}
+
+impl KeyedPass {
+    fn add(&mut self, other: &KeyedPass) {
+        self.batch_rows += other.batch_rows;
+        self.stream_rows += other.stream_rows;
+        self.batch_dups += other.batch_dups;
+        self.stream_dups += other.stream_dups;
+        self.with_occurrence |= other.with_occurrence;
+    }
+
+    fn finish(&self, collector: collect::KeyedCollector) -> collect::Collected {
+        let mut collected = collector.finish();
+        collected.counts.duplicate_keys_batch = self.batch_dups;
+        collected.counts.duplicate_keys_stream = self.stream_dups;
+        // Equal pairs were not shipped out: the sides' row counts come from the first pass.
+        collected.rows = RowCounts {
+            batch: self.batch_rows,
+            stream: self.stream_rows,
+        };
+        collected.counts.matched = self
+            .batch_rows
+            .saturating_sub(collected.counts.missing_in_stream)
+            .saturating_sub(collected.counts.mismatched);
+        collected
+    }
+}
+
+/// The keyed diff of two plans: a first pass for row counts and duplicated keys, then the join.
+#[allow(clippy::too_many_arguments)]
+async fn keyed_pass(
+    state: &SessionState,
+    batch: LogicalPlan,
+    stream: LogicalPlan,
+    alignment: &align::Alignment,
+    check: &CheckSpec,
+    collector: &mut collect::KeyedCollector<'_>,
+    explainer: &mut explain::Explainer,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<KeyedPass> {
+    // Most results have unique keys; then a plain join on the key suffices. Only when a key
+    // repeats does each side need an occurrence index (a sort per key group).
+    let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
+        side_counts(state, plan::duplicate_keys(batch.clone(), alignment)?),
+        side_counts(state, plan::duplicate_keys(stream.clone(), alignment)?),
+    )?;
+    let with_occurrence = batch_dups > 0 || stream_dups > 0;
+    let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
+    // The late-data finding needs the time of every batch row; otherwise only divergent rows
+    // leave DataFusion.
+    let only_divergent = check.time_column.is_none();
+    let plan = plan::keyed(
+        batch,
+        stream,
+        alignment,
+        with_occurrence,
+        dims,
+        only_divergent,
+    )?;
+    tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
+    let (output, physical) = execute_physical(state, plan).await?;
+    let ticker = track_progress(&physical, progress);
+    let consumed = collector.consume(output, explainer).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    consumed?;
+    Ok(KeyedPass {
+        batch_rows,
+        stream_rows,
+        batch_dups,
+        stream_dups,
+        with_occurrence,
+        physical: Some(physical),
+    })
+}
+
+fn add_scans(a: scan::SideScan, b: scan::SideScan) -> scan::SideScan {
+    scan::SideScan {
+        files: a.files + b.files,
+        files_listed: a.files_listed + b.files_listed,
+        bytes: a.bytes + b.bytes,
+        bytes_scanned: a.bytes_scanned + b.bytes_scanned,
+    }
 }
 
 /// Masks the values of personal-data columns wherever a report could show them: samples,

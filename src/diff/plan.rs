@@ -52,11 +52,7 @@ fn qualified(side: &str, name: &str) -> Expr {
 
 /// Each compared column of one side, cast to the common type and canonicalised, under its own
 /// name; the user's other columns are dropped.
-fn prepare(
-    plan: LogicalPlan,
-    columns: &[&AlignedColumn],
-    is_batch: bool,
-) -> Result<LogicalPlanBuilder> {
+fn normalise(plan: &LogicalPlan, columns: &[&AlignedColumn]) -> Result<Vec<Expr>> {
     let schema = plan.schema().clone();
     let mut exprs = Vec::with_capacity(columns.len() + 1);
     for column in columns {
@@ -65,12 +61,7 @@ fn prepare(
             .find(|(_, f)| f.name() == &column.name)
             .ok_or_else(|| anyhow::anyhow!("internal: column {} vanished", column.name))?;
         let mut expr = Expr::Column(Column::from((qualifier, field)));
-        let own = if is_batch {
-            &column.batch_type
-        } else {
-            &column.stream_type
-        };
-        if own != &column.common {
+        if field.data_type() != &column.common {
             expr = cast(expr, column.common.clone());
         }
         if is_float(&column.common) {
@@ -78,8 +69,23 @@ fn prepare(
         }
         exprs.push(expr.alias(&column.name));
     }
+    Ok(exprs)
+}
+
+/// The normalised compared columns plus a presence flag, which tells joined rows from the
+/// NULL padding of an outer join.
+fn prepare(plan: LogicalPlan, columns: &[&AlignedColumn]) -> Result<LogicalPlanBuilder> {
+    let mut exprs = normalise(&plan, columns)?;
     exprs.push(lit(true).alias(PRESENT));
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?)
+}
+
+/// One side's keys and compared values in their common types and canonical form: what a
+/// partitioned diff hashes and spills, so equal keys of both sides land in the same bucket.
+pub fn normalised(plan: LogicalPlan, alignment: &Alignment) -> Result<LogicalPlan> {
+    let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
+    let exprs = normalise(&plan, &columns)?;
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
 /// NaN of any sign or payload becomes the one positive NaN, −0.0 becomes 0.0, NULL stays NULL.
@@ -164,8 +170,8 @@ pub fn keyed(
     only_divergent: bool,
 ) -> Result<LogicalPlan> {
     let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
-    let side = |plan: LogicalPlan, is_batch: bool, alias: &str| -> Result<LogicalPlan> {
-        let mut builder = prepare(plan, &columns, is_batch)?;
+    let side = |plan: LogicalPlan, alias: &str| -> Result<LogicalPlan> {
+        let mut builder = prepare(plan, &columns)?;
         if with_occurrence {
             let partition: Vec<Expr> = alignment
                 .keys
@@ -186,8 +192,8 @@ pub fn keyed(
         }
         Ok(builder.alias(alias)?.build()?)
     };
-    let b = side(batch, true, "b")?;
-    let s = side(stream, false, "s")?;
+    let b = side(batch, "b")?;
+    let s = side(stream, "s")?;
     let mut join_names: Vec<&str> = alignment.keys.iter().map(|k| k.name.as_str()).collect();
     if with_occurrence {
         join_names.push(OCCURRENCE);
@@ -251,11 +257,7 @@ pub fn keyed(
 }
 
 /// One side's row count and the number of key values that occur more than once in it.
-pub fn duplicate_keys(
-    plan: LogicalPlan,
-    alignment: &Alignment,
-    is_batch: bool,
-) -> Result<LogicalPlan> {
+pub fn duplicate_keys(plan: LogicalPlan, alignment: &Alignment) -> Result<LogicalPlan> {
     let keys: Vec<&AlignedColumn> = alignment.keys.iter().collect();
     let group: Vec<Expr> = keys
         .iter()
@@ -263,7 +265,7 @@ pub fn duplicate_keys(
         .collect();
     let n = || Expr::Column(Column::from_name(COUNT));
     // One pass gives both the side's row count and its duplicated key values.
-    Ok(prepare(plan, &keys, is_batch)?
+    Ok(prepare(plan, &keys)?
         .aggregate(group, vec![count(lit(1)).alias(COUNT)])?
         .aggregate(
             Vec::<Expr>::new(),
@@ -286,14 +288,14 @@ pub fn keyless(
         .iter()
         .map(|c| Expr::Column(Column::from_name(&c.name)))
         .collect();
-    let side = |plan: LogicalPlan, is_batch: bool, alias: &str| -> Result<LogicalPlan> {
-        Ok(prepare(plan, &columns, is_batch)?
+    let side = |plan: LogicalPlan, alias: &str| -> Result<LogicalPlan> {
+        Ok(prepare(plan, &columns)?
             .aggregate(group.clone(), vec![count(lit(1)).alias(COUNT)])?
             .alias(alias)?
             .build()?)
     };
-    let b = side(batch, true, "b")?;
-    let s = side(stream, false, "s")?;
+    let b = side(batch, "b")?;
+    let s = side(stream, "s")?;
     let left: Vec<Column> = columns
         .iter()
         .map(|c| Column::new(Some("b"), &c.name))

@@ -1,0 +1,314 @@
+//! Grace partitioning for keyed diffs larger than memory. DataFusion 55's hash join cannot spill,
+//! and its sort-merge join proved fragile at 2 × 50M rows under 512 MiB (the external sorts'
+//! merges ran the pool dry). So when the inputs dwarf the memory limit, each side's normalised
+//! columns are hash-partitioned by key into spill files (DataFusion's own `BatchPartitioner`,
+//! `SpillManager` and disk manager), and each bucket pair is then diffed by the ordinary plan
+//! with an in-memory hash join. A key value lives in exactly one bucket, so counts add up and
+//! duplicated keys pair by occurrence as before; memory is bounded by one bucket at a time.
+
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use std::io::BufWriter;
+
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::utils::memory::get_record_batch_memory_size;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SpillFile, SpillWriter, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, SpillMetrics, Time};
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{
+    ExecutionPlan, Partitioning, PhysicalExpr, SendableRecordBatchStream, SpillManager,
+    execute_stream_partitioned,
+};
+use futures::StreamExt;
+
+use crate::engine::clean_df_error;
+
+/// Rows gathered per bucket before they are written, so buckets read back in full batches.
+const TARGET_ROWS: usize = 8192;
+
+/// How many buckets a keyed diff of `input_bytes` of files needs under `memory_limit`, or
+/// `None` when it fits as one plan. Decoded Arrow data takes a few times its compressed file
+/// size, and a hash join holds one side plus the probe's batches: a bucket gets about a third
+/// of the pool. The count is odd, so the bucket (hash mod n) says nothing about the hash
+/// join's own partition (the same hash mod the partition count).
+pub fn bucket_count(
+    forced: Option<usize>,
+    memory_limit: Option<usize>,
+    input_bytes: u64,
+) -> Option<usize> {
+    if let Some(n) = forced {
+        return (n > 1).then_some(n);
+    }
+    let limit = memory_limit? as u64;
+    let decoded = input_bytes.saturating_mul(4);
+    if decoded < limit {
+        return None;
+    }
+    let n = decoded.div_ceil((limit / 3).max(1)) as usize;
+    Some(n | 1)
+}
+
+/// One side split into buckets: per bucket, one spill file per input partition that had rows.
+pub struct SideBuckets {
+    schema: SchemaRef,
+    manager: Arc<SpillManager>,
+    files: Vec<Vec<Arc<dyn SpillFile>>>,
+    /// The plan that was read, for its scan metrics.
+    pub physical: Arc<dyn ExecutionPlan>,
+}
+
+impl SideBuckets {
+    /// A plan reading bucket `index`; its files go with it and are deleted once it is dropped.
+    pub fn take(&mut self, index: usize) -> Result<LogicalPlan> {
+        let partitions: Vec<Arc<dyn PartitionStream>> = std::mem::take(&mut self.files[index])
+            .into_iter()
+            .map(|file| {
+                Arc::new(BucketFile {
+                    schema: self.schema.clone(),
+                    manager: self.manager.clone(),
+                    file,
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        let table = StreamingTable::try_new(self.schema.clone(), partitions)?;
+        let source = datafusion::datasource::provider_as_source(Arc::new(table));
+        Ok(LogicalPlanBuilder::scan(format!("bucket_{index}"), source, None)?.build()?)
+    }
+}
+
+/// Reads one spill file back as a stream of batches.
+struct BucketFile {
+    schema: SchemaRef,
+    manager: Arc<SpillManager>,
+    file: Arc<dyn SpillFile>,
+}
+
+impl std::fmt::Debug for BucketFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BucketFile").finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for BucketFile {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self.manager.read_spill_as_stream(self.file.clone(), None) {
+            Ok(stream) => stream,
+            Err(error) => Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async move { Err(error) }),
+            )),
+        }
+    }
+}
+
+/// Runs `plan` (one side's normalised columns) and writes its rows into `buckets` spill files
+/// by the hash of the `keys` columns, every input partition in parallel.
+pub async fn split(
+    state: &SessionState,
+    plan: LogicalPlan,
+    keys: &[String],
+    buckets: usize,
+) -> Result<SideBuckets> {
+    let physical = state
+        .create_physical_plan(&plan)
+        .await
+        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+    let schema = physical.schema();
+    let key_exprs: Vec<Arc<dyn PhysicalExpr>> = keys
+        .iter()
+        .map(|k| -> Result<Arc<dyn PhysicalExpr>> {
+            Ok(Arc::new(ColumnExpr::new_with_schema(k, &schema)?))
+        })
+        .collect::<Result<_>>()?;
+    let task = Arc::new(TaskContext::from(state));
+    let metrics = ExecutionPlanMetricsSet::new();
+    let manager = Arc::new(SpillManager::new(
+        state.runtime_env().clone(),
+        SpillMetrics::new(&metrics, 0),
+        schema.clone(),
+    ));
+    let streams = execute_stream_partitioned(physical.clone(), task)
+        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+    let inputs = streams.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, stream) in streams.into_iter().enumerate() {
+        let partitioner = BatchPartitioner::try_new(
+            Partitioning::Hash(key_exprs.clone(), buckets),
+            Time::new(),
+            index,
+            inputs,
+        )?;
+        let writer = BucketWriter::new(state, schema.clone(), buckets, index);
+        tasks.spawn(async move { writer.write_all(stream, partitioner).await });
+    }
+    let mut files = vec![Vec::new(); buckets];
+    while let Some(done) = tasks.join_next().await {
+        let written = done.map_err(|e| anyhow!("partitioning task failed: {e}"))??;
+        for (bucket, file) in written.into_iter().enumerate() {
+            files[bucket].extend(file);
+        }
+    }
+    Ok(SideBuckets {
+        schema,
+        manager,
+        files,
+        physical,
+    })
+}
+
+/// Writes one input partition's rows into one spill file per bucket (Arrow IPC streams, what
+/// DataFusion's own spill reader reads), gathering small pieces into full batches first. What
+/// it gathers is reserved from the memory pool; when the pool says no, everything gathered is
+/// written out at once.
+struct BucketWriter {
+    state_runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    schema: SchemaRef,
+    reservation: datafusion::execution::memory_pool::MemoryReservation,
+    files: Vec<Option<OpenFile>>,
+    pending: Vec<Pending>,
+}
+
+struct OpenFile {
+    file: Arc<dyn SpillFile>,
+    writer: StreamWriter<BufWriter<Box<dyn SpillWriter>>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    reserved: usize,
+}
+
+impl BucketWriter {
+    fn new(state: &SessionState, schema: SchemaRef, buckets: usize, partition: usize) -> Self {
+        let reservation = MemoryConsumer::new(format!("dualrun bucket writer[{partition}]"))
+            .with_can_spill(true)
+            .register(&state.runtime_env().memory_pool);
+        BucketWriter {
+            state_runtime: state.runtime_env().clone(),
+            schema,
+            reservation,
+            files: (0..buckets).map(|_| None).collect(),
+            pending: (0..buckets).map(|_| Pending::default()).collect(),
+        }
+    }
+
+    async fn write_all(
+        mut self,
+        mut input: SendableRecordBatchStream,
+        mut partitioner: BatchPartitioner,
+    ) -> Result<Vec<Option<Arc<dyn SpillFile>>>> {
+        while let Some(batch) = input.next().await {
+            let batch = batch.map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+            let rows = batch.num_rows();
+            if rows == 0 {
+                continue;
+            }
+            // Pieces of one batch share its buffers; charge each its share of the whole.
+            let per_row = get_record_batch_memory_size(&batch).div_ceil(rows);
+            let mut pieces = Vec::new();
+            partitioner.partition(batch, |bucket, piece| {
+                pieces.push((bucket, piece));
+                Ok(())
+            })?;
+            for (bucket, piece) in pieces {
+                self.add(bucket, piece, per_row)?;
+            }
+        }
+        for bucket in 0..self.pending.len() {
+            self.flush(bucket)?;
+        }
+        self.files
+            .into_iter()
+            .map(|open| {
+                open.map(|mut open| {
+                    open.writer.finish()?;
+                    open.writer
+                        .into_inner()?
+                        .into_inner()
+                        .map_err(|e| anyhow!("spill file: {}", e.error()))?
+                        .finish()?;
+                    Ok(open.file)
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
+    fn add(&mut self, bucket: usize, piece: RecordBatch, per_row: usize) -> Result<()> {
+        let bytes = piece.num_rows() * per_row;
+        if self.reservation.try_grow(bytes).is_err() {
+            for other in 0..self.pending.len() {
+                self.flush(other)?;
+            }
+            self.reservation.grow(bytes);
+        }
+        let pending = &mut self.pending[bucket];
+        pending.rows += piece.num_rows();
+        pending.reserved += bytes;
+        pending.batches.push(piece);
+        if pending.rows >= TARGET_ROWS {
+            self.flush(bucket)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, bucket: usize) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending[bucket]);
+        if pending.batches.is_empty() {
+            return Ok(());
+        }
+        let batch = compact_views(concat_batches(&self.schema, &pending.batches)?)?;
+        drop(pending.batches);
+        let open = match &mut self.files[bucket] {
+            Some(open) => open,
+            slot => {
+                let file = self
+                    .state_runtime
+                    .disk_manager
+                    .create_tmp_file("dualrun diff bucket")?;
+                let writer =
+                    StreamWriter::try_new(BufWriter::new(file.open_writer()?), &self.schema)?;
+                slot.insert(OpenFile { file, writer })
+            }
+        };
+        open.writer.write(&batch)?;
+        self.reservation
+            .shrink(pending.reserved.min(self.reservation.size()));
+        Ok(())
+    }
+}
+
+/// View arrays (Utf8View, BinaryView) cut from a larger batch still point into its buffers;
+/// compacting them keeps a bucket file from carrying every other bucket's strings.
+fn compact_views(batch: RecordBatch) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| -> ArrayRef {
+            match column.data_type() {
+                DataType::Utf8View => Arc::new(column.as_string_view().gc()),
+                DataType::BinaryView => Arc::new(column.as_binary_view().gc()),
+                _ => column.clone(),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
