@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/dualrun
 BIN_RELEASE := $(CARGO_TARGET_DIR)/release/dualrun
 
-.PHONY: demo test bench fmt lint build fixtures
+.PHONY: demo test bench cluster-demo cluster-bench fmt lint build fixtures
 
 build:
 	@scripts/setup.sh build
@@ -20,7 +20,7 @@ demo: build
 
 test:
 	@scripts/setup.sh test
-	@set -o pipefail; $(CARGO) test --quiet 2>&1 | tee .test-output.log
+	@set -o pipefail; $(CARGO) test --quiet --features ballista 2>&1 | tee .test-output.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' .test-output.log
 
 # 1. 5M-row keyed diff, dualrun vs DuckDB (ratio, peak RSS, same counts).
@@ -33,6 +33,14 @@ bench:
 	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) --rows 50000000 --memory-limit 512MiB \
 		--skip-duckdb --repeat 1 --data-dir $(BENCH_BIG_DIR)
 
+# A real Ballista cluster on loopback (scheduler + two executors, cargo-installed when missing):
+# the demo through it, verdicts checked against embedded; or the 5M benchmark through it.
+cluster-demo:
+	scripts/cluster.sh demo
+
+cluster-bench:
+	scripts/cluster.sh bench
+
 # Regenerates fixtures/ (deterministic; the result is committed).
 fixtures:
 	@scripts/setup.sh bench
@@ -43,4 +51,4 @@ fmt:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --all-targets --features ballista --quiet -- -D warnings

@@ -22,7 +22,7 @@ use crate::verdict::{self, CheckStatus};
 /// Runs every check of the plan and gathers the report; with a history, appends one record per
 /// check and evaluates the migration gate afterwards.
 pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
-    let engine = Engine::new(&plan.engine)?;
+    let engine = Engine::new(&plan.engine).await?;
     let catalog = catalog::register_tables(&engine.ctx, &plan.tables, &plan.engine.store).await?;
     let history = plan
         .history
@@ -229,7 +229,7 @@ pub fn error_report(check_names: &[String], message: &str) -> RunReport {
 
 /// `dualrun validate`: plan each check on both sides and compare the result schemas.
 pub async fn validate(plan: &Plan) -> Result<i32> {
-    let engine = Engine::new(&plan.engine)?;
+    let engine = Engine::new(&plan.engine).await?;
     let catalog = catalog::register_tables(&engine.ctx, &plan.tables, &plan.engine.store).await?;
     let mut out = String::new();
     let mut worst = CheckStatus::Match;
@@ -292,7 +292,7 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
 
 /// The plan's run history (optionally of one check), oldest first.
 async fn read_history(plan: &Plan, check: Option<&str>) -> Result<Vec<RunRecord>> {
-    let engine = Engine::new(&plan.engine)?;
+    let engine = Engine::new(&plan.engine).await?;
     let location = plan
         .history
         .as_deref()

@@ -102,6 +102,11 @@ pub struct ReportArgs {
     /// Upper bound of the memory pool (e.g. 512MiB, 2GiB); operators spill to disk beyond it.
     #[arg(long, value_name = "SIZE")]
     pub memory_limit: Option<String>,
+    /// Where the plans run: embedded DataFusion when absent, or a Ballista scheduler
+    /// (ballista://HOST:PORT; ballista://standalone starts one in-process). Needs a build with
+    /// the `ballista` feature.
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
     /// Also show what each check scanned: files read of files listed (partition pruning), bytes.
     #[arg(long, short)]
     pub verbose: bool,

@@ -131,6 +131,9 @@ pub struct CheckConfig {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
+    /// Where the plans run: a Ballista scheduler (ballista://HOST:PORT, or
+    /// ballista://standalone); embedded DataFusion when absent.
+    pub url: Option<String>,
     pub memory_limit: Option<String>,
     /// Directory for spill files; the OS temp dir when absent.
     pub spill_dir: Option<PathBuf>,
@@ -350,6 +353,8 @@ pub struct EngineSpec {
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
     pub buckets: Option<usize>,
+    /// A Ballista scheduler that runs the plans; embedded DataFusion when absent.
+    pub url: Option<String>,
     pub join: JoinChoice,
     pub store: StoreOptions,
 }
@@ -588,7 +593,15 @@ fn parse_tolerances<'a>(
 }
 
 impl EngineSpec {
-    fn from_config(config: &EngineConfig, memory_flag: Option<&str>) -> Result<EngineSpec> {
+    fn from_config(
+        config: &EngineConfig,
+        memory_flag: Option<&str>,
+        engine_flag: Option<&str>,
+    ) -> Result<EngineSpec> {
+        let url = engine_flag
+            .or(config.url.as_deref())
+            .map(crate::distributed::parse_url)
+            .transpose()?;
         let memory_limit = match memory_flag.or(config.memory_limit.as_deref()) {
             Some(text) => Some(parse_size(text).context("memory limit")?),
             None => None,
@@ -610,6 +623,7 @@ impl EngineSpec {
             spill_dir: config.spill_dir.clone(),
             target_partitions: config.target_partitions,
             buckets: config.buckets,
+            url,
             join: config
                 .join
                 .as_deref()
@@ -634,6 +648,7 @@ pub struct CompareInput<'a> {
     pub name: &'a str,
     pub params: &'a [String],
     pub memory_limit: Option<&'a str>,
+    pub engine: Option<&'a str>,
     pub metrics_textfile: Option<&'a Path>,
     pub pushgateway: Option<&'a str>,
     pub time_column: Option<&'a str>,
@@ -648,6 +663,7 @@ pub struct RunFlags<'a> {
     pub checks: &'a [String],
     pub params: &'a [String],
     pub memory_limit: Option<&'a str>,
+    pub engine: Option<&'a str>,
     pub metrics_textfile: Option<&'a Path>,
     pub pushgateway: Option<&'a str>,
 }
@@ -752,7 +768,11 @@ impl Plan {
             tables: table_specs,
             checks: vec![check.clone()],
             params: parse_params(input.params)?,
-            engine: EngineSpec::from_config(&EngineConfig::default(), input.memory_limit)?,
+            engine: EngineSpec::from_config(
+                &EngineConfig::default(),
+                input.memory_limit,
+                input.engine,
+            )?,
             metrics: MetricsSpec::resolve(
                 &MetricsConfig::default(),
                 input.metrics_textfile,
@@ -972,7 +992,7 @@ impl Plan {
             tables,
             checks,
             params,
-            engine: EngineSpec::from_config(&config.engine, flags.memory_limit)?,
+            engine: EngineSpec::from_config(&config.engine, flags.memory_limit, flags.engine)?,
             metrics: MetricsSpec::resolve(
                 &config.metrics,
                 flags.metrics_textfile,

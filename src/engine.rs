@@ -21,12 +21,16 @@ use crate::catalog::{CATALOG, Catalog};
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side};
 
 pub struct Engine {
+    /// The local session: catalog, planning, readiness probes and history.
     pub ctx: SessionContext,
+    /// With a Ballista engine URL, the session whose plans run on the cluster; the diffs
+    /// execute there.
+    pub remote: Option<SessionState>,
     pub spec: EngineSpec,
 }
 
 impl Engine {
-    pub fn new(spec: &EngineSpec) -> Result<Engine> {
+    pub async fn new(spec: &EngineSpec) -> Result<Engine> {
         let partitions = spec
             .target_partitions
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -57,8 +61,13 @@ impl Engine {
         }
         let runtime = runtime.build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let remote = match &spec.url {
+            Some(url) => Some(crate::distributed::connect(ctx.state(), url).await?),
+            None => None,
+        };
         Ok(Engine {
             ctx,
+            remote,
             spec: spec.clone(),
         })
     }
@@ -156,7 +165,10 @@ impl Engine {
 
     /// Session state for running a diff plan, with the join chosen for its size.
     pub fn diff_state(&self, input_bytes: u64) -> SessionState {
-        let mut state = self.ctx.state();
+        let mut state = match &self.remote {
+            Some(remote) => remote.clone(),
+            None => self.ctx.state(),
+        };
         let prefer_hash = match self.spec.join {
             JoinChoice::Hash => true,
             JoinChoice::SortMerge => false,

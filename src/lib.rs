@@ -8,6 +8,7 @@ pub mod config;
 #[cfg(feature = "delta")]
 pub mod delta;
 pub mod diff;
+pub mod distributed;
 pub mod engine;
 pub mod gate;
 pub mod history;

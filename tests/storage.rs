@@ -419,3 +419,23 @@ fn a_parquet_file_over_http() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
 }
+
+/// A Delta table has no codec that Ballista executors know: the check fails before anything
+/// runs, naming the table, and says what Ballista can read.
+#[cfg(all(feature = "delta", feature = "ballista"))]
+#[test]
+fn delta_tables_are_refused_on_ballista_before_running() {
+    let ws = Workspace::new();
+    let batch = ws.table("batch/orders", Fmt::Parquet, ROWS);
+    let delta = ws.path("lake/orders");
+    delta_commit(&delta, ROWS);
+    let stream = format!("{}/", delta.display());
+    let run = ws.compare(
+        &batch,
+        &stream,
+        "SELECT id, name, x FROM t",
+        &["--key", "id", "--engine", "ballista://standalone"],
+    );
+    common::assert_trouble(&run, "stream side cannot run on Ballista (tables: t)");
+    assert!(run.stderr.contains("not Delta tables"), "{}", run.stderr);
+}

@@ -130,6 +130,10 @@ pub async fn run(
     let input_bytes = catalog.bytes_of(Side::Batch, batch_tables.iter().map(String::as_str))
         + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
     let state = engine.diff_state(input_bytes);
+    if engine.remote.is_some() {
+        crate::distributed::ensure_serializable(&batch, "batch")?;
+        crate::distributed::ensure_serializable(&stream, "stream")?;
+    }
     for (what, column) in [
         ("time_column", &check.time_column),
         ("window_column", &check.window_column),
@@ -175,7 +179,9 @@ pub async fn run(
         (collected?, false)
     } else if let Some(buckets) =
         partition::bucket_count(engine.spec.buckets, engine.spec.memory_limit, input_bytes)
+            .filter(|_| engine.remote.is_none())
     {
+        // (On Ballista the cluster spreads the join over its executors instead.)
         // Larger than memory: split both sides by key into spill files, then diff bucket by
         // bucket with the in-memory plan.
         tracing::info!(check = %check.name, buckets, "diff partitioned into buckets on disk");

@@ -34,7 +34,7 @@ async fn diff_with(
     stream: &str,
     spec: &CheckSpec,
 ) -> Result<DiffResult> {
-    let engine = Engine::new(&engine_spec)?;
+    let engine = Engine::new(&engine_spec).await?;
     let state = engine.ctx.state();
     let b = state.create_logical_plan(batch).await?;
     let s = state.create_logical_plan(stream).await?;
@@ -749,7 +749,7 @@ mod properties {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let engine = Engine::new(&EngineSpec::default()).unwrap();
+            let engine = Engine::new(&EngineSpec::default()).await.unwrap();
             let (b, s) = (plan(&engine, batch), plan(&engine, stream));
             let spec = check(key, &[], &[]);
             run(

@@ -1,0 +1,91 @@
+//! Running the checks on Apache Ballista, DataFusion's distributed engine, for diffs one
+//! machine cannot carry. Nothing else changes: the same logical plans (both queries and the
+//! diff) are shipped to a Ballista scheduler instead of being executed in-process, and the same
+//! collector, report, metrics and history consume what comes back. Plans must serialize with
+//! datafusion-proto, so sources are listing tables on storage the executors can reach.
+
+#[cfg(feature = "ballista")]
+use anyhow::anyhow;
+use anyhow::{Result, bail};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+
+/// The engine URL that starts an in-process scheduler and executor (tests, trying it out).
+pub const STANDALONE: &str = "ballista://standalone";
+
+/// Checks an `--engine` / `[engine] url` value: `ballista://HOST[:PORT]` or
+/// `ballista://standalone`.
+pub fn parse_url(url: &str) -> Result<String> {
+    let Some(rest) = url.strip_prefix("ballista://") else {
+        bail!("engine URL '{url}': expected ballista://HOST:PORT or {STANDALONE}");
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        bail!("engine URL '{url}': expected ballista://HOST:PORT or {STANDALONE}");
+    }
+    Ok(format!("ballista://{host}"))
+}
+
+/// A session state that runs its plans on the Ballista scheduler at `url`, with `local`'s
+/// catalog and settings.
+#[cfg(feature = "ballista")]
+pub async fn connect(local: SessionState, url: &str) -> Result<SessionState> {
+    use ballista::prelude::SessionContextExt;
+    use ballista_core::extension::SessionStateExt;
+    use datafusion::prelude::SessionContext;
+
+    if url == STANDALONE {
+        let ctx = SessionContext::standalone_with_state(local)
+            .await
+            .map_err(|e| anyhow!("starting the in-process Ballista cluster: {e}"))?;
+        return Ok(ctx.state());
+    }
+    let address = url.trim_start_matches("ballista://");
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| anyhow!("engine URL '{url}': port '{port}' is not a number"))?,
+        ),
+        None => (address, 50050),
+    };
+    let scheduler = format!("http://{host}:{port}");
+    // Fail now, naming the scheduler, rather than at the first check.
+    ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient::connect(
+        scheduler.clone(),
+    )
+    .await
+    .map_err(|e| anyhow!("Ballista scheduler {url} is not reachable: {e}"))?;
+    local
+        .upgrade_for_ballista(scheduler)
+        .map_err(|e| anyhow!("Ballista session for {url}: {e}"))
+}
+
+#[cfg(not(feature = "ballista"))]
+pub async fn connect(_local: SessionState, url: &str) -> Result<SessionState> {
+    bail!(
+        "engine {url}: this dualrun was built without Ballista support; rebuild it with `cargo build --release --features ballista`"
+    )
+}
+
+/// Fails before anything runs when a plan cannot be shipped to Ballista (a table provider
+/// without a codec, such as a Delta table), naming the tables it reads.
+#[cfg(feature = "ballista")]
+pub fn ensure_serializable(plan: &LogicalPlan, side: &str) -> Result<()> {
+    let codec = ballista_core::serde::BallistaLogicalExtensionCodec::default();
+    datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(plan, &codec)
+        .map(|_| ())
+        .map_err(|e| {
+            let tables: Vec<String> = crate::engine::scanned_tables(plan).into_iter().collect();
+            anyhow!(
+                "the {side} side cannot run on Ballista (tables: {}): {}; Ballista runs listing tables (Parquet, CSV, NDJSON, Avro, Arrow) only, not Delta tables",
+                tables.join(", "),
+                crate::engine::clean_df_error(&e.to_string())
+            )
+        })
+}
+
+#[cfg(not(feature = "ballista"))]
+pub fn ensure_serializable(_plan: &LogicalPlan, _side: &str) -> Result<()> {
+    Ok(())
+}

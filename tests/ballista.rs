@@ -1,0 +1,147 @@
+//! The demo's checks run through Ballista (its in-process standalone cluster: a real scheduler
+//! and executor talking gRPC and Flight on loopback) give the same verdicts, counts, per-column
+//! counts and samples as embedded DataFusion.
+#![cfg(feature = "ballista")]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Fmt, Run, Workspace, assert_trouble};
+use serde_json::Value;
+
+/// `dualrun run` on the repository's demo config, JSON report.
+fn demo(extra: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_dualrun"))
+        .args(["run", "--config", "dualrun.toml", "--format", "json"])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("dualrun starts");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// What must not depend on where the plans ran.
+fn verdicts(report: &Value) -> Vec<Value> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|check| {
+            let columns: Vec<Value> = check["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| serde_json::json!([c["name"], c["mismatched"]]))
+                .collect();
+            let findings: Vec<Value> = check["findings"]
+                .as_array()
+                .map(|f| f.iter().map(|f| f["kind"].clone()).collect())
+                .unwrap_or_default();
+            // Sampled rows by key and differing columns: a float SUM of the query itself may
+            // differ in its last digits between any two plans (summation order), which is what
+            // tolerances are for.
+            let samples: Vec<Value> = ["missing_in_stream", "extra_in_stream", "mismatched"]
+                .iter()
+                .flat_map(|kind| {
+                    check["samples"][kind]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|sample| {
+                    let columns: Vec<Value> = sample["differences"]
+                        .as_array()
+                        .map(|d| d.iter().map(|d| d["column"].clone()).collect())
+                        .unwrap_or_default();
+                    serde_json::json!([sample["key"], columns])
+                })
+                .collect();
+            serde_json::json!({
+                "name": check["name"], "status": check["status"], "rows": check["rows"],
+                "counts": check["counts"], "columns": columns, "schema": check["schema"],
+                "samples": samples, "findings": findings, "error": check["error"],
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn demo_checks_give_the_same_verdicts_on_ballista() {
+    let embedded = demo(&[]);
+    let distributed = demo(&["--engine", "ballista://standalone"]);
+    assert_eq!(embedded.code, 1, "the demo diverges: {}", embedded.stderr);
+    assert_eq!(distributed.code, 1, "{}", distributed.stderr);
+    let (embedded, distributed) = (verdicts(&embedded.json()), verdicts(&distributed.json()));
+    assert_eq!(embedded.len(), 8);
+    assert!(
+        embedded.iter().all(|c| c["error"].is_null()),
+        "{embedded:#?}"
+    );
+    let statuses: Vec<&str> = embedded
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert!(statuses.contains(&"match") && statuses.contains(&"diverged"));
+    for (e, d) in embedded.iter().zip(&distributed) {
+        assert_eq!(e, d, "check {} differs on Ballista", e["name"]);
+    }
+}
+
+#[test]
+fn a_keyed_diff_with_duplicates_on_ballista() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 'a', 1.0), (2, 'b', 2.0), (2, 'b', 2.5), (3, 'c', 3.0)) AS t(id, name, x)",
+    );
+    let stream = ws.table(
+        "s",
+        Fmt::NdJson,
+        "SELECT * FROM (VALUES (1, 'a', 1.0), (2, 'b', 2.5), (3, 'C', 3.0), (4, 'd', 4.0)) AS t(id, name, x)",
+    );
+    let sql = "SELECT id, name, x FROM t";
+    let embedded = ws.compare(&batch, &stream, sql, &["--key", "id"]);
+    let distributed = ws.compare(
+        &batch,
+        &stream,
+        sql,
+        &["--key", "id", "--engine", "ballista://standalone"],
+    );
+    assert_eq!(distributed.code, 1, "{}", distributed.stderr);
+    // Batch's two rows of key 2 pair by value order: 2.0 with the stream's 2.5, 2.5 unpaired.
+    // matched, mismatched, missing, extra, duplicated keys batch, stream
+    assert_eq!(distributed.counts(), [1, 2, 1, 1, 1, 0]);
+    assert_eq!(distributed.counts(), embedded.counts());
+    assert_eq!(distributed.check()["samples"], embedded.check()["samples"]);
+}
+
+#[test]
+fn an_unreachable_scheduler_is_a_clear_error() {
+    let ws = Workspace::new();
+    let table = ws.table("t", Fmt::Parquet, "SELECT 1 AS id");
+    let run = ws.compare(
+        &table,
+        &table,
+        "SELECT id FROM t",
+        &["--engine", "ballista://127.0.0.1:9"],
+    );
+    assert_trouble(
+        &run,
+        "Ballista scheduler ballista://127.0.0.1:9 is not reachable",
+    );
+    let run = ws.compare(
+        &table,
+        &table,
+        "SELECT id FROM t",
+        &["--engine", "http://x"],
+    );
+    assert_trouble(&run, "expected ballista://HOST:PORT");
+}
