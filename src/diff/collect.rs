@@ -97,6 +97,7 @@ pub struct Collected {
 
 /// Keeps the `limit` smallest rows by key, so samples are the same from run to run whatever
 /// order the parallel plan produced rows in.
+#[derive(Clone)]
 struct SampleKeeper {
     limit: usize,
     kept: Vec<(OwnedRow, RowSample)>,
@@ -196,8 +197,13 @@ fn row_converter(batch: &RecordBatch, names: &[String]) -> Result<(RowConverter,
 /// Keyed: the divergent rows (and, with a time column, all rows) of one or more diff outputs
 /// (a partitioned diff runs one plan per bucket). Row counts and `matched` are the caller's: it
 /// knows each side's row count from the first pass.
+#[derive(Clone)]
 pub struct KeyedCollector<'a> {
     alignment: &'a Alignment,
+    /// Whether every row of the output is observed (the late-data finding needs the time of
+    /// every batch row) or only divergent ones.
+    keep_all_rows: bool,
+    probe: Option<UniqueKeyProbe>,
     /// Samples order by key, then occurrence, so duplicates sample stably too. The occurrence
     /// columns are NULL in outputs without them, so every output's rows order alike.
     order_names: Vec<String>,
@@ -208,12 +214,14 @@ pub struct KeyedCollector<'a> {
 }
 
 impl<'a> KeyedCollector<'a> {
-    pub fn new(alignment: &'a Alignment, sample_limit: usize) -> Self {
+    pub fn new(alignment: &'a Alignment, sample_limit: usize, keep_all_rows: bool) -> Self {
         let mut order_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
         order_names.push(BATCH_OCCURRENCE.to_string());
         order_names.push(STREAM_OCCURRENCE.to_string());
         KeyedCollector {
             alignment,
+            keep_all_rows,
+            probe: None,
             order_names,
             out: Collected {
                 column_mismatches: vec![0; alignment.values.len()],
@@ -225,15 +233,37 @@ impl<'a> KeyedCollector<'a> {
         }
     }
 
+    /// From now on, also prove that no key repeats on either side, given each side's row
+    /// count: the output must then hold each side's rows exactly once (a key paired m × n
+    /// times inflates it) and no key twice among the unpaired rows.
+    pub fn expect_unique_keys(&mut self, rows: RowCounts) -> Result<()> {
+        self.probe = Some(UniqueKeyProbe::new(self.alignment, rows)?);
+        Ok(())
+    }
+
+    /// Consumes one diff output. False when, under `expect_unique_keys`, a key turned out to
+    /// repeat: what was observed is then meaningless and the caller rolls back.
     pub async fn consume(
         &mut self,
         mut stream: SendableRecordBatchStream,
         explainer: &mut Explainer,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         while let Some(batch) = stream.next().await {
-            self.observe(&batch?, explainer)?;
+            let batch = batch?;
+            if let Some(probe) = &mut self.probe
+                && !probe.admits(&batch)?
+            {
+                return Ok(false);
+            }
+            let batch = if self.keep_all_rows {
+                batch
+            } else {
+                divergent_rows(batch, self.alignment.values.len())?
+            };
+            self.observe(&batch, explainer)?;
         }
-        Ok(())
+        let unique = self.probe.take().is_none_or(|probe| probe.proven());
+        Ok(unique)
     }
 
     fn observe(&mut self, batch: &RecordBatch, explainer: &mut Explainer) -> Result<()> {
@@ -328,6 +358,76 @@ fn order_rows(batch: &RecordBatch, names: &[String]) -> Result<datafusion::arrow
         .map(|a| SortField::new(a.data_type().clone()))
         .collect();
     Ok(RowConverter::new(fields)?.convert_columns(&arrays)?)
+}
+
+/// Only the rows that diverge: unpaired, or paired with a differing compared column.
+fn divergent_rows(batch: RecordBatch, values: usize) -> Result<RecordBatch> {
+    let bp = boolean(&batch, BATCH_PRESENT)?;
+    let sp = boolean(&batch, STREAM_PRESENT)?;
+    let mut keep = datafusion::arrow::compute::kernels::boolean::not(&and(bp, sp)?)?;
+    for i in 0..values {
+        keep = or(&keep, boolean(&batch, &differs_name(i))?)?;
+    }
+    if keep.true_count() == batch.num_rows() {
+        return Ok(batch);
+    }
+    Ok(datafusion::arrow::compute::filter_record_batch(
+        &batch, &keep,
+    )?)
+}
+
+/// Gives up on a unique-key pass that would have to remember more unpaired keys than this.
+const MAX_UNPAIRED_KEYS: usize = 1_000_000;
+
+/// The evidence, gathered from a diff output without occurrence indexes, that no key repeats.
+#[derive(Clone)]
+struct UniqueKeyProbe {
+    key_names: Vec<String>,
+    expected: RowCounts,
+    seen: RowCounts,
+    missing: std::collections::HashSet<OwnedRow>,
+    extra: std::collections::HashSet<OwnedRow>,
+}
+
+impl UniqueKeyProbe {
+    fn new(alignment: &Alignment, expected: RowCounts) -> Result<Self> {
+        Ok(UniqueKeyProbe {
+            key_names: alignment.keys.iter().map(|k| k.name.clone()).collect(),
+            expected,
+            seen: RowCounts::default(),
+            missing: Default::default(),
+            extra: Default::default(),
+        })
+    }
+
+    /// False as soon as the batch shows a repeated key (or too many unpaired keys to tell).
+    fn admits(&mut self, batch: &RecordBatch) -> Result<bool> {
+        let bp = boolean(batch, BATCH_PRESENT)?;
+        let sp = boolean(batch, STREAM_PRESENT)?;
+        self.seen.batch += true_count(bp);
+        self.seen.stream += true_count(sp);
+        if self.seen.batch > self.expected.batch || self.seen.stream > self.expected.stream {
+            return Ok(false);
+        }
+        let missing = and_not(bp, sp)?;
+        let extra = and_not(sp, bp)?;
+        if missing.true_count() + extra.true_count() == 0 {
+            return Ok(true);
+        }
+        let keys = order_rows(batch, &self.key_names)?;
+        for (mask, set) in [(&missing, &mut self.missing), (&extra, &mut self.extra)] {
+            for index in (0..batch.num_rows()).filter(|&i| mask.value(i)) {
+                if !set.insert(keys.row(index).owned()) || set.len() > MAX_UNPAIRED_KEYS {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn proven(&self) -> bool {
+        self.seen == self.expected
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -85,7 +85,7 @@ pub struct Dimensions {
     pub window: Option<(String, String)>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct NumericStats {
     count: u64,
     sum_abs: f64,
@@ -99,14 +99,14 @@ struct NumericStats {
     rounding: [u64; 7],
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct TemporalStats {
     count: u64,
     /// Differences (stream − batch) that are whole non-zero hours, by hours.
     whole_hours: BTreeMap<i64, u64>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct TextStats {
     count: u64,
     trim: u64,
@@ -114,7 +114,7 @@ struct TextStats {
     unicode: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ColumnAccumulator {
     numeric: NumericStats,
     temporal: TemporalStats,
@@ -134,6 +134,8 @@ struct Window {
     missing: u64,
 }
 
+/// Cloneable, so an optimistic pass can be rolled back.
+#[derive(Clone)]
 pub struct Explainer {
     columns: Vec<AlignedColumn>,
     accumulators: Vec<ColumnAccumulator>,

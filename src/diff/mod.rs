@@ -106,6 +106,28 @@ async fn side_counts(state: &SessionState, plan: LogicalPlan) -> Result<(u64, u6
     Ok((value(0)?, value(1)?))
 }
 
+/// The number of rows of a plan (from statistics when the plan is a plain scan).
+async fn row_count(state: &SessionState, plan: LogicalPlan) -> Result<u64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{LogicalPlanBuilder, lit};
+    let plan = LogicalPlanBuilder::from(plan)
+        .aggregate(
+            Vec::<datafusion::logical_expr::Expr>::new(),
+            vec![count(lit(1))],
+        )?
+        .build()?;
+    let batches: Vec<_> = execute(state, plan).await?.try_collect().await?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| anyhow!("internal: a count without a row"))?;
+    Ok(batch
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .value(0) as u64)
+}
+
 fn describe_tolerance(tolerance: &Tolerance) -> String {
     match tolerance {
         Tolerance::Numeric { abs, rel } if *rel == 0.0 => format!("abs:{abs}"),
@@ -206,7 +228,8 @@ pub async fn run(
             )
         };
         let bucket_state = engine.diff_state(input_bytes / buckets as u64);
-        let mut collector = collect::KeyedCollector::new(&alignment, check.sample);
+        let mut collector =
+            collect::KeyedCollector::new(&alignment, check.sample, check.time_column.is_some());
         let mut totals = KeyedPass::default();
         for index in 0..buckets {
             if let Some(bar) = progress {
@@ -227,7 +250,8 @@ pub async fn run(
         }
         (totals.finish(collector), totals.with_occurrence)
     } else {
-        let mut collector = collect::KeyedCollector::new(&alignment, check.sample);
+        let mut collector =
+            collect::KeyedCollector::new(&alignment, check.sample, check.time_column.is_some());
         let pass = keyed_pass(
             &state,
             batch,
@@ -335,14 +359,46 @@ async fn keyed_pass(
     explainer: &mut explain::Explainer,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<KeyedPass> {
-    // Most results have unique keys; then a plain join on the key suffices. Only when a key
-    // repeats does each side need an occurrence index (a sort per key group).
+    let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
+    // Most results have unique keys; then a plain join on the key suffices, and the join's
+    // own output proves it (see `KeyedCollector::expect_unique_keys`) given each side's row
+    // count, which a scan's statistics often answer without reading. Only when a key repeats
+    // are the duplicated keys counted and each side given an occurrence index (a sort per key
+    // group), in a second pass.
+    let (batch_rows, stream_rows) = futures::try_join!(
+        row_count(state, batch.clone()),
+        row_count(state, stream.clone())
+    )?;
+    let saved = (collector.clone(), explainer.clone());
+    collector.expect_unique_keys(RowCounts {
+        batch: batch_rows,
+        stream: stream_rows,
+    })?;
+    let plan = plan::keyed(batch.clone(), stream.clone(), alignment, false, dims, false)?;
+    let (output, physical) = execute_physical(state, plan).await?;
+    let ticker = track_progress(&physical, progress);
+    let unique = collector.consume(output, explainer).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if unique? {
+        return Ok(KeyedPass {
+            batch_rows,
+            stream_rows,
+            batch_dups: 0,
+            stream_dups: 0,
+            with_occurrence: false,
+            physical: Some(physical),
+        });
+    }
+    (*collector, *explainer) = saved;
+    tracing::debug!(check = %check.name, "a key repeats: pairing by occurrence");
+
     let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
         side_counts(state, plan::duplicate_keys(batch.clone(), alignment)?),
         side_counts(state, plan::duplicate_keys(stream.clone(), alignment)?),
     )?;
     let with_occurrence = batch_dups > 0 || stream_dups > 0;
-    let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
     // The late-data finding needs the time of every batch row; otherwise only divergent rows
     // leave DataFusion.
     let only_divergent = check.time_column.is_none();

@@ -220,6 +220,23 @@ async fn nan_and_negative_zero_keys_pair() {
 }
 
 #[tokio::test]
+async fn keys_repeated_on_one_side_only_are_counted() {
+    // Key 5 twice in batch and never in stream; key 9 twice in stream only. Nothing pairs
+    // them, so only the count of duplicated keys tells they repeat.
+    let b = "SELECT * FROM (VALUES (1, 10), (5, 1), (5, 2)) AS t(id, v)";
+    let s = "SELECT * FROM (VALUES (1, 10), (9, 1), (9, 1)) AS t(id, v)";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    assert_eq!(d.counts, counts(1, 0, 2, 2, 1, 1));
+    assert_eq!(
+        d.rows,
+        RowCounts {
+            batch: 3,
+            stream: 3
+        }
+    );
+}
+
+#[tokio::test]
 async fn duplicate_keys_pair_by_occurrence_in_value_order() {
     let b = "SELECT * FROM (VALUES (1, 10), (1, 20), (2, 5)) AS t(id, v)";
     let s = "SELECT * FROM (VALUES (1, 30), (1, 20), (1, 10), (2, 5)) AS t(id, v)";
