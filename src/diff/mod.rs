@@ -235,10 +235,14 @@ pub async fn run(
             if let Some(bar) = progress {
                 bar.set_message(format!("bucket {}/{buckets}", index + 1));
             }
+            let rows = RowCounts {
+                batch: batch_buckets.rows[index],
+                stream: stream_buckets.rows[index],
+            };
             let pass = keyed_pass(
                 &bucket_state,
-                batch_buckets.take(index)?,
-                stream_buckets.take(index)?,
+                (batch_buckets.take(index)?, stream_buckets.take(index)?),
+                Some(rows),
                 &alignment,
                 check,
                 &mut collector,
@@ -254,8 +258,8 @@ pub async fn run(
             collect::KeyedCollector::new(&alignment, check.sample, check.time_column.is_some());
         let pass = keyed_pass(
             &state,
-            batch,
-            stream,
+            (batch, stream),
+            None,
             &alignment,
             check,
             &mut collector,
@@ -347,12 +351,12 @@ impl KeyedPass {
     }
 }
 
-/// The keyed diff of two plans: a first pass for row counts and duplicated keys, then the join.
+/// The keyed diff of two plans (each side's row count given when known).
 #[allow(clippy::too_many_arguments)]
 async fn keyed_pass(
     state: &SessionState,
-    batch: LogicalPlan,
-    stream: LogicalPlan,
+    (batch, stream): (LogicalPlan, LogicalPlan),
+    known_rows: Option<RowCounts>,
     alignment: &align::Alignment,
     check: &CheckSpec,
     collector: &mut collect::KeyedCollector<'_>,
@@ -365,10 +369,13 @@ async fn keyed_pass(
     // count, which a scan's statistics often answer without reading. Only when a key repeats
     // are the duplicated keys counted and each side given an occurrence index (a sort per key
     // group), in a second pass.
-    let (batch_rows, stream_rows) = futures::try_join!(
-        row_count(state, batch.clone()),
-        row_count(state, stream.clone())
-    )?;
+    let (batch_rows, stream_rows) = match known_rows {
+        Some(rows) => (rows.batch, rows.stream),
+        None => futures::try_join!(
+            row_count(state, batch.clone()),
+            row_count(state, stream.clone())
+        )?,
+    };
     let saved = (collector.clone(), explainer.clone());
     collector.expect_unique_keys(RowCounts {
         batch: batch_rows,

@@ -65,6 +65,8 @@ pub struct SideBuckets {
     schema: SchemaRef,
     manager: Arc<SpillManager>,
     files: Vec<Vec<Arc<dyn SpillFile>>>,
+    /// Rows written per bucket.
+    pub rows: Vec<u64>,
     /// The plan that was read, for its scan metrics.
     pub physical: Arc<dyn ExecutionPlan>,
 }
@@ -158,16 +160,19 @@ pub async fn split(
         tasks.spawn(async move { writer.write_all(stream, partitioner).await });
     }
     let mut files = vec![Vec::new(); buckets];
+    let mut rows = vec![0; buckets];
     while let Some(done) = tasks.join_next().await {
         let written = done.map_err(|e| anyhow!("partitioning task failed: {e}"))??;
-        for (bucket, file) in written.into_iter().enumerate() {
+        for (bucket, (file, count)) in written.into_iter().enumerate() {
             files[bucket].extend(file);
+            rows[bucket] += count;
         }
     }
     Ok(SideBuckets {
         schema,
         manager,
         files,
+        rows,
         physical,
     })
 }
@@ -182,6 +187,7 @@ struct BucketWriter {
     reservation: datafusion::execution::memory_pool::MemoryReservation,
     files: Vec<Option<OpenFile>>,
     pending: Vec<Pending>,
+    written: Vec<u64>,
 }
 
 struct OpenFile {
@@ -207,6 +213,7 @@ impl BucketWriter {
             reservation,
             files: (0..buckets).map(|_| None).collect(),
             pending: (0..buckets).map(|_| Pending::default()).collect(),
+            written: vec![0; buckets],
         }
     }
 
@@ -214,7 +221,7 @@ impl BucketWriter {
         mut self,
         mut input: SendableRecordBatchStream,
         mut partitioner: BatchPartitioner,
-    ) -> Result<Vec<Option<Arc<dyn SpillFile>>>> {
+    ) -> Result<Vec<(Option<Arc<dyn SpillFile>>, u64)>> {
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
             let rows = batch.num_rows();
@@ -237,17 +244,20 @@ impl BucketWriter {
         }
         self.files
             .into_iter()
-            .map(|open| {
-                open.map(|mut open| {
-                    open.writer.finish()?;
-                    open.writer
-                        .into_inner()?
-                        .into_inner()
-                        .map_err(|e| anyhow!("spill file: {}", e.error()))?
-                        .finish()?;
-                    Ok(open.file)
-                })
-                .transpose()
+            .zip(self.written)
+            .map(|(open, rows)| {
+                let file = open
+                    .map(|mut open| -> Result<_> {
+                        open.writer.finish()?;
+                        open.writer
+                            .into_inner()?
+                            .into_inner()
+                            .map_err(|e| anyhow!("spill file: {}", e.error()))?
+                            .finish()?;
+                        Ok(open.file)
+                    })
+                    .transpose()?;
+                Ok((file, rows))
             })
             .collect()
     }
@@ -290,6 +300,7 @@ impl BucketWriter {
             }
         };
         open.writer.write(&batch)?;
+        self.written[bucket] += batch.num_rows() as u64;
         self.reservation
             .shrink(pending.reserved.min(self.reservation.size()));
         Ok(())
