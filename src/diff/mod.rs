@@ -204,55 +204,20 @@ pub async fn run(
             .filter(|_| engine.remote.is_none())
     {
         // (On Ballista the cluster spreads the join over its executors instead.)
-        // Larger than memory: split both sides by key into spill files, then diff bucket by
-        // bucket with the in-memory plan.
-        tracing::info!(check = %check.name, buckets, "diff partitioned into buckets on disk");
-        let keys: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
-        let mut sides = Vec::with_capacity(2);
-        for (plan, name) in [(batch, "batch"), (stream, "stream")] {
-            if let Some(bar) = progress {
-                bar.set_message(format!("splitting {name} into {buckets} buckets"));
-            }
-            let plan = plan::normalised(plan, &alignment)?;
-            let side = partition::split(&state, plan, &keys, buckets).await?;
-            let stats = scan::stats(&side.physical, catalog);
-            scan.batch = add_scans(scan.batch, stats.batch);
-            scan.stream = add_scans(scan.stream, stats.stream);
-            sides.push(side);
-        }
-        let (mut batch_buckets, mut stream_buckets) = {
-            let mut it = sides.into_iter();
-            (
-                it.next().expect("batch side"),
-                it.next().expect("stream side"),
-            )
-        };
         let bucket_state = engine.diff_state(input_bytes / buckets as u64);
-        let mut collector =
-            collect::KeyedCollector::new(&alignment, check.sample, check.time_column.is_some());
-        let mut totals = KeyedPass::default();
-        for index in 0..buckets {
-            if let Some(bar) = progress {
-                bar.set_message(format!("bucket {}/{buckets}", index + 1));
-            }
-            let rows = RowCounts {
-                batch: batch_buckets.rows[index],
-                stream: stream_buckets.rows[index],
-            };
-            let pass = keyed_pass(
-                &bucket_state,
-                (batch_buckets.take(index)?, stream_buckets.take(index)?),
-                Some(rows),
-                &alignment,
-                check,
-                &mut collector,
-                &mut explainer,
-                None,
-            )
-            .await?;
-            totals.add(&pass);
-        }
-        (totals.finish(collector), totals.with_occurrence)
+        let (collected, with_occurrence, read) = keyed_in_buckets(
+            (&state, &bucket_state),
+            (batch, stream),
+            buckets,
+            &alignment,
+            check,
+            &mut explainer,
+            progress,
+        )
+        .await?;
+        scan.batch = scan::stats(&read[0], catalog).batch;
+        scan.stream = scan::stats(&read[1], catalog).stream;
+        (collected, with_occurrence)
     } else {
         let mut collector =
             collect::KeyedCollector::new(&alignment, check.sample, check.time_column.is_some());
@@ -270,9 +235,7 @@ pub async fn run(
         if let Some(physical) = &pass.physical {
             scan = scan::stats(physical, catalog);
         }
-        let mut totals = KeyedPass::default();
-        totals.add(&pass);
-        (totals.finish(collector), pass.with_occurrence)
+        (pass.finish(collector), pass.with_occurrence)
     };
     let stats = explainer.column_stats();
     let columns = alignment
@@ -311,6 +274,65 @@ pub async fn run(
     };
     redact(&mut result, &check.redact);
     Ok(result)
+}
+
+/// A keyed diff larger than memory: both sides split by key into spill files (with `state`),
+/// then diffed bucket by bucket with the in-memory plan (with `bucket_state`). Returns what
+/// was collected, whether any bucket paired by occurrence, and the two plans that read the
+/// sides (for their scan statistics).
+#[allow(clippy::too_many_arguments)]
+async fn keyed_in_buckets(
+    (state, bucket_state): (&SessionState, &SessionState),
+    (batch, stream): (LogicalPlan, LogicalPlan),
+    buckets: usize,
+    alignment: &align::Alignment,
+    check: &CheckSpec,
+    explainer: &mut explain::Explainer,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(collect::Collected, bool, [Arc<dyn ExecutionPlan>; 2])> {
+    tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
+    let keys: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
+    let split = |plan: LogicalPlan, name: &'static str| {
+        if let Some(bar) = progress {
+            bar.set_message(format!("splitting {name} into {buckets} buckets"));
+        }
+        let keys = &keys;
+        async move {
+            let plan = plan::normalised(plan, alignment)?;
+            partition::split(state, plan, keys, buckets).await
+        }
+    };
+    let mut batch_buckets = split(batch, "batch").await?;
+    let mut stream_buckets = split(stream, "stream").await?;
+    let mut collector =
+        collect::KeyedCollector::new(alignment, check.sample, check.time_column.is_some());
+    let mut totals = KeyedPass::default();
+    for index in 0..buckets {
+        if let Some(bar) = progress {
+            bar.set_message(format!("bucket {}/{buckets}", index + 1));
+        }
+        let rows = RowCounts {
+            batch: batch_buckets.rows[index],
+            stream: stream_buckets.rows[index],
+        };
+        let pass = keyed_pass(
+            bucket_state,
+            (batch_buckets.take(index)?, stream_buckets.take(index)?),
+            Some(rows),
+            alignment,
+            check,
+            &mut collector,
+            explainer,
+            None,
+        )
+        .await?;
+        totals.add(&pass);
+    }
+    Ok((
+        totals.finish(collector),
+        totals.with_occurrence,
+        [batch_buckets.physical, stream_buckets.physical],
+    ))
 }
 
 /// What one keyed diff plan saw, besides the rows the collector took: each side's row count
@@ -433,15 +455,6 @@ async fn keyed_pass(
         with_occurrence,
         physical: Some(physical),
     })
-}
-
-fn add_scans(a: scan::SideScan, b: scan::SideScan) -> scan::SideScan {
-    scan::SideScan {
-        files: a.files + b.files,
-        files_listed: a.files_listed + b.files_listed,
-        bytes: a.bytes + b.bytes,
-        bytes_scanned: a.bytes_scanned + b.bytes_scanned,
-    }
 }
 
 /// Masks the values of personal-data columns wherever a report could show them: samples,
