@@ -355,6 +355,9 @@ pub struct EngineSpec {
     pub buckets: Option<usize>,
     /// A Ballista scheduler that runs the plans; embedded DataFusion when absent.
     pub url: Option<String>,
+    /// Carry every value column through the keyed join on its own instead of packed into one
+    /// (what a Ballista run does; tests compare both).
+    pub unpacked_values: bool,
     pub join: JoinChoice,
     pub store: StoreOptions,
 }
@@ -623,6 +626,7 @@ impl EngineSpec {
             spill_dir: config.spill_dir.clone(),
             target_partitions: config.target_partitions,
             buckets: config.buckets,
+            unpacked_values: url.is_some(),
             url,
             join: config
                 .join

@@ -203,6 +203,10 @@ pub struct KeyedCollector<'a> {
     /// Whether every row of the output is observed (the late-data finding needs the time of
     /// every batch row) or only divergent ones.
     keep_all_rows: bool,
+    /// The value columns packed into one for the join, if any.
+    packing: Option<super::pack::Packing>,
+    /// The output's "differs" flags (unpacked values, and the packed ones as a whole).
+    differs_columns: Vec<String>,
     probe: Option<UniqueKeyProbe>,
     /// Samples order by key, then occurrence, so duplicates sample stably too. The occurrence
     /// columns are NULL in outputs without them, so every output's rows order alike.
@@ -214,13 +218,27 @@ pub struct KeyedCollector<'a> {
 }
 
 impl<'a> KeyedCollector<'a> {
-    pub fn new(alignment: &'a Alignment, sample_limit: usize, keep_all_rows: bool) -> Self {
+    pub fn new(
+        alignment: &'a Alignment,
+        sample_limit: usize,
+        keep_all_rows: bool,
+        packing: Option<super::pack::Packing>,
+    ) -> Self {
+        let mut differs_columns: Vec<String> = (0..alignment.values.len())
+            .filter(|&i| packing.as_ref().is_none_or(|p| !p.packs(i)))
+            .map(differs_name)
+            .collect();
+        if packing.is_some() {
+            differs_columns.push(super::pack::PACKED_DIFFERS.to_string());
+        }
         let mut order_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
         order_names.push(BATCH_OCCURRENCE.to_string());
         order_names.push(STREAM_OCCURRENCE.to_string());
         KeyedCollector {
             alignment,
             keep_all_rows,
+            packing,
+            differs_columns,
             probe: None,
             order_names,
             out: Collected {
@@ -243,6 +261,14 @@ impl<'a> KeyedCollector<'a> {
 
     /// Consumes one diff output. False when, under `expect_unique_keys`, a key turned out to
     /// repeat: what was observed is then meaningless and the caller rolls back.
+    pub fn alignment(&self) -> &'a Alignment {
+        self.alignment
+    }
+
+    pub fn packing(&self) -> Option<&super::pack::Packing> {
+        self.packing.as_ref()
+    }
+
     pub async fn consume(
         &mut self,
         mut stream: SendableRecordBatchStream,
@@ -258,7 +284,11 @@ impl<'a> KeyedCollector<'a> {
             let batch = if self.keep_all_rows {
                 batch
             } else {
-                divergent_rows(batch, self.alignment.values.len())?
+                divergent_rows(batch, &self.differs_columns)?
+            };
+            let batch = match &self.packing {
+                Some(packing) => packing.unpack(batch)?,
+                None => batch,
             };
             self.observe(&batch, explainer)?;
         }
@@ -361,12 +391,12 @@ fn order_rows(batch: &RecordBatch, names: &[String]) -> Result<datafusion::arrow
 }
 
 /// Only the rows that diverge: unpaired, or paired with a differing compared column.
-fn divergent_rows(batch: RecordBatch, values: usize) -> Result<RecordBatch> {
+fn divergent_rows(batch: RecordBatch, differs_columns: &[String]) -> Result<RecordBatch> {
     let bp = boolean(&batch, BATCH_PRESENT)?;
     let sp = boolean(&batch, STREAM_PRESENT)?;
     let mut keep = datafusion::arrow::compute::kernels::boolean::not(&and(bp, sp)?)?;
-    for i in 0..values {
-        keep = or(&keep, boolean(&batch, &differs_name(i))?)?;
+    for name in differs_columns {
+        keep = or(&keep, boolean(&batch, name)?)?;
     }
     if keep.true_count() == batch.num_rows() {
         return Ok(batch);

@@ -4,6 +4,7 @@
 pub mod align;
 pub mod collect;
 pub mod explain;
+pub mod pack;
 pub mod partition;
 pub mod plan;
 pub mod scan;
@@ -209,7 +210,7 @@ pub async fn run(
             (&state, &bucket_state),
             (batch, stream),
             buckets,
-            &alignment,
+            keyed_collector(engine, &alignment, check),
             check,
             &mut explainer,
             progress,
@@ -219,8 +220,7 @@ pub async fn run(
         scan.stream = scan::stats(&read[1], catalog).stream;
         (collected, with_occurrence)
     } else {
-        let mut collector =
-            collect::KeyedCollector::new(&alignment, check.sample, check.time_column.is_some());
+        let mut collector = keyed_collector(engine, &alignment, check);
         let pass = keyed_pass(
             &state,
             (batch, stream),
@@ -276,6 +276,28 @@ pub async fn run(
     Ok(result)
 }
 
+/// The collector of a keyed diff, packing the values for the join where that is possible.
+fn keyed_collector<'a>(
+    engine: &Engine,
+    alignment: &'a align::Alignment,
+    check: &CheckSpec,
+) -> collect::KeyedCollector<'a> {
+    let dimensions: Vec<&str> = [&check.time_column, &check.window_column]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let packing = (!engine.spec.unpacked_values && engine.remote.is_none())
+        .then(|| pack::Packing::choose(&alignment.values, &dimensions))
+        .flatten();
+    collect::KeyedCollector::new(
+        alignment,
+        check.sample,
+        check.time_column.is_some(),
+        packing,
+    )
+}
+
 /// A keyed diff larger than memory: both sides split by key into spill files (with `state`),
 /// then diffed bucket by bucket with the in-memory plan (with `bucket_state`). Returns what
 /// was collected, whether any bucket paired by occurrence, and the two plans that read the
@@ -285,11 +307,12 @@ async fn keyed_in_buckets(
     (state, bucket_state): (&SessionState, &SessionState),
     (batch, stream): (LogicalPlan, LogicalPlan),
     buckets: usize,
-    alignment: &align::Alignment,
+    mut collector: collect::KeyedCollector<'_>,
     check: &CheckSpec,
     explainer: &mut explain::Explainer,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<(collect::Collected, bool, [Arc<dyn ExecutionPlan>; 2])> {
+    let alignment = collector.alignment();
     tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
     let keys: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
     let split = |plan: LogicalPlan, name: &'static str| {
@@ -304,8 +327,6 @@ async fn keyed_in_buckets(
     };
     let mut batch_buckets = split(batch, "batch").await?;
     let mut stream_buckets = split(stream, "stream").await?;
-    let mut collector =
-        collect::KeyedCollector::new(alignment, check.sample, check.time_column.is_some());
     let mut totals = KeyedPass::default();
     for index in 0..buckets {
         if let Some(bar) = progress {
@@ -403,7 +424,15 @@ async fn keyed_pass(
         batch: batch_rows,
         stream: stream_rows,
     })?;
-    let plan = plan::keyed(batch.clone(), stream.clone(), alignment, false, dims, false)?;
+    let plan = plan::keyed(
+        batch.clone(),
+        stream.clone(),
+        alignment,
+        false,
+        dims,
+        false,
+        collector.packing(),
+    )?;
     let (output, physical) = execute_physical(state, plan).await?;
     let ticker = track_progress(&physical, progress);
     let unique = collector.consume(output, explainer).await;
@@ -438,6 +467,7 @@ async fn keyed_pass(
         with_occurrence,
         dims,
         only_divergent,
+        collector.packing(),
     )?;
     tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
     let (output, physical) = execute_physical(state, plan).await?;

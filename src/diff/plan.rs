@@ -18,6 +18,7 @@ use datafusion::logical_expr::{
 };
 
 use super::align::{AlignedColumn, Alignment, is_float};
+use super::pack::{BATCH_PACKED, PACKED, PACKED_DIFFERS, Packing, STREAM_PACKED};
 use crate::config::Tolerance;
 
 pub const PRESENT: &str = "__dr_present";
@@ -168,8 +169,10 @@ pub fn keyed(
     with_occurrence: bool,
     dimensions: [Option<&str>; 2],
     only_divergent: bool,
+    packing: Option<&Packing>,
 ) -> Result<LogicalPlan> {
     let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
+    let packed = |i: usize| packing.is_some_and(|p| p.packs(i));
     let side = |plan: LogicalPlan, alias: &str| -> Result<LogicalPlan> {
         let mut builder = prepare(plan, &columns)?;
         if with_occurrence {
@@ -189,6 +192,28 @@ pub fn keyed(
                 .build()?
                 .alias(OCCURRENCE);
             builder = builder.window(vec![occurrence])?;
+        }
+        if let Some(packing) = packing {
+            let schema = builder.schema().clone();
+            let mut exprs: Vec<Expr> = schema
+                .columns()
+                .into_iter()
+                .filter(|c| {
+                    !alignment
+                        .values
+                        .iter()
+                        .enumerate()
+                        .any(|(i, v)| packed(i) && v.name == c.name)
+                })
+                .map(Expr::Column)
+                .collect();
+            let args = packing
+                .columns
+                .iter()
+                .map(|&i| Expr::Column(Column::from_name(&alignment.values[i].name)))
+                .collect();
+            exprs.push(packing.call(args).alias(PACKED));
+            builder = builder.project(exprs)?;
         }
         Ok(builder.alias(alias)?.build()?)
     };
@@ -223,7 +248,10 @@ pub fn keyed(
         let any_differs = alignment
             .values
             .iter()
-            .map(differs)
+            .enumerate()
+            .filter(|(i, _)| !packed(*i))
+            .map(|(_, v)| differs(v))
+            .chain(packing.map(|_| packed_differs()))
             .reduce(Expr::or)
             .unwrap_or(lit(false));
         joined.filter((!paired).or(any_differs))?
@@ -248,12 +276,29 @@ pub fn keyed(
             out.push(coalesce(vec![qualified("b", column), qualified("s", column)]).alias(alias));
         }
     }
+    if let Some(packing) = packing {
+        let nulls = packing.nulls()?;
+        out.push(coalesce(vec![qualified("b", PACKED), nulls.clone()]).alias(BATCH_PACKED));
+        out.push(coalesce(vec![qualified("s", PACKED), nulls]).alias(STREAM_PACKED));
+        out.push(packed_differs().alias(PACKED_DIFFERS));
+    }
     for (i, value) in alignment.values.iter().enumerate() {
+        if packed(i) {
+            continue;
+        }
         out.push(differs(value).alias(differs_name(i)));
         out.push(qualified("b", &value.name).alias(batch_value_name(i)));
         out.push(qualified("s", &value.name).alias(stream_value_name(i)));
     }
     Ok(joined.project(out)?.build()?)
+}
+
+fn packed_differs() -> Expr {
+    Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(qualified("b", PACKED)),
+        Operator::IsDistinctFrom,
+        Box::new(qualified("s", PACKED)),
+    ))
 }
 
 /// One side's row count and the number of key values that occur more than once in it.

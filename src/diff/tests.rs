@@ -66,6 +66,28 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
         "hash and sort-merge joins disagree"
     );
     assert_eq!(hash.rows, merged.rows);
+    // And with every value column carried through the join on its own (as on Ballista).
+    let unpacked = EngineSpec {
+        unpacked_values: true,
+        ..Default::default()
+    };
+    let plain = diff_with(unpacked, batch, stream, spec)
+        .await
+        .expect("unpacked diff runs");
+    assert_eq!(
+        hash.counts, plain.counts,
+        "packed and unpacked values disagree"
+    );
+    assert_eq!(hash.rows, plain.rows);
+    assert_eq!(
+        hash.samples, plain.samples,
+        "unpacked diff samples differently"
+    );
+    assert_eq!(
+        serde_json::to_value(&hash.columns).unwrap(),
+        serde_json::to_value(&plain.columns).unwrap(),
+        "unpacked diff counts per column differently"
+    );
     // And when the diff is split into buckets on disk (three here: small tables would not be).
     let bucketed = EngineSpec {
         buckets: Some(3),
