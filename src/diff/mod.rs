@@ -225,6 +225,7 @@ pub async fn run(
             &state,
             (batch, stream),
             None,
+            engine.remote.is_none(),
             &alignment,
             check,
             &mut collector,
@@ -340,6 +341,7 @@ async fn keyed_in_buckets(
             bucket_state,
             (batch_buckets.take(index)?, stream_buckets.take(index)?),
             Some(rows),
+            true,
             alignment,
             check,
             &mut collector,
@@ -394,12 +396,14 @@ impl KeyedPass {
     }
 }
 
-/// The keyed diff of two plans (each side's row count given when known).
+/// The keyed diff of two plans (each side's row count given when known), trying the
+/// unique-key pass first when `prove_unique`.
 #[allow(clippy::too_many_arguments)]
 async fn keyed_pass(
     state: &SessionState,
     (batch, stream): (LogicalPlan, LogicalPlan),
     known_rows: Option<RowCounts>,
+    prove_unique: bool,
     alignment: &align::Alignment,
     check: &CheckSpec,
     collector: &mut collect::KeyedCollector<'_>,
@@ -411,47 +415,50 @@ async fn keyed_pass(
     // own output proves it (see `KeyedCollector::expect_unique_keys`) given each side's row
     // count, which a scan's statistics often answer without reading. Only when a key repeats
     // are the duplicated keys counted and each side given an occurrence index (a sort per key
-    // group), in a second pass.
-    let (batch_rows, stream_rows) = match known_rows {
-        Some(rows) => (rows.batch, rows.stream),
-        None => futures::try_join!(
-            row_count(state, batch.clone()),
-            row_count(state, stream.clone())
-        )?,
-    };
-    let saved = (collector.clone(), explainer.clone());
-    collector.expect_unique_keys(RowCounts {
-        batch: batch_rows,
-        stream: stream_rows,
-    })?;
-    let plan = plan::keyed(
-        batch.clone(),
-        stream.clone(),
-        alignment,
-        false,
-        dims,
-        false,
-        collector.packing(),
-    )?;
-    let (output, physical) = execute_physical(state, plan).await?;
-    let ticker = track_progress(&physical, progress);
-    let unique = collector.consume(output, explainer).await;
-    if let Some(ticker) = ticker {
-        ticker.abort();
+    // group), in a second pass. (Without `prove_unique`, as on Ballista, where that first pass
+    // would ship every joined row to dualrun, the duplicate count runs first and only
+    // divergent rows leave the engine.)
+    if prove_unique {
+        let (batch_rows, stream_rows) = match known_rows {
+            Some(rows) => (rows.batch, rows.stream),
+            None => futures::try_join!(
+                row_count(state, batch.clone()),
+                row_count(state, stream.clone())
+            )?,
+        };
+        let saved = (collector.clone(), explainer.clone());
+        collector.expect_unique_keys(RowCounts {
+            batch: batch_rows,
+            stream: stream_rows,
+        })?;
+        let plan = plan::keyed(
+            batch.clone(),
+            stream.clone(),
+            alignment,
+            false,
+            dims,
+            false,
+            collector.packing(),
+        )?;
+        let (output, physical) = execute_physical(state, plan).await?;
+        let ticker = track_progress(&physical, progress);
+        let unique = collector.consume(output, explainer).await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        if unique? {
+            return Ok(KeyedPass {
+                batch_rows,
+                stream_rows,
+                batch_dups: 0,
+                stream_dups: 0,
+                with_occurrence: false,
+                physical: Some(physical),
+            });
+        }
+        (*collector, *explainer) = saved;
+        tracing::debug!(check = %check.name, "a key repeats: pairing by occurrence");
     }
-    if unique? {
-        return Ok(KeyedPass {
-            batch_rows,
-            stream_rows,
-            batch_dups: 0,
-            stream_dups: 0,
-            with_occurrence: false,
-            physical: Some(physical),
-        });
-    }
-    (*collector, *explainer) = saved;
-    tracing::debug!(check = %check.name, "a key repeats: pairing by occurrence");
-
     let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
         side_counts(state, plan::duplicate_keys(batch.clone(), alignment)?),
         side_counts(state, plan::duplicate_keys(stream.clone(), alignment)?),
