@@ -105,6 +105,13 @@ async fn run_check(
     plan: &Plan,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Outcome> {
+    let in_process;
+    let engine = if check.embedded && engine.remote.is_some() {
+        in_process = engine.embedded();
+        &in_process
+    } else {
+        engine
+    };
     let batch = engine
         .plan_side(check, Side::Batch, &plan.params, catalog)
         .await?;

@@ -126,6 +126,9 @@ pub struct CheckConfig {
     /// Columns whose values never appear in samples or findings (personal data).
     #[serde(default)]
     pub redact: Vec<String>,
+    /// "embedded": this check runs in-process even when [engine] url sends the others to
+    /// Ballista (e.g. a query with LIMIT, which Ballista cannot run correctly).
+    pub engine: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -398,6 +401,8 @@ pub struct CheckSpec {
     pub window_column: Option<String>,
     pub timeout: Option<Duration>,
     pub redact: Vec<String>,
+    /// Runs in-process even when the engine is a Ballista cluster.
+    pub embedded: bool,
 }
 
 /// The gate policy of one check.
@@ -767,6 +772,7 @@ impl Plan {
                 .map(|t| parse_duration(t, "--timeout"))
                 .transpose()?,
             redact: clean_columns(input.redact, "--redact")?,
+            embedded: false,
         };
         Ok(Plan {
             tables: table_specs,
@@ -969,6 +975,13 @@ impl Plan {
                     .map(|t| parse_duration(t, &format!("{context} timeout")))
                     .transpose()?,
                 redact: clean_columns(&check.redact, "redact").context(context.clone())?,
+                embedded: match check.engine.as_deref() {
+                    None => false,
+                    Some("embedded") => true,
+                    Some(other) => bail!(
+                        "{context}: engine = \"{other}\": a check can only ask for \"embedded\" (the cluster itself is [engine] url or --engine)"
+                    ),
+                },
                 lateness: check
                     .lateness
                     .as_deref()

@@ -68,10 +68,33 @@ pub async fn connect(_local: SessionState, url: &str) -> Result<SessionState> {
     )
 }
 
+/// Fails before anything runs when a plan cannot run correctly on Ballista, naming what and
+/// why: a query with LIMIT (Ballista 55's distributed planners drop a LIMIT that sits below a
+/// shuffle, and the diff always shuffles the query's result: measured 20 rows for a LIMIT 10 on
+/// two executors), or a table provider without a codec, such as a Delta table.
+pub fn ensure_distributable(plan: &LogicalPlan, side: &str, check: &str) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut limited = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        limited |= matches!(node, LogicalPlan::Limit(_));
+        Ok(if limited {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if limited {
+        bail!(
+            "check '{check}': its query has a LIMIT, which Ballista 55 does not run correctly below the diff's shuffle (it returns too many or too few rows); run it in-process: engine = \"embedded\" on the check, or compare without --engine"
+        );
+    }
+    ensure_serializable(plan, side)
+}
+
 /// Fails before anything runs when a plan cannot be shipped to Ballista (a table provider
 /// without a codec, such as a Delta table), naming the tables it reads.
 #[cfg(feature = "ballista")]
-pub fn ensure_serializable(plan: &LogicalPlan, side: &str) -> Result<()> {
+fn ensure_serializable(plan: &LogicalPlan, side: &str) -> Result<()> {
     let codec = ballista_core::serde::BallistaLogicalExtensionCodec::default();
     datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(plan, &codec)
         .map(|_| ())
@@ -86,6 +109,6 @@ pub fn ensure_serializable(plan: &LogicalPlan, side: &str) -> Result<()> {
 }
 
 #[cfg(not(feature = "ballista"))]
-pub fn ensure_serializable(_plan: &LogicalPlan, _side: &str) -> Result<()> {
+fn ensure_serializable(_plan: &LogicalPlan, _side: &str) -> Result<()> {
     Ok(())
 }

@@ -72,6 +72,19 @@ impl Engine {
         })
     }
 
+    /// The same catalog and settings, running in-process (a check that asks for it).
+    pub fn embedded(&self) -> Engine {
+        Engine {
+            ctx: self.ctx.clone(),
+            remote: None,
+            spec: EngineSpec {
+                url: None,
+                unpacked_values: false,
+                ..self.spec.clone()
+            },
+        }
+    }
+
     /// A copy of the session state whose unqualified table names resolve on `side`.
     fn state_for(&self, side: Side) -> SessionState {
         let mut state = self.ctx.state();

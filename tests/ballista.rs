@@ -124,6 +124,61 @@ fn a_keyed_diff_with_duplicates_on_ballista() {
 }
 
 #[test]
+fn a_limit_is_refused_on_ballista_and_runs_in_process_when_the_check_asks() {
+    let ws = Workspace::new();
+    let table = ws.table(
+        "t",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 5.0), (2, 9.0), (3, 7.0), (4, 1.0)) AS t(id, x)",
+    );
+    let top = "SELECT id, x FROM t ORDER BY x DESC LIMIT 2";
+    let run = ws.compare(&table, &table, top, &["--engine", "ballista://standalone"]);
+    assert_trouble(&run, "check 'compare': its query has a LIMIT");
+    assert_eq!(run.json()["status"], "error", "no verdict is claimed");
+    // In a subquery too.
+    let nested = "SELECT count(*) AS n FROM (SELECT id FROM t ORDER BY x LIMIT 3)";
+    let run = ws.compare(
+        &table,
+        &table,
+        nested,
+        &["--engine", "ballista://standalone"],
+    );
+    assert_trouble(&run, "has a LIMIT");
+
+    ws.write(
+        "two.toml",
+        &format!(
+            "[tables.t]\nbatch = \"{table}\"\nstream = \"{table}\"\n\
+             [[checks]]\nname = \"top\"\nsql = \"{top}\"\nkey = [\"id\"]\nengine = \"embedded\"\n\
+             [[checks]]\nname = \"all\"\nsql = \"SELECT id, x FROM t\"\nkey = [\"id\"]\n"
+        ),
+    );
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "two.toml",
+        "--format",
+        "json",
+        "--engine",
+        "ballista://standalone",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let rows: Vec<(String, u64)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["rows"]["batch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("top".to_string(), 2), ("all".to_string(), 4)]);
+}
+
+#[test]
 fn an_unreachable_scheduler_is_a_clear_error() {
     let ws = Workspace::new();
     let table = ws.table("t", Fmt::Parquet, "SELECT 1 AS id");

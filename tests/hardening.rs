@@ -118,6 +118,11 @@ fn thirty_and_more_bad_inputs() {
             "keys",
         ),
         config(
+            "a per-check engine other than embedded",
+            "[[checks]]\nname = \"c\"\nsql = \"SELECT 1\"\nengine = \"ballista://x:1\"\n",
+            "can only ask for \"embedded\"",
+        ),
+        config(
             "no checks",
             "[tables.t]\nbatch = \"good/\"\nstream = \"good/\"\n",
             "no [[checks]]",

@@ -154,8 +154,8 @@ pub async fn run(
         + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
     let state = engine.diff_state(input_bytes);
     if engine.remote.is_some() {
-        crate::distributed::ensure_serializable(&batch, "batch")?;
-        crate::distributed::ensure_serializable(&stream, "stream")?;
+        crate::distributed::ensure_distributable(&batch, "batch", &check.name)?;
+        crate::distributed::ensure_distributable(&stream, "stream", &check.name)?;
     }
     for (what, column) in [
         ("time_column", &check.time_column),

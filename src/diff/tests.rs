@@ -25,6 +25,7 @@ fn check(key: &[&str], tolerances: &[(&str, Tolerance)], ignore: &[&str]) -> Che
         window_column: None,
         timeout: None,
         redact: Vec::new(),
+        embedded: false,
     }
 }
 
