@@ -90,6 +90,11 @@ PY
     .venv/bin/python bench/run.py --dualrun "$dualrun" --repeat "${REPEAT:-3}"
     .venv/bin/python bench/run.py --dualrun "$dualrun" --repeat "${REPEAT:-3}" --skip-duckdb \
       --extra-args "--engine $engine"
+    # The client's RSS above is only dualrun's; the work ran in the executors.
+    for i in 1 2; do
+      pid=${pids[$i]}
+      echo "executor $i peak RSS: $(awk '/VmHWM/ {printf "%d MiB", $2 / 1024}' "/proc/$pid/status")"
+    done
     ;;
   *)
     echo "usage: scripts/cluster.sh demo|bench" >&2
