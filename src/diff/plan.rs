@@ -276,10 +276,11 @@ pub fn keyed(
             out.push(coalesce(vec![qualified("b", column), qualified("s", column)]).alias(alias));
         }
     }
-    if let Some(packing) = packing {
-        let nulls = packing.nulls()?;
-        out.push(coalesce(vec![qualified("b", PACKED), nulls.clone()]).alias(BATCH_PACKED));
-        out.push(coalesce(vec![qualified("s", PACKED), nulls]).alias(STREAM_PACKED));
+    if packing.is_some() {
+        // NULL on the side without the row; only divergent rows are unpacked, and that is
+        // where a NULL becomes a row of NULLs.
+        out.push(qualified("b", PACKED).alias(BATCH_PACKED));
+        out.push(qualified("s", PACKED).alias(STREAM_PACKED));
         out.push(packed_differs().alias(PACKED_DIFFERS));
     }
     for (i, value) in alignment.values.iter().enumerate() {
