@@ -35,7 +35,8 @@ impl Engine {
             .target_partitions
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         // DATAFUSION_* environment variables tune the engine (an escape hatch for operators,
-        // e.g. DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES); dualrun's own settings win.
+        // e.g. DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES); dualrun's own settings win,
+        // except the batch size and hash join read-ahead, which defer to theirs.
         let mut config =
             SessionConfig::from_env().map_err(|e| anyhow!("DATAFUSION_* environment: {e}"))?;
         if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
