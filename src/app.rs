@@ -248,6 +248,10 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
             let stream = engine
                 .plan_side(check, Side::Stream, &plan.params, &catalog)
                 .await?;
+            if engine.remote.is_some() && !check.embedded {
+                crate::distributed::ensure_distributable(&batch, "batch", &check.name)?;
+                crate::distributed::ensure_distributable(&stream, "stream", &check.name)?;
+            }
             diff::align::align(check, batch.schema(), stream.schema())
         }
         .await;

@@ -153,6 +153,32 @@ fn a_limit_is_refused_on_ballista_and_runs_in_process_when_the_check_asks() {
              [[checks]]\nname = \"all\"\nsql = \"SELECT id, x FROM t\"\nkey = [\"id\"]\n"
         ),
     );
+    // validate says so before the night, and accepts the in-process check.
+    let config = std::fs::read_to_string(ws.path("two.toml")).unwrap();
+    ws.write(
+        "validate.toml",
+        &format!("{config}[engine]\nurl = \"ballista://standalone\"\n"),
+    );
+    assert_eq!(ws.run(&["validate", "--config", "validate.toml"]).code, 0);
+    ws.write(
+        "limited.toml",
+        &(config.replace("engine = \"embedded\"\n", "")
+            + "[engine]\nurl = \"ballista://standalone\"\n"),
+    );
+    let validated = ws.run(&["validate", "--config", "limited.toml"]);
+    assert_eq!(
+        validated.code, 2,
+        "{}\n{}",
+        validated.stdout, validated.stderr
+    );
+    assert!(
+        validated
+            .stdout
+            .contains("ERROR    top: check 'top': its query has a LIMIT"),
+        "{}",
+        validated.stdout
+    );
+
     let run = ws.run(&[
         "run",
         "--config",
