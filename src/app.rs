@@ -249,8 +249,7 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
                 .plan_side(check, Side::Stream, &plan.params, &catalog)
                 .await?;
             if engine.remote.is_some() && !check.embedded {
-                crate::distributed::ensure_distributable(&batch, "batch", &check.name)?;
-                crate::distributed::ensure_distributable(&stream, "stream", &check.name)?;
+                crate::distributed::ensure_distributable(&check.name, &batch, &stream)?;
             }
             diff::align::align(check, batch.schema(), stream.schema())
         }

@@ -68,27 +68,30 @@ pub async fn connect(_local: SessionState, url: &str) -> Result<SessionState> {
     )
 }
 
-/// Fails before anything runs when a plan cannot run correctly on Ballista, naming what and
+/// Fails before anything runs when a check's two plans cannot run correctly on Ballista, naming what and
 /// why: a query with LIMIT (Ballista 55's distributed planners drop a LIMIT that sits below a
 /// shuffle, and the diff always shuffles the query's result: measured 20 rows for a LIMIT 10 on
 /// two executors), or a table provider without a codec, such as a Delta table.
-pub fn ensure_distributable(plan: &LogicalPlan, side: &str, check: &str) -> Result<()> {
+pub fn ensure_distributable(check: &str, batch: &LogicalPlan, stream: &LogicalPlan) -> Result<()> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     let mut limited = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        limited |= matches!(node, LogicalPlan::Limit(_));
-        Ok(if limited {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
+    for plan in [batch, stream] {
+        let _ = plan.apply_with_subqueries(|node| {
+            limited |= matches!(node, LogicalPlan::Limit(_));
+            Ok(if limited {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        });
+    }
     if limited {
         bail!(
             "check '{check}': its query has a LIMIT, which Ballista 55 does not run correctly below the diff's shuffle (it returns too many or too few rows); run it in-process: engine = \"embedded\" on the check, or compare without --engine"
         );
     }
-    ensure_serializable(plan, side)
+    ensure_serializable(batch, "batch")?;
+    ensure_serializable(stream, "stream")
 }
 
 /// Fails before anything runs when a plan cannot be shipped to Ballista (a table provider

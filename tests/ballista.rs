@@ -145,16 +145,13 @@ fn a_limit_is_refused_on_ballista_and_runs_in_process_when_the_check_asks() {
     );
     assert_trouble(&run, "has a LIMIT");
 
-    ws.write(
-        "two.toml",
-        &format!(
-            "[tables.t]\nbatch = \"{table}\"\nstream = \"{table}\"\n\
-             [[checks]]\nname = \"top\"\nsql = \"{top}\"\nkey = [\"id\"]\nengine = \"embedded\"\n\
-             [[checks]]\nname = \"all\"\nsql = \"SELECT id, x FROM t\"\nkey = [\"id\"]\n"
-        ),
+    let config = format!(
+        "[tables.t]\nbatch = \"{table}\"\nstream = \"{table}\"\n\
+         [[checks]]\nname = \"top\"\nsql = \"{top}\"\nkey = [\"id\"]\nengine = \"embedded\"\n\
+         [[checks]]\nname = \"all\"\nsql = \"SELECT id, x FROM t\"\nkey = [\"id\"]\n"
     );
+    ws.write("two.toml", &config);
     // validate says so before the night, and accepts the in-process check.
-    let config = std::fs::read_to_string(ws.path("two.toml")).unwrap();
     ws.write(
         "validate.toml",
         &format!("{config}[engine]\nurl = \"ballista://standalone\"\n"),

@@ -154,8 +154,7 @@ pub async fn run(
         + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
     let state = engine.diff_state(input_bytes);
     if engine.remote.is_some() {
-        crate::distributed::ensure_distributable(&batch, "batch", &check.name)?;
-        crate::distributed::ensure_distributable(&stream, "stream", &check.name)?;
+        crate::distributed::ensure_distributable(&check.name, &batch, &stream)?;
     }
     for (what, column) in [
         ("time_column", &check.time_column),
