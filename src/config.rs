@@ -355,6 +355,9 @@ pub struct EngineSpec {
     pub memory_limit: Option<usize>,
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
+    /// Rows per batch inside DataFusion; 32K when absent (tests use tiny batches so that
+    /// arrays arrive sliced at odd offsets).
+    pub batch_size: Option<usize>,
     pub buckets: Option<usize>,
     /// A Ballista scheduler that runs the plans; embedded DataFusion when absent.
     pub url: Option<String>,
@@ -630,6 +633,7 @@ impl EngineSpec {
             memory_limit,
             spill_dir: config.spill_dir.clone(),
             target_partitions: config.target_partitions,
+            batch_size: None,
             buckets: config.buckets,
             unpacked_values: url.is_some(),
             url,

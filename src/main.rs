@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     // A panic is a dualrun bug, never a verdict: say so plainly and exit 2.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("dualrun: internal error (please report it): {info}");
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
     }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

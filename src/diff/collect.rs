@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, anyhow};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::array::{Int64Array, Scalar};
-use datafusion::arrow::compute::kernels::boolean::{and, and_not, or};
+use datafusion::arrow::compute::kernels::boolean::{and, not, or};
 use datafusion::arrow::compute::kernels::cmp::gt;
 use datafusion::arrow::compute::sum;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
@@ -128,6 +128,14 @@ impl SampleKeeper {
     fn into_samples(self) -> Vec<RowSample> {
         self.kept.into_iter().map(|(_, s)| s).collect()
     }
+}
+
+/// `left AND NOT right`. Not arrow's `and_not`: in arrow-arith 59.3 it passes the two arrays'
+/// bit offsets the wrong way round, so on sliced arrays (a hash join's output is sliced at any
+/// row) it reads the wrong bits, or panics when the offsets differ in alignment (the 2 × 50M
+/// crash). `and` and `not` handle offsets correctly.
+pub(crate) fn and_not(left: &BooleanArray, right: &BooleanArray) -> Result<BooleanArray> {
+    Ok(and(left, &not(right)?)?)
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
@@ -394,7 +402,7 @@ fn order_rows(batch: &RecordBatch, names: &[String]) -> Result<datafusion::arrow
 fn divergent_rows(batch: RecordBatch, differs_columns: &[String]) -> Result<RecordBatch> {
     let bp = boolean(&batch, BATCH_PRESENT)?;
     let sp = boolean(&batch, STREAM_PRESENT)?;
-    let mut keep = datafusion::arrow::compute::kernels::boolean::not(&and(bp, sp)?)?;
+    let mut keep = not(&and(bp, sp)?)?;
     for name in differs_columns {
         keep = or(&keep, boolean(&batch, name)?)?;
     }
@@ -589,4 +597,34 @@ pub async fn keyless(
         mismatched: Vec::new(),
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    /// The arrays of a hash join's output are slices at any offset; masks must read the bits
+    /// of each at its own offset.
+    #[test]
+    fn and_not_respects_each_arrays_offset() {
+        let pattern: Vec<bool> = (0..200).map(|i| i % 3 == 0 || i % 7 == 0).collect();
+        let other: Vec<bool> = (0..200).map(|i| i % 5 == 0).collect();
+        let left_all = BooleanArray::from(pattern.clone());
+        let right_all = BooleanArray::from(other.clone());
+        for (lo, ro, len) in [
+            (0, 0, 100),
+            (0, 3, 100),
+            (5, 0, 97),
+            (64, 7, 120),
+            (1, 66, 130),
+        ] {
+            let left = left_all.slice(lo, len);
+            let right = right_all.slice(ro, len);
+            let expected: Vec<bool> = (0..len)
+                .map(|i| pattern[lo + i] && !other[ro + i])
+                .collect();
+            let got = and_not(&left, &right).unwrap();
+            assert_eq!(got, BooleanArray::from(expected), "offsets {lo} and {ro}");
+        }
+    }
 }

@@ -89,6 +89,21 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
         serde_json::to_value(&plain.columns).unwrap(),
         "unpacked diff counts per column differently"
     );
+    // And with tiny batches, so that every array of the join's output arrives as a slice at some
+    // odd offset (the class of the arrow `and_not` bug behind the 2 × 50M crash).
+    let tiny = EngineSpec {
+        batch_size: Some(3),
+        ..Default::default()
+    };
+    let sliced = diff_with(tiny, batch, stream, spec)
+        .await
+        .expect("diff with tiny batches runs");
+    assert_eq!(hash.counts, sliced.counts, "tiny batches count differently");
+    assert_eq!(hash.rows, sliced.rows);
+    assert_eq!(
+        hash.samples, sliced.samples,
+        "tiny batches sample differently"
+    );
     // And when the diff is split into buckets on disk (three here: small tables would not be).
     let bucketed = EngineSpec {
         buckets: Some(3),
