@@ -364,6 +364,10 @@ pub struct EngineSpec {
     /// Carry every value column through the keyed join on its own instead of packed into one
     /// (what a Ballista run does; tests compare both).
     pub unpacked_values: bool,
+    /// Count duplicated keys first and pair every row by occurrence, instead of finding and
+    /// pairing repeated keys in one pass: what a Ballista run does, and what dualrun falls
+    /// back to when keys repeat too often; tests compare both.
+    pub pair_all_by_occurrence: bool,
     pub join: JoinChoice,
     pub store: StoreOptions,
 }
@@ -636,6 +640,7 @@ impl EngineSpec {
             batch_size: None,
             buckets: config.buckets,
             unpacked_values: url.is_some(),
+            pair_all_by_occurrence: url.is_some(),
             url,
             join: config
                 .join

@@ -90,6 +90,7 @@ impl Engine {
             spec: EngineSpec {
                 url: None,
                 unpacked_values: false,
+                pair_all_by_occurrence: false,
                 ..self.spec.clone()
             },
         }

@@ -215,7 +215,6 @@ pub struct KeyedCollector<'a> {
     packing: Option<super::pack::Packing>,
     /// The output's "differs" flags (unpacked values, and the packed ones as a whole).
     differs_columns: Vec<String>,
-    probe: Option<UniqueKeyProbe>,
     /// Samples order by key, then occurrence, so duplicates sample stably too. The occurrence
     /// columns are NULL in outputs without them, so every output's rows order alike.
     order_names: Vec<String>,
@@ -247,7 +246,6 @@ impl<'a> KeyedCollector<'a> {
             keep_all_rows,
             packing,
             differs_columns,
-            probe: None,
             order_names,
             out: Collected {
                 column_mismatches: vec![0; alignment.values.len()],
@@ -259,16 +257,6 @@ impl<'a> KeyedCollector<'a> {
         }
     }
 
-    /// From now on, also prove that no key repeats on either side, given each side's row
-    /// count: the output must then hold each side's rows exactly once (a key paired m × n
-    /// times inflates it) and no key twice among the unpaired rows.
-    pub fn expect_unique_keys(&mut self, rows: RowCounts) -> Result<()> {
-        self.probe = Some(UniqueKeyProbe::new(self.alignment, rows)?);
-        Ok(())
-    }
-
-    /// Consumes one diff output. False when, under `expect_unique_keys`, a key turned out to
-    /// repeat: what was observed is then meaningless and the caller rolls back.
     pub fn alignment(&self) -> &'a Alignment {
         self.alignment
     }
@@ -277,31 +265,45 @@ impl<'a> KeyedCollector<'a> {
         self.packing.as_ref()
     }
 
+    /// The output's columns that flag a differing pair.
+    pub fn differs_columns(&self) -> &[String] {
+        &self.differs_columns
+    }
+
+    /// Consumes a whole diff output (of a plan that pairs duplicates by occurrence itself).
     pub async fn consume(
         &mut self,
         mut stream: SendableRecordBatchStream,
         explainer: &mut Explainer,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            if let Some(probe) = &mut self.probe
-                && !probe.admits(&batch)?
-            {
-                return Ok(false);
-            }
             let batch = if self.keep_all_rows {
                 batch
             } else {
                 divergent_rows(batch, &self.differs_columns)?
             };
-            let batch = match &self.packing {
-                Some(packing) => packing.unpack(batch)?,
-                None => batch,
-            };
-            self.observe(&batch, explainer)?;
+            self.account(batch, explainer)?;
         }
-        let unique = self.probe.take().is_none_or(|probe| probe.proven());
-        Ok(unique)
+        Ok(())
+    }
+
+    /// Accounts rows of a (possibly packed) diff output.
+    pub fn account(&mut self, batch: RecordBatch, explainer: &mut Explainer) -> Result<()> {
+        let batch = match &self.packing {
+            Some(packing) => packing.unpack(batch)?,
+            None => batch,
+        };
+        self.observe(&batch, explainer)
+    }
+
+    /// Accounts rows of a diff output whose values are not packed.
+    pub fn account_unpacked(
+        &mut self,
+        batch: RecordBatch,
+        explainer: &mut Explainer,
+    ) -> Result<()> {
+        self.observe(&batch, explainer)
     }
 
     fn observe(&mut self, batch: &RecordBatch, explainer: &mut Explainer) -> Result<()> {
@@ -412,60 +414,6 @@ fn divergent_rows(batch: RecordBatch, differs_columns: &[String]) -> Result<Reco
     Ok(datafusion::arrow::compute::filter_record_batch(
         &batch, &keep,
     )?)
-}
-
-/// Gives up on a unique-key pass that would have to remember more unpaired keys than this.
-const MAX_UNPAIRED_KEYS: usize = 1_000_000;
-
-/// The evidence, gathered from a diff output without occurrence indexes, that no key repeats.
-#[derive(Clone)]
-struct UniqueKeyProbe {
-    key_names: Vec<String>,
-    expected: RowCounts,
-    seen: RowCounts,
-    missing: std::collections::HashSet<OwnedRow>,
-    extra: std::collections::HashSet<OwnedRow>,
-}
-
-impl UniqueKeyProbe {
-    fn new(alignment: &Alignment, expected: RowCounts) -> Result<Self> {
-        Ok(UniqueKeyProbe {
-            key_names: alignment.keys.iter().map(|k| k.name.clone()).collect(),
-            expected,
-            seen: RowCounts::default(),
-            missing: Default::default(),
-            extra: Default::default(),
-        })
-    }
-
-    /// False as soon as the batch shows a repeated key (or too many unpaired keys to tell).
-    fn admits(&mut self, batch: &RecordBatch) -> Result<bool> {
-        let bp = boolean(batch, BATCH_PRESENT)?;
-        let sp = boolean(batch, STREAM_PRESENT)?;
-        self.seen.batch += true_count(bp);
-        self.seen.stream += true_count(sp);
-        if self.seen.batch > self.expected.batch || self.seen.stream > self.expected.stream {
-            return Ok(false);
-        }
-        let missing = and_not(bp, sp)?;
-        let extra = and_not(sp, bp)?;
-        if missing.true_count() + extra.true_count() == 0 {
-            return Ok(true);
-        }
-        let keys = order_rows(batch, &self.key_names)?;
-        for (mask, set) in [(&missing, &mut self.missing), (&extra, &mut self.extra)] {
-            for index in (0..batch.num_rows()).filter(|&i| mask.value(i)) {
-                if !set.insert(keys.row(index).owned()) || set.len() > MAX_UNPAIRED_KEYS {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn proven(&self) -> bool {
-        self.seen == self.expected
-    }
 }
 
 #[derive(Clone, Copy)]

@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod collect;
+pub mod duplicates;
 pub mod explain;
 pub mod pack;
 pub mod partition;
@@ -107,28 +108,6 @@ async fn side_counts(state: &SessionState, plan: LogicalPlan) -> Result<(u64, u6
     Ok((value(0)?, value(1)?))
 }
 
-/// The number of rows of a plan (from statistics when the plan is a plain scan).
-async fn row_count(state: &SessionState, plan: LogicalPlan) -> Result<u64> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::functions_aggregate::expr_fn::count;
-    use datafusion::logical_expr::{LogicalPlanBuilder, lit};
-    let plan = LogicalPlanBuilder::from(plan)
-        .aggregate(
-            Vec::<datafusion::logical_expr::Expr>::new(),
-            vec![count(lit(1))],
-        )?
-        .build()?;
-    let batches: Vec<_> = execute(state, plan).await?.try_collect().await?;
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| anyhow!("internal: a count without a row"))?;
-    Ok(batch
-        .column(0)
-        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-        .value(0) as u64)
-}
-
 fn describe_tolerance(tolerance: &Tolerance) -> String {
     match tolerance {
         Tolerance::Numeric { abs, rel } if *rel == 0.0 => format!("abs:{abs}"),
@@ -209,6 +188,7 @@ pub async fn run(
             (&state, &bucket_state),
             (batch, stream),
             buckets,
+            !engine.spec.pair_all_by_occurrence,
             keyed_collector(engine, &alignment, check),
             check,
             &mut explainer,
@@ -223,8 +203,7 @@ pub async fn run(
         let pass = keyed_pass(
             &state,
             (batch, stream),
-            None,
-            engine.remote.is_none(),
+            !engine.spec.pair_all_by_occurrence,
             &alignment,
             check,
             &mut collector,
@@ -307,6 +286,7 @@ async fn keyed_in_buckets(
     (state, bucket_state): (&SessionState, &SessionState),
     (batch, stream): (LogicalPlan, LogicalPlan),
     buckets: usize,
+    one_pass: bool,
     mut collector: collect::KeyedCollector<'_>,
     check: &CheckSpec,
     explainer: &mut explain::Explainer,
@@ -332,15 +312,10 @@ async fn keyed_in_buckets(
         if let Some(bar) = progress {
             bar.set_message(format!("bucket {}/{buckets}", index + 1));
         }
-        let rows = RowCounts {
-            batch: batch_buckets.rows[index],
-            stream: stream_buckets.rows[index],
-        };
         let pass = keyed_pass(
             bucket_state,
             (batch_buckets.take(index)?, stream_buckets.take(index)?),
-            Some(rows),
-            true,
+            one_pass,
             alignment,
             check,
             &mut collector,
@@ -395,68 +370,49 @@ impl KeyedPass {
     }
 }
 
-/// The keyed diff of two plans (each side's row count given when known), trying the
-/// unique-key pass first when `prove_unique`.
+/// The keyed diff of two plans. In-process, one pass over a join on the key finds and pairs
+/// repeated keys itself (see `duplicates`); on Ballista, or when a key repeats too often for
+/// that, each side's duplicated keys are counted first and, if any, the plan pairs every row
+/// by (key, occurrence in value order).
 #[allow(clippy::too_many_arguments)]
 async fn keyed_pass(
     state: &SessionState,
     (batch, stream): (LogicalPlan, LogicalPlan),
-    known_rows: Option<RowCounts>,
-    prove_unique: bool,
+    in_process: bool,
     alignment: &align::Alignment,
     check: &CheckSpec,
     collector: &mut collect::KeyedCollector<'_>,
     explainer: &mut explain::Explainer,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<KeyedPass> {
-    let dims = [check.time_column.as_deref(), check.window_column.as_deref()];
-    // Most results have unique keys; then a plain join on the key suffices, and the join's
-    // own output proves it (see `KeyedCollector::expect_unique_keys`) given each side's row
-    // count, which a scan's statistics often answer without reading. Only when a key repeats
-    // are the duplicated keys counted and each side given an occurrence index (a sort per key
-    // group), in a second pass. (Without `prove_unique`, as on Ballista, where that first pass
-    // would ship every joined row to dualrun, the duplicate count runs first and only
-    // divergent rows leave the engine.)
-    if prove_unique {
-        let (batch_rows, stream_rows) = match known_rows {
-            Some(rows) => (rows.batch, rows.stream),
-            None => futures::try_join!(
-                row_count(state, batch.clone()),
-                row_count(state, stream.clone())
-            )?,
+    let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
+    if in_process {
+        let ids = plan::RowIds::default();
+        let shape = plan::KeyedShape {
+            dimensions,
+            packing: collector.packing(),
+            row_ids: Some(&ids),
+            ..Default::default()
         };
-        let saved = (collector.clone(), explainer.clone());
-        collector.expect_unique_keys(RowCounts {
-            batch: batch_rows,
-            stream: stream_rows,
-        })?;
-        let plan = plan::keyed(
-            batch.clone(),
-            stream.clone(),
-            alignment,
-            false,
-            dims,
-            false,
-            collector.packing(),
-        )?;
+        let plan = plan::keyed(batch.clone(), stream.clone(), alignment, shape)?;
         let (output, physical) = execute_physical(state, plan).await?;
         let ticker = track_progress(&physical, progress);
-        let unique = collector.consume(output, explainer).await;
+        let consumed =
+            duplicates::consume(state, output, &ids, collector, explainer, dimensions).await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }
-        if unique? {
+        if let Some(stats) = consumed? {
             return Ok(KeyedPass {
-                batch_rows,
-                stream_rows,
-                batch_dups: 0,
-                stream_dups: 0,
-                with_occurrence: false,
+                batch_rows: stats.batch_rows,
+                stream_rows: stats.stream_rows,
+                batch_dups: stats.batch_dups,
+                stream_dups: stats.stream_dups,
+                with_occurrence: stats.batch_dups + stats.stream_dups > 0,
                 physical: Some(physical),
             });
         }
-        (*collector, *explainer) = saved;
-        tracing::debug!(check = %check.name, "a key repeats: pairing by occurrence");
+        tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
     }
     let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
         side_counts(state, plan::duplicate_keys(batch.clone(), alignment)?),
@@ -465,16 +421,14 @@ async fn keyed_pass(
     let with_occurrence = batch_dups > 0 || stream_dups > 0;
     // The late-data finding needs the time of every batch row; otherwise only divergent rows
     // leave DataFusion.
-    let only_divergent = check.time_column.is_none();
-    let plan = plan::keyed(
-        batch,
-        stream,
-        alignment,
+    let shape = plan::KeyedShape {
         with_occurrence,
-        dims,
-        only_divergent,
-        collector.packing(),
-    )?;
+        dimensions,
+        only_divergent: check.time_column.is_none(),
+        packing: collector.packing(),
+        row_ids: None,
+    };
+    let plan = plan::keyed(batch, stream, alignment, shape)?;
     tracing::debug!(check = %check.name, with_occurrence, "diff plan:\n{}", plan.display_indent());
     let (output, physical) = execute_physical(state, plan).await?;
     let ticker = track_progress(&physical, progress);

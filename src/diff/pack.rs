@@ -292,18 +292,59 @@ impl<'a> Column<'a> {
     }
 }
 
-/// Bytes the packed rows of `arrays` will roughly take, to allocate once.
-fn estimated_bytes(arrays: &[ArrayRef]) -> usize {
+/// Bytes the packed rows of `arrays` take, to allocate exactly once (the build side of the
+/// join keeps these buffers: spare capacity would be held for the whole diff).
+fn packed_bytes(arrays: &[ArrayRef]) -> usize {
     let rows = arrays.first().map_or(0, |a| a.len());
     let mut bytes = rows * arrays.len().div_ceil(8);
     for array in arrays {
-        bytes += match array.data_type().primitive_width() {
-            Some(width) => rows * width,
-            None if array.data_type() == &DataType::Boolean => rows,
-            None => rows * 4 + array.get_buffer_memory_size().min(rows * 64),
+        let valid = array.len() - array.logical_null_count();
+        bytes += match array.data_type() {
+            DataType::Boolean => valid,
+            t if t.primitive_width().is_some() => valid * t.primitive_width().unwrap_or(0),
+            _ => valid * 4 + value_bytes(array),
         };
     }
     bytes
+}
+
+/// Total length of the non-NULL values of a string or binary array.
+fn value_bytes(array: &ArrayRef) -> usize {
+    use DataType::*;
+    let nulls = array.logical_nulls();
+    let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
+    let view_lengths = |views: &[u128]| -> usize {
+        views
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| valid(*i))
+            .map(|(_, v)| *v as u32 as usize)
+            .sum()
+    };
+    match array.data_type() {
+        Utf8View => view_lengths(array.as_string_view().views()),
+        BinaryView => view_lengths(array.as_binary_view().views()),
+        FixedSizeBinary(n) => (array.len() - array.logical_null_count()) * *n as usize,
+        Utf8 | Binary => {
+            let data = array.to_data();
+            let offsets = data.buffers()[0].typed_data::<i32>();
+            let offset = data.offset();
+            (0..array.len())
+                .filter(|&i| valid(i))
+                .map(|i| (offsets[offset + i + 1] - offsets[offset + i]) as usize)
+                .sum()
+        }
+        LargeUtf8 | LargeBinary => {
+            let data = array.to_data();
+            let offsets = data.buffers()[0].typed_data::<i64>();
+            let offset = data.offset();
+            (0..array.len())
+                .filter(|&i| valid(i))
+                .map(|i| (offsets[offset + i + 1] - offsets[offset + i]) as usize)
+                .sum()
+        }
+        _ => 0,
+    }
 }
 
 /// Packs the rows of `arrays` (all of one length) into one binary view per row.
@@ -320,7 +361,7 @@ fn encode_in_blocks(arrays: &[ArrayRef], max_block: u64) -> Result<BinaryViewArr
     let columns: Vec<Column> = values.iter().map(Column::new).collect();
     let nulls: Vec<_> = arrays.iter().map(|a| a.logical_nulls()).collect();
     let mut blocks: Vec<Vec<u8>> = Vec::new();
-    let mut out: Vec<u8> = Vec::with_capacity(estimated_bytes(arrays).min(max_block as usize));
+    let mut out: Vec<u8> = Vec::with_capacity(packed_bytes(arrays).min(max_block as usize));
     // (block, start) of every row; a row's end is the next row's start or its block's end.
     let mut starts: Vec<(u32, u32)> = Vec::with_capacity(rows);
     for i in 0..rows {
@@ -688,6 +729,11 @@ mod tests {
         let sliced: Vec<ArrayRef> = arrays.iter().map(|a| a.slice(2, 3)).collect();
         let whole = encode(&arrays).unwrap();
         let part = encode(&sliced).unwrap();
+        // The buffer is allocated at its exact size, sliced or not.
+        for (input, packed) in [(&arrays, &whole), (&sliced, &part)] {
+            let written: usize = (0..packed.len()).map(|i| packed.value(i).len()).sum();
+            assert_eq!(packed_bytes(input), written);
+        }
         for i in 0..3 {
             assert_eq!(part.value(i), whole.value(i + 2));
         }

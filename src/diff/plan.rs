@@ -7,14 +7,19 @@
 //!   repeats, so duplicates pair positionally in value order;
 //! - keyless: each side grouped to (row, count), then joined on every column.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::Result;
+use datafusion::arrow::array::UInt64Array;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, JoinType, NullEquality};
 use datafusion::functions::expr_fn::{abs, coalesce, greatest, isnan, least};
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, cast, lit, when,
+    BinaryExpr, ColumnarValue, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, lit, when,
 };
 
 use super::align::{AlignedColumn, Alignment, is_float};
@@ -27,6 +32,10 @@ pub const COUNT: &str = "__dr_n";
 pub const BATCH_PRESENT: &str = "__dr_bp";
 pub const STREAM_PRESENT: &str = "__dr_sp";
 pub const BATCH_OCCURRENCE: &str = "__dr_bocc";
+/// Each side's row number (see [`RowIds`]), and both in the keyed output.
+pub const ROW_ID: &str = "__dr_id";
+pub const BATCH_ROW_ID: &str = "__dr_bid";
+pub const STREAM_ROW_ID: &str = "__dr_sid";
 pub const STREAM_OCCURRENCE: &str = "__dr_socc";
 pub const BATCH_COUNT: &str = "__dr_bn";
 pub const STREAM_COUNT: &str = "__dr_sn";
@@ -160,21 +169,46 @@ fn duration_in_units(duration: std::time::Duration, data_type: &DataType) -> f64
     }
 }
 
+/// What a keyed diff plan carries besides the keys and values.
+#[derive(Default, Clone, Copy)]
+pub struct KeyedShape<'a> {
+    /// Number each key's rows on each side in value order, and pair by (key, number): the
+    /// duplicate-safe plan.
+    pub with_occurrence: bool,
+    /// The time and window columns, coalesced from both sides for the findings.
+    pub dimensions: [Option<&'a str>; 2],
+    /// Drop equal pairs inside DataFusion (the caller knows each side's row count).
+    pub only_divergent: bool,
+    pub packing: Option<&'a Packing>,
+    /// Number every row of each side, so the consumer can tell a row paired twice.
+    pub row_ids: Option<&'a RowIds>,
+}
+
 /// The keyed diff: one row per paired or unpaired row, with presence flags, per-column
 /// "differs" flags, the coalesced keys and both sides' values.
 pub fn keyed(
     batch: LogicalPlan,
     stream: LogicalPlan,
     alignment: &Alignment,
-    with_occurrence: bool,
-    dimensions: [Option<&str>; 2],
-    only_divergent: bool,
-    packing: Option<&Packing>,
+    shape: KeyedShape,
 ) -> Result<LogicalPlan> {
+    let KeyedShape {
+        with_occurrence,
+        dimensions,
+        only_divergent,
+        packing,
+        row_ids,
+    } = shape;
     let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
     let packed = |i: usize| packing.is_some_and(|p| p.packs(i));
     let side = |plan: LogicalPlan, alias: &str| -> Result<LogicalPlan> {
         let mut builder = prepare(plan, &columns)?;
+        if let Some(ids) = row_ids {
+            let schema = builder.schema().clone();
+            let mut exprs: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+            exprs.push(ids.call(alias == "b").alias(ROW_ID));
+            builder = builder.project(exprs)?;
+        }
         if with_occurrence {
             let partition: Vec<Expr> = alignment
                 .keys
@@ -266,6 +300,10 @@ pub fn keyed(
         out.push(qualified("b", OCCURRENCE).alias(BATCH_OCCURRENCE));
         out.push(qualified("s", OCCURRENCE).alias(STREAM_OCCURRENCE));
     }
+    if row_ids.is_some() {
+        out.push(qualified("b", ROW_ID).alias(BATCH_ROW_ID));
+        out.push(qualified("s", ROW_ID).alias(STREAM_ROW_ID));
+    }
     for key in &alignment.keys {
         out.push(
             coalesce(vec![qualified("b", &key.name), qualified("s", &key.name)]).alias(&key.name),
@@ -292,6 +330,82 @@ pub fn keyed(
         out.push(qualified("s", &value.name).alias(stream_value_name(i)));
     }
     Ok(joined.project(out)?.build()?)
+}
+
+/// Dense row numbers for the two sides of one plan: each batch of a side takes the next block
+/// of numbers, so a side's rows are numbered 0..n whatever its partitioning, and the last
+/// number tells how many rows the side had. The keyed consumer marks each number it sees in a
+/// bitmap: a row that comes out of the join twice has a key that repeats on the other side.
+/// (A volatile function of DataFusion's, evaluated once per row like `random()`; in-process
+/// only, as Ballista executors do not know it.)
+#[derive(Debug, Default)]
+pub struct RowIds {
+    batch: Arc<AtomicU64>,
+    stream: Arc<AtomicU64>,
+}
+
+impl RowIds {
+    fn call(&self, batch: bool) -> Expr {
+        let next = if batch { &self.batch } else { &self.stream };
+        ScalarUDF::from(RowIdUdf {
+            signature: Signature::nullary(Volatility::Volatile),
+            next: next.clone(),
+        })
+        .call(vec![])
+    }
+
+    /// Rows numbered so far on each side: after the plan ran, each side's row count.
+    pub fn rows(&self) -> (u64, u64) {
+        (
+            self.batch.load(Ordering::Relaxed),
+            self.stream.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct RowIdUdf {
+    signature: Signature,
+    next: Arc<AtomicU64>,
+}
+
+impl PartialEq for RowIdUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.next, &other.next)
+    }
+}
+
+impl Eq for RowIdUdf {}
+
+impl std::hash::Hash for RowIdUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.next).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for RowIdUdf {
+    fn name(&self) -> &str {
+        "dualrun_row_id"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let rows = args.number_rows as u64;
+        let first = self.next.fetch_add(rows, Ordering::Relaxed);
+        Ok(ColumnarValue::Array(Arc::new(
+            UInt64Array::from_iter_values(first..first + rows),
+        )))
+    }
 }
 
 fn packed_differs() -> Expr {

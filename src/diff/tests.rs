@@ -89,6 +89,35 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
         serde_json::to_value(&plain.columns).unwrap(),
         "unpacked diff counts per column differently"
     );
+    // And when duplicated keys are counted first and every row paired by occurrence (what
+    // Ballista runs, and the fallback when keys repeat too often to pair them apart).
+    let occurrence = EngineSpec {
+        pair_all_by_occurrence: true,
+        ..Default::default()
+    };
+    let safe = diff_with(occurrence, batch, stream, spec)
+        .await
+        .expect("duplicate-safe diff runs");
+    assert_eq!(
+        hash.counts, safe.counts,
+        "duplicate-safe plan counts differently"
+    );
+    assert_eq!(hash.rows, safe.rows);
+    assert_eq!(hash.paired_by_occurrence, safe.paired_by_occurrence);
+    assert_eq!(
+        hash.samples, safe.samples,
+        "duplicate-safe plan samples differently"
+    );
+    assert_eq!(
+        serde_json::to_value(&hash.columns).unwrap(),
+        serde_json::to_value(&safe.columns).unwrap(),
+        "duplicate-safe plan counts per column differently"
+    );
+    assert_eq!(
+        serde_json::to_value(&hash.findings).unwrap(),
+        serde_json::to_value(&safe.findings).unwrap(),
+        "duplicate-safe plan explains differently"
+    );
     // And with tiny batches, so that every array of the join's output arrives as a slice at some
     // odd offset (the class of the arrow `and_not` bug behind the 2 × 50M crash).
     let tiny = EngineSpec {
@@ -799,12 +828,21 @@ mod properties {
     }
 
     fn run_diff(batch: &[(i64, Row)], stream: &[(i64, Row)], key: &[&str]) -> Counts {
+        run_diff_with(EngineSpec::default(), batch, stream, key).counts
+    }
+
+    fn run_diff_with(
+        spec: EngineSpec,
+        batch: &[(i64, Row)],
+        stream: &[(i64, Row)],
+        key: &[&str],
+    ) -> DiffResult {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let engine = Engine::new(&EngineSpec::default()).await.unwrap();
+            let engine = Engine::new(&spec).await.unwrap();
             let (b, s) = (plan(&engine, batch), plan(&engine, stream));
             let spec = check(key, &[], &[]);
             run(
@@ -817,8 +855,20 @@ mod properties {
             )
             .await
             .unwrap()
-            .counts
         })
+    }
+
+    /// Rows over a handful of keys and values, so keys repeat on either side or both and
+    /// repeated rows are often equal: what at-least-once delivery and replays look like.
+    fn repeating() -> impl Strategy<Value = Vec<(i64, Row)>> {
+        let small_value = prop_oneof![
+            Just(None),
+            Just(Some(1.0)),
+            Just(Some(2.0)),
+            Just(Some(f64::NAN))
+        ];
+        let small_text = proptest::option::of("[ab]");
+        proptest::collection::vec((0..6i64, (small_value, small_text)), 0..30)
     }
 
     fn keyed(rows: Vec<Row>) -> Vec<(i64, Row)> {
@@ -839,6 +889,26 @@ mod properties {
             let keyless = run_diff(&table, &table, &[]);
             prop_assert_eq!(keyless.matched, n);
             prop_assert_eq!(keyless.divergent(), 0);
+        }
+
+        #[test]
+        fn repeated_keys_pair_as_the_duplicate_safe_plan_pairs_them(
+            batch in repeating(),
+            stream in repeating(),
+            batch_size in 1..5usize,
+        ) {
+            let one_pass = EngineSpec { batch_size: Some(batch_size), ..Default::default() };
+            let safe = EngineSpec { pair_all_by_occurrence: true, ..Default::default() };
+            let a = run_diff_with(one_pass, &batch, &stream, &["id"]);
+            let b = run_diff_with(safe, &batch, &stream, &["id"]);
+            prop_assert_eq!(a.counts, b.counts);
+            prop_assert_eq!(a.rows, b.rows);
+            prop_assert_eq!(a.paired_by_occurrence, b.paired_by_occurrence);
+            prop_assert_eq!(a.samples, b.samples);
+            prop_assert_eq!(
+                serde_json::to_value(&a.columns).unwrap(),
+                serde_json::to_value(&b.columns).unwrap()
+            );
         }
 
         #[test]
