@@ -23,15 +23,12 @@ test:
 	@set -o pipefail; $(CARGO) test --quiet --features ballista 2>&1 | tee .test-output.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' .test-output.log
 
-# 1. 5M-row keyed diff, dualrun vs DuckDB (ratio, peak RSS, same counts).
-# 2. 2 x 50M rows under --memory-limit 512MiB: must finish by spilling (peak RSS vs the limit).
-BENCH_BIG_DIR ?= $(CURDIR)/bench-data-50m
+# Keyed and keyless diffs from 1M to 2 x 50M rows, against DuckDB in the same run, with unsorted
+# keys, a replayed micro-batch, 1,000 small files and memory limits (see bench/run.py).
 bench:
 	@scripts/setup.sh bench
 	$(CARGO) build --release --quiet
-	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE)
-	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) --rows 50000000 --memory-limit 512MiB \
-		--skip-duckdb --repeat 1 --data-dir $(BENCH_BIG_DIR)
+	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) $(BENCH_ARGS)
 
 # A real Ballista cluster on loopback (scheduler + two executors, cargo-installed when missing):
 # the demo through it, verdicts checked against embedded; or the 5M benchmark through it.

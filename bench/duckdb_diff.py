@@ -8,10 +8,15 @@ like dualrun's. Prints one JSON object on stdout with the counts, in dualrun's v
      "columns": {"<column>": <paired rows where that column differs>, ...},
      "query_seconds": S}
 
-Semantics match dualrun's: a FULL OUTER JOIN on the key, NULL equals NULL and NaN equals NaN
-(both are what DuckDB's IS DISTINCT FROM does already).
+Two methods:
+- `columns` (default): a FULL OUTER JOIN on the key with per-column IS DISTINCT FROM, so the
+  per-column counts are exact. NULL equals NULL and NaN equals NaN (what DuckDB's IS DISTINCT
+  FROM does already), as in dualrun.
+- `rowhash`: each side reduced to (key, hash of all value columns), then joined on the key and
+  the hashes compared: the fastest way DuckDB knows to find divergent rows (no per-column counts,
+  and a hash collision would hide a difference). It is the speed reference of the benchmark.
 
-    python bench/duckdb_diff.py --batch DIR --stream DIR --key id [--threads 2]
+    python bench/duckdb_diff.py --batch DIR --stream DIR --key id [--threads 2] [--method rowhash]
 """
 
 import argparse
@@ -62,6 +67,32 @@ def diff_query(batch_dir, stream_dir, keys, values):
     )
 
 
+def rowhash_query(batch_dir, stream_dir, keys, values):
+    """Both sides as (key, row hash); one pass over their FULL OUTER JOIN on the key."""
+    key_list = ", ".join(quote(k) for k in keys)
+    row_hash = "hash(" + ", ".join(quote(v) for v in values) + ")" if values else "0"
+
+    def side(directory):
+        return f"SELECT {key_list}, {row_hash} AS __h FROM read_parquet({parquet_glob(directory)})"
+
+    on = " AND ".join(f"b.{quote(k)} = s.{quote(k)}" for k in keys)
+    b_present = f"b.{quote(keys[0])} IS NOT NULL"
+    s_present = f"s.{quote(keys[0])} IS NOT NULL"
+    both = f"{b_present} AND {s_present}"
+    select = [
+        f"count(*) FILTER (WHERE {b_present}) AS rows_batch",
+        f"count(*) FILTER (WHERE {s_present}) AS rows_stream",
+        f"count(*) FILTER (WHERE NOT ({s_present})) AS missing_in_stream",
+        f"count(*) FILTER (WHERE NOT ({b_present})) AS extra_in_stream",
+        f"count(*) FILTER (WHERE {both} AND b.__h <> s.__h) AS mismatched",
+        f"count(*) FILTER (WHERE {both} AND b.__h = s.__h) AS matched",
+    ]
+    return (
+        "SELECT\n  " + ",\n  ".join(select) + "\n"
+        f"FROM ({side(batch_dir)}) AS b\nFULL OUTER JOIN ({side(stream_dir)}) AS s ON {on}"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", required=True, help="directory of the batch Parquet files")
@@ -69,6 +100,8 @@ def main():
     parser.add_argument("--key", default="id", help="key column(s), comma-separated")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. 1GiB (default: DuckDB's)")
+    parser.add_argument("--method", choices=["columns", "rowhash"], default="columns",
+                        help="per-column comparison (default) or one hash per row")
     parser.add_argument("--print-query", action="store_true", help="print the SQL and exit")
     args = parser.parse_args()
 
@@ -84,7 +117,8 @@ def main():
     if missing:
         sys.exit(f"duckdb_diff: key column(s) {missing} not in {columns}")
     values = [c for c in columns if c not in keys]
-    query = diff_query(args.batch, args.stream, keys, values)
+    make_query = rowhash_query if args.method == "rowhash" else diff_query
+    query = make_query(args.batch, args.stream, keys, values)
     if args.print_query:
         print(query)
         return
@@ -101,7 +135,7 @@ def main():
             name: row[name]
             for name in ("matched", "missing_in_stream", "extra_in_stream", "mismatched")
         },
-        "columns": {v: row["col:" + v] for v in values},
+        "columns": {v: row["col:" + v] for v in values} if args.method == "columns" else None,
         "query_seconds": seconds,
         "duckdb_version": duckdb.__version__,
     }

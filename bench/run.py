@@ -1,33 +1,30 @@
-"""`make bench`: times `dualrun compare` against DuckDB on the same keyed diff, and checks both
-find the same differences.
+"""`make bench`: dualrun's keyed and keyless diffs on generated data, timed against DuckDB in the
+same run, with the unfriendly shapes real pipelines produce.
 
-1. Generates, deterministically (numpy, fixed seed), two Parquet tables of --rows rows
-   (default 5,000,000) and 10 columns of mixed types under --data-dir (default bench-data/):
-     batch/   the rows in key order, in 8 files;
-     stream/  the same rows, shuffled, in 16 files, except that 0.1% of the rows differ:
-              0.05% changed in one or two columns, 0.025% missing, 0.025% extra (new keys).
-   A manifest.json next to them records what was planted (the expected counts); when it
-   matches the requested rows, seed and generator version, the data is reused as is.
-   Up to 10M rows the tables are built whole in memory (~1.6 GB per 5M rows); from 10M rows on
-   (or with --generator streaming) chunk by chunk, in under 1 GB whatever --rows is (50M rows:
-   ~100 s, 4 GB of Parquet), with a stream side temporarily spooled to disk to be shuffled.
-2. Runs `dualrun compare ... --key id --format json` and DuckDB (bench/duckdb_diff.py, 2 threads,
-   FULL OUTER JOIN with per-column IS DISTINCT FROM) --repeat times each, interleaved, each as a
-   child process whose wall time (perf_counter) and peak RSS (wait4's ru_maxrss) are measured
-   the same way, from a small launcher process (see LAUNCHER).
-3. Prints best and median wall time, peak RSS and the counts of each, the ratio
-   dualrun / DuckDB, and whether the target is met (ratio <= 1.0, dualrun peak RSS < 1 GiB).
-   With --memory-limit, also dualrun's peak RSS / the limit, and whether it is within 1.5x.
-   --skip-duckdb runs dualrun alone (checked against the manifest; no ratio), e.g. for runs
-   too large to wait for both.
+Data (numpy, fixed seed; reused while its manifest matches): Parquet tables of N rows x 10
+mixed columns under bench-data/ (5M) and bench-data-<N>m/ (1M, 20M, 50M). The batch side is
+in key order in 8 files; the stream side is the same rows shuffled in 16 files, except that
+0.1% differ: 0.05% changed in one or two columns, 0.025% missing, 0.025% extra. Next to the
+5M data, variants: unsorted/ (batch shuffled too), replayed/ (unsorted, plus one stream
+micro-batch of 0.1% of the rows delivered twice) and small-files/ (unsorted, stream in 1,000
+files). manifest.json / variants.json record what was planted: every run's counts are checked
+against it (rows, counts and, with a key, every column).
 
-Exit code: 0 when dualrun, DuckDB and the manifest agree on every count (a missed speed or
-memory target is reported, not failed); 1 when the counts disagree (a wrong diff is a failure);
-2 when a tool could not run.
+Stages (--stages, default all):
+  unsorted  5M, keys unsorted on both sides: dualrun vs DuckDB's fastest way (one hash per row,
+            bench/duckdb_diff.py --method rowhash) and its exact per-column join; the replayed
+            micro-batch against the unique-key time; 1,000 small files against DuckDB on them.
+  limits    5M unsorted under --memory-limit 256MiB, 512MiB, 2GiB: peak RSS against the limit.
+  scaling   1M / 5M / 20M / 50M, no memory limit.
+  big       50M: no limit, under each limit, and keyless under 512MiB.
+Each case runs --repeat times (3), all cases of a stage interleaved, each as a child process
+whose wall time and peak RSS (wait4) are measured the same way; min and median are printed,
+then every target with "met" or "MISSED".
 
-    .venv/bin/python bench/run.py --dualrun $CARGO_TARGET_DIR/release/dualrun [--rows N]
-        [--repeat 3] [--memory-limit 512MiB] [--extra-args '...'] [--only-generate]
-        [--skip-duckdb] [--generator auto|in-memory|streaming]
+Exit code: 0 when every count agrees with the planted data (a missed target is reported, not
+failed); 1 when counts disagree; 2 when a tool could not run.
+
+    .venv/bin/python bench/run.py --dualrun $CARGO_TARGET_DIR/release/dualrun [--stages ...]
 """
 
 import argparse
@@ -585,163 +582,370 @@ def table(rows, header):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# Variants of the generated data: the unfriendly shapes real pipelines write
+# --------------------------------------------------------------------------------------------
+
+# Files a replayed micro-batch or a many-small-files stream side is cut into.
+SMALL_FILES = 1000
+REPLAY_FRACTION = 0.001
+
+
+def link_files(source, target):
+    """Hard links every Parquet file of `source` into a new directory `target`."""
+    target.mkdir(parents=True)
+    for path in sorted(source.glob("*.parquet")):
+        os.link(path, target / path.name)
+
+
+def derive_variants(data_dir, manifest, seed):
+    """Writes, next to batch/ and stream/, the variants the benchmark also runs on:
+      unsorted/     batch rows shuffled (no key order on either side), stream as generated;
+      replayed/     unsorted, plus one stream micro-batch of 0.1% of the rows delivered twice
+                    (at-least-once delivery): each of those keys is duplicated on the stream side;
+      small-files/  unsorted, with the stream side cut into 1,000 small files.
+    Returns {variant: expected counts}. Reused while variants.json matches the base manifest.
+    """
+    marker = data_dir / "variants.json"
+    stamp = {"base": manifest["files"], "seed": seed, "version": 1}
+    try:
+        known = json.loads(marker.read_text())
+        if known.get("stamp") == stamp:
+            return known["expected"]
+    except (OSError, ValueError):
+        pass
+    for name in ("unsorted", "replayed", "small-files"):
+        if (data_dir / name).exists():
+            shutil.rmtree(data_dir / name)
+    started = time.perf_counter()
+    rng = np.random.default_rng([seed, 7])
+    batch = pq.read_table(data_dir / "batch")
+    batch = batch.take(pa.array(rng.permutation(batch.num_rows)))
+    write_parts(batch, data_dir / "unsorted" / "batch", BATCH_FILES)
+    del batch
+    link_files(data_dir / "stream", data_dir / "unsorted" / "stream")
+
+    link_files(data_dir / "unsorted" / "batch", data_dir / "replayed" / "batch")
+    link_files(data_dir / "stream", data_dir / "replayed" / "stream")
+    first = sorted((data_dir / "stream").glob("*.parquet"))[STREAM_FILES // 2]
+    part = pq.read_table(first)
+    replay_rows = max(1, round(manifest["rows"] * REPLAY_FRACTION))
+    start = part.num_rows // 3
+    pq.write_table(part.slice(start, replay_rows),
+                   data_dir / "replayed" / "stream" / "part-replay-00000.parquet")
+    del part
+
+    link_files(data_dir / "unsorted" / "batch", data_dir / "small-files" / "batch")
+    stream = pq.read_table(data_dir / "stream")
+    write_parts(stream, data_dir / "small-files" / "stream", SMALL_FILES)
+    del stream
+
+    base = manifest["expected"]
+    replayed = json.loads(json.dumps(base))
+    replayed["rows"]["stream"] += replay_rows
+    replayed["counts"]["extra_in_stream"] += replay_rows
+    replayed["counts"]["duplicate_keys"] = [0, replay_rows]
+    expected = {"unsorted": base, "replayed": replayed, "small-files": base}
+    marker.write_text(json.dumps({"stamp": stamp, "expected": expected}, indent=2) + "\n")
+    print(f"derived unsorted/, replayed/ and small-files/ in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    return expected
+
+
+def keyless_expected(expected):
+    """What a keyless (multiset) diff of the same data finds: a changed row is one row missing
+    and one extra; per-column counts do not exist without a key."""
+    c = expected["counts"]
+    changed = c["mismatched"]
+    return {
+        "rows": expected["rows"],
+        "counts": {
+            "matched": c["matched"],
+            "missing_in_stream": c["missing_in_stream"] + changed,
+            "extra_in_stream": c["extra_in_stream"] + changed,
+            "mismatched": 0,
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Stages: cases measured interleaved, their figures and the targets they are held to
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    name: str
+    cmd: list
+    parse: object
+    expected: dict
+    limit: str = None
+
+
+@dataclass
+class Figures:
+    best: float
+    median: float
+    rss_max: float
+    rss_median: float
+
+
+def compare_counts(expected, counts):
+    """Where a tool's counts disagree with what was planted (only the keys both have)."""
+    keys = [k for k in ("rows", "counts", "columns") if expected.get(k) is not None
+            and counts.get(k) is not None]
+    return differences({k: expected[k] for k in keys}, {k: counts[k] for k in keys})
+
+
+def run_stage(title, cases, repeat, log):
+    """Runs every case `repeat` times, interleaved (drift of a shared machine hits all alike).
+    Returns {name: Figures}; raises ToolError when a tool fails or its counts are wrong."""
+    print(f"\n== {title}", flush=True)
+    for case in cases:
+        print(f"  {case.name}: $ {shlex.join(case.cmd)}", flush=True)
+    runs = {case.name: [] for case in cases}
+    for i in range(repeat):
+        line = []
+        for case in cases:
+            run = measure(case.cmd)
+            try:
+                counts, _ = case.parse(run)
+            except ToolError as e:
+                raise ToolError(f"{case.name}: {e} (after {run.wall:.1f} s, peak RSS "
+                                f"{run.rss_mib:.0f} MiB)") from None
+            wrong = compare_counts(case.expected, counts)
+            if wrong:
+                raise ToolError(f"{case.name}: counts DISAGREE with the planted data: "
+                                + "; ".join(wrong[:10]))
+            runs[case.name].append(run)
+            line.append(f"{case.name} {run.wall:.2f} s {run.rss_mib:.0f} MiB")
+        print(f"  run {i + 1}/{repeat}: " + " | ".join(line), flush=True)
+    figures = {}
+    rows = []
+    for case in cases:
+        walls = [r.wall for r in runs[case.name]]
+        rss = [r.rss_mib for r in runs[case.name]]
+        f = Figures(min(walls), statistics.median(walls), max(rss), statistics.median(rss))
+        figures[case.name] = f
+        limit = ""
+        if case.limit:
+            limit = f"{f.rss_max * 2**20 / parse_size(case.limit):.2f}"
+        rows.append([case.name, f"{f.best:.2f}", f"{f.median:.2f}", f"{f.rss_max:.0f}", limit])
+        log.append({"stage": title, "case": case.name, "walls": walls, "rss_mib": rss,
+                    "memory_limit": case.limit})
+    print(table(rows, ["case", "best s", "median s", "peak RSS MiB", "RSS/limit"]))
+    return figures
+
+
+class Targets:
+    """Collects target lines; a missed target is reported, not failed (counts fail)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def check(self, what, value, bound, unit=""):
+        ok = value <= bound
+        self.lines.append(f"{'met   ' if ok else 'MISSED'}  {what}: {value:.2f}{unit} "
+                          f"(target <= {bound:g}{unit})")
+        print("  " + self.lines[-1], flush=True)
+        return ok
+
+
+def dualrun_cmd(binary, batch, stream, key=True, limit=None, extra=()):
+    cmd = [str(binary), "compare", "--batch", f"t={batch}/", "--stream", f"t={stream}/",
+           "--sql", "SELECT * FROM t", "--format", "json"]
+    if key:
+        cmd += ["--key", KEY]
+    if limit:
+        cmd += ["--memory-limit", limit]
+    return cmd + list(extra)
+
+
+def duckdb_cmd(batch, stream, method, threads):
+    return [sys.executable, str(Path(__file__).with_name("duckdb_diff.py")), "--batch",
+            str(batch), "--stream", str(stream), "--key", KEY, "--threads", str(threads),
+            "--method", method]
+
+
+def dataset(data_dir, rows, seed, generator="auto"):
+    generator = generator_for(rows, generator)
+    manifest = manifest_is_current(data_dir, rows, seed, generator)
+    if manifest:
+        print(f"reusing {data_dir} ({rows:,} rows, seed {seed}, {generator} generator)")
+        return manifest
+    return generate(data_dir, rows, seed, generator)
+
+
+STAGES = ("unsorted", "limits", "scaling", "big")
+
+
 def main():
     parser = argparse.ArgumentParser(
-        description="Benchmark `dualrun compare` against DuckDB on a generated keyed diff.")
+        description="Benchmark `dualrun compare` on generated keyed diffs, against DuckDB.")
     default_bin = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/dualrun"
     parser.add_argument("--dualrun", type=Path, default=default_bin,
                         help=f"the dualrun binary (default: {default_bin})")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated stages to run (default: all of {','.join(STAGES)})")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
-                        help="rows of the batch table (default: 5,000,000)")
+                        help="rows of the small data set (default: 5,000,000)")
+    parser.add_argument("--big-rows", type=int, default=50_000_000,
+                        help="rows of the big data set (default: 50,000,000)")
+    parser.add_argument("--scaling", default="1000000,5000000,20000000,50000000",
+                        help="row counts of the scaling table")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "bench-data",
-                        help="where the Parquet tables go (default: bench-data/, git-ignored)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool (default: 3)")
-    parser.add_argument("--memory-limit", help="passed to dualrun as --memory-limit (e.g. 512MiB)")
-    parser.add_argument("--extra-args", default="", help="more dualrun flags, shell-quoted")
+    parser.add_argument("--data-root", type=Path, default=ROOT,
+                        help="where bench-data-<rows>/ directories go (default: the checkout)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (default: 3)")
+    parser.add_argument("--big-repeat", type=int, default=3,
+                        help="timed runs per case at the big size (default: 3)")
     parser.add_argument("--duckdb-threads", type=int, default=2)
-    parser.add_argument("--duckdb-memory-limit", help="DuckDB's memory_limit (default: DuckDB's)")
-    parser.add_argument("--only-generate", action="store_true",
-                        help="generate (or validate) the data and stop")
-    parser.add_argument("--generator", choices=["auto", "in-memory", "streaming"],
-                        default="auto",
-                        help="how the data is generated: whole in memory, or chunk by chunk in "
-                             f"bounded memory (default auto: streaming from "
-                             f"{STREAMING_MIN_ROWS:,} rows on); they give different data")
-    parser.add_argument("--skip-duckdb", action="store_true",
-                        help="run only dualrun (checked against the manifest); no ratio, but "
-                             "its peak RSS is set against --memory-limit")
+    parser.add_argument("--limits", default="256MiB,512MiB,2GiB",
+                        help="memory limits measured at both sizes")
+    parser.add_argument("--json", type=Path, help="also write every measured run here")
+    parser.add_argument("--only-generate", action="store_true")
     args = parser.parse_args()
-    if args.rows < 1000 or args.repeat < 1:
-        parser.error("--rows must be at least 1000 and --repeat at least 1")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
 
-    data_dir = args.data_dir.resolve()
-    generator = generator_for(args.rows, args.generator)
-    manifest = manifest_is_current(data_dir, args.rows, args.seed, generator)
-    if manifest:
-        print(f"reusing {data_dir} (manifest matches: {args.rows:,} rows, seed {args.seed}, "
-              f"{generator} generator)")
-    else:
-        manifest = generate(data_dir, args.rows, args.seed, generator)
-    expected = manifest["expected"]
+    def data_dir(rows):
+        return (args.data_root / ("bench-data" if rows == DEFAULT_ROWS else f"bench-data-{rows // 1_000_000}m")).resolve()
+
+    small_dir = data_dir(args.rows)
+    small = dataset(small_dir, args.rows, args.seed)
+    variants = derive_variants(small_dir, small, args.seed)
+    sizes = sorted({int(n) for n in args.scaling.split(",")} | {args.big_rows}) \
+        if "scaling" in stages or "big" in stages else []
+    manifests = {args.rows: small}
+    for rows in sizes:
+        if rows not in manifests and (rows == args.big_rows or "scaling" in stages):
+            manifests[rows] = dataset(data_dir(rows), rows, args.seed)
     if args.only_generate:
         return 0
-
     if not os.access(args.dualrun, os.X_OK):
         print(f"bench: no dualrun binary at {args.dualrun} (build it: cargo build --release)",
               file=sys.stderr)
         return 2
-    batch_dir, stream_dir = data_dir / "batch", data_dir / "stream"
-    dualrun_cmd = [str(args.dualrun), "compare",
-                   "--batch", f"t={batch_dir}/", "--stream", f"t={stream_dir}/",
-                   "--sql", "SELECT * FROM t", "--key", KEY, "--format", "json"]
-    if args.memory_limit:
-        dualrun_cmd += ["--memory-limit", args.memory_limit]
-    dualrun_cmd += shlex.split(args.extra_args)
-    duckdb_cmd = [sys.executable, str(Path(__file__).with_name("duckdb_diff.py")),
-                  "--batch", str(batch_dir), "--stream", str(stream_dir), "--key", KEY,
-                  "--threads", str(args.duckdb_threads)]
-    if args.duckdb_memory_limit:
-        duckdb_cmd += ["--memory-limit", args.duckdb_memory_limit]
-    tools = [("dualrun", dualrun_cmd, dualrun_counts)]
-    if not args.skip_duckdb:
-        tools.append(("duckdb", duckdb_cmd, duckdb_counts))
-    limit_bytes = None
-    if args.memory_limit:
-        try:
-            limit_bytes = parse_size(args.memory_limit)
-        except ValueError as e:
-            parser.error(str(e))
 
-    if args.skip_duckdb:
-        peer = "DuckDB skipped"
-    else:
-        import duckdb  # only for its version in the header; the timed runs import it in a child
-        peer = f"DuckDB {duckdb.__version__} with {args.duckdb_threads} threads"
-
-    c = expected["counts"]
+    import duckdb  # only for its version in the header; the timed runs import it in a child
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+          f"DuckDB {duckdb.__version__} with {args.duckdb_threads} threads; dualrun {args.dualrun}")
+    c = small["expected"]["counts"]
     print(f"data: {args.rows:,} rows x {len(SCHEMA)} columns per side; stream differs in "
           f"{c['mismatched']:,} changed, {c['missing_in_stream']:,} missing, "
           f"{c['extra_in_stream']:,} extra rows")
-    # The load average flags a busy machine, whose timings are not to be trusted.
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
-          f"{peer}; dualrun {args.dualrun}")
-    for _, cmd, _ in tools:
-        print("  $ " + shlex.join(cmd))
-    warm_page_cache(data_dir)
-
-    # Interleaved, so drift of the machine (thermal, page cache, neighbours) hits both alike.
-    results = {name: [] for name, _, _ in tools}
-    for i in range(args.repeat):
-        line = []
-        for name, cmd, parse in tools:
-            run = measure(cmd)
-            try:
-                counts, inner = parse(run)
-            except ToolError as e:
-                print(f"bench: {e}", file=sys.stderr)
-                print(f"bench: {name} failed after {run.wall:.2f} s at a peak RSS of "
-                      f"{run.rss_mib:.0f} MiB", file=sys.stderr)
-                return 2
-            results[name].append((run, counts, inner))
-            line.append(f"{name} {run.wall:6.2f} s, {run.rss_mib:5.0f} MiB")
-        print(f"run {i + 1}/{args.repeat}: " + " | ".join(line), flush=True)
-
-    rows = []
-    summary = {}
-    for name, runs in results.items():
-        walls = [r.wall for r, _, _ in runs]
-        best = min(walls)
-        rss = max(r.rss_mib for r, _, _ in runs)
-        inner = [s for _, _, s in runs if s is not None]
-        counts = runs[0][1]["counts"]
-        summary[name] = (best, rss, min(inner) if inner else None)
-        rows.append([name, f"{best:.2f}", f"{statistics.median(walls):.2f}",
-                     f"{min(inner):.2f}" if inner else "-", f"{rss:.0f}",
-                     f"{counts['matched']:,}", f"{counts['mismatched']:,}",
-                     f"{counts['missing_in_stream']:,}", f"{counts['extra_in_stream']:,}"])
-    rows.append(["expected", "", "", "", "", f"{c['matched']:,}", f"{c['mismatched']:,}",
-                 f"{c['missing_in_stream']:,}", f"{c['extra_in_stream']:,}"])
-    print()
-    print(table(rows, ["tool", "best s", "median s", "engine s", "peak RSS MiB", "matched",
-                       "mismatched", "missing", "extra"]))
-    print("(wall times are whole processes, startup included; 'engine s' is the time each tool "
-          "reports for the diff itself" +
-          (")" if args.skip_duckdb else ";\n DuckDB's RSS includes its Python interpreter)"))
-
-    # Every run of every tool must agree with what was planted, per column as well.
-    wrong = []
-    for name, runs in results.items():
-        for i, (_, counts, _) in enumerate(runs):
-            wrong += [f"{name} run {i + 1}: {d}" for d in differences(expected, counts)]
-
-    rss = summary["dualrun"][1]
-    print()
-    if "duckdb" in summary:
-        ratio = summary["dualrun"][0] / summary["duckdb"][0]
-        print(f"ratio dualrun / DuckDB (best wall): {ratio:.2f}   target <= {TARGET_RATIO:.1f}: "
-              f"{'met' if ratio <= TARGET_RATIO else 'MISSED'}")
-    if "duckdb" in summary and summary["dualrun"][2] and summary["duckdb"][2]:
-        # Informational only: without process startup (Python and the duckdb import for DuckDB).
-        print(f"  (engine-time ratio, startup excluded: "
-              f"{summary['dualrun'][2] / summary['duckdb'][2]:.2f})")
-    print(f"dualrun peak RSS: {rss:.0f} MiB   target < {TARGET_RSS_MIB} MiB: "
-          f"{'met' if rss < TARGET_RSS_MIB else 'MISSED'}")
-    if limit_bytes:
-        # The pool bounds what DataFusion's operators account for, not the whole process (Parquet
-        # decoding, allocator slack, the binary itself): 1.5x the limit is the reasonable bound.
-        limit_ratio = rss * 2**20 / limit_bytes
-        print(f"peak RSS / memory limit = {limit_ratio:.2f} ({rss:.0f} MiB / "
-              f"{limit_bytes / 2**20:.0f} MiB, --memory-limit {args.memory_limit})   "
-              f"within {LIMIT_RSS_FACTOR}x the limit: "
-              f"{'yes' if limit_ratio <= LIMIT_RSS_FACTOR else 'NO'}")
-    if wrong:
-        print("counts: DISAGREE (a wrong diff fails the benchmark)")
-        for line in wrong[:40]:
-            print("  " + line)
-        return 1
-    agree = "dualrun and the manifest" if args.skip_duckdb else "dualrun, DuckDB and the manifest"
-    print(f"counts: {agree} agree (rows, counts and every column)")
+    targets = Targets()
+    log = []
+    b = args.dualrun
+    limits = [s.strip() for s in args.limits.split(",") if s.strip()]
+    try:
+        unsorted = replayed = None
+        if "unsorted" in stages:
+            warm_page_cache(small_dir)
+            u, r, sf = (small_dir / v for v in ("unsorted", "replayed", "small-files"))
+            cases = [
+                Case("dualrun unsorted", dualrun_cmd(b, u / "batch", u / "stream"),
+                     dualrun_counts, variants["unsorted"]),
+                Case("duckdb rowhash", duckdb_cmd(u / "batch", u / "stream", "rowhash",
+                                                  args.duckdb_threads),
+                     duckdb_counts, variants["unsorted"]),
+                Case("duckdb columns", duckdb_cmd(u / "batch", u / "stream", "columns",
+                                                  args.duckdb_threads),
+                     duckdb_counts, variants["unsorted"]),
+                Case("dualrun replayed", dualrun_cmd(b, r / "batch", r / "stream"),
+                     dualrun_counts, variants["replayed"]),
+                Case("dualrun 1000 files", dualrun_cmd(b, sf / "batch", sf / "stream"),
+                     dualrun_counts, variants["small-files"]),
+                Case("duckdb rowhash 1000 files",
+                     duckdb_cmd(sf / "batch", sf / "stream", "rowhash", args.duckdb_threads),
+                     duckdb_counts, variants["small-files"]),
+            ]
+            f = run_stage(f"{args.rows:,} rows, keys unsorted on both sides", cases,
+                          args.repeat, log)
+            unsorted, replayed = f["dualrun unsorted"], f["dualrun replayed"]
+            fastest = min(f["duckdb rowhash"].best, f["duckdb columns"].best)
+            targets.check("unsorted: dualrun / DuckDB's fastest (best wall)",
+                          unsorted.best / fastest, 1.0)
+            targets.check("unsorted: dualrun peak RSS", unsorted.rss_max, 1024, " MiB")
+            targets.check("replayed micro-batch: time / unique-key time (best)",
+                          replayed.best / unsorted.best, 1.25)
+            targets.check("replayed micro-batch: peak RSS / unique-key peak RSS",
+                          replayed.rss_max / unsorted.rss_max, 1.25)
+            targets.check("1,000 small files: dualrun / DuckDB rowhash on the same files",
+                          f["dualrun 1000 files"].best / f["duckdb rowhash 1000 files"].best, 1.0)
+        if "limits" in stages:
+            u = small_dir / "unsorted"
+            cases = [Case(f"dualrun {limit}", dualrun_cmd(b, u / "batch", u / "stream",
+                                                          limit=limit),
+                          dualrun_counts, variants["unsorted"], limit) for limit in limits]
+            f = run_stage(f"{args.rows:,} rows unsorted under --memory-limit", cases,
+                          args.repeat, log)
+            for limit in limits:
+                targets.check(f"{args.rows // 1_000_000}M under {limit}: peak RSS / limit",
+                              f[f"dualrun {limit}"].rss_max * 2**20 / parse_size(limit), 1.25)
+        scaling = {}
+        if "scaling" in stages:
+            cases = []
+            for rows in sizes:
+                d = data_dir(rows)
+                cases.append(Case(f"dualrun {rows // 1_000_000}M",
+                                  dualrun_cmd(b, d / "batch", d / "stream"), dualrun_counts,
+                                  manifests[rows]["expected"]))
+            repeat = args.repeat if max(sizes) <= 20_000_000 else args.big_repeat
+            scaling = run_stage("scaling, no memory limit (batch side in key order)", cases,
+                                repeat, log)
+            base = scaling.get(f"dualrun {args.rows // 1_000_000}M")
+            if base:
+                for rows in sizes:
+                    s = scaling[f"dualrun {rows // 1_000_000}M"]
+                    print(f"  {rows:>12,} rows: {s.best:7.2f} s best, "
+                          f"{s.best / base.best:5.2f}x the {args.rows // 1_000_000}M time for "
+                          f"{rows / args.rows:g}x the rows; {s.rss_max:.0f} MiB")
+        if "big" in stages:
+            d = data_dir(args.big_rows)
+            big = manifests[args.big_rows]["expected"]
+            cases = [Case("keyed unlimited", dualrun_cmd(b, d / "batch", d / "stream"),
+                          dualrun_counts, big)]
+            cases += [Case(f"keyed {limit}", dualrun_cmd(b, d / "batch", d / "stream",
+                                                         limit=limit),
+                           dualrun_counts, big, limit) for limit in limits]
+            cases.append(Case("keyless 512MiB",
+                              dualrun_cmd(b, d / "batch", d / "stream", key=False,
+                                          limit="512MiB"),
+                              dualrun_counts, keyless_expected(big), "512MiB"))
+            f = run_stage(f"{args.big_rows:,} rows", cases, args.big_repeat, log)
+            five = scaling.get(f"dualrun {args.rows // 1_000_000}M")
+            if five is None:
+                five = run_stage(f"{args.rows:,} rows (the reference for the big runs)",
+                                 [Case("dualrun", dualrun_cmd(b, small_dir / "batch",
+                                                              small_dir / "stream"),
+                                       dualrun_counts, small["expected"])], args.repeat, log)["dualrun"]
+            n = args.big_rows // 1_000_000
+            targets.check(f"{n}M unlimited: time / 5M time", f["keyed unlimited"].best / five.best, 12)
+            targets.check(f"{n}M unlimited: peak RSS", f["keyed unlimited"].rss_max, 4096, " MiB")
+            if "keyed 512MiB" in f:
+                targets.check(f"{n}M under 512MiB: time / 5M unlimited time",
+                              f["keyed 512MiB"].best / five.best, 12)
+                targets.check(f"{n}M under 512MiB: peak RSS", f["keyed 512MiB"].rss_max, 640,
+                              " MiB")
+                targets.check(f"{n}M keyless under 512MiB: time / keyed under 512MiB",
+                              f["keyless 512MiB"].best / f["keyed 512MiB"].best, 2)
+            targets.check(f"{n}M keyless under 512MiB: peak RSS", f["keyless 512MiB"].rss_max,
+                          640, " MiB")
+            for limit in limits:
+                targets.check(f"{n}M under {limit}: peak RSS / limit",
+                              f[f"keyed {limit}"].rss_max * 2**20 / parse_size(limit), 1.25)
+    except ToolError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1 if "DISAGREE" in str(e) else 2
+    finally:
+        if args.json:
+            args.json.write_text(json.dumps(log, indent=2) + "\n")
+    print("\ntargets:")
+    for line in targets.lines:
+        print("  " + line)
+    print("counts: every run of every tool agreed with the planted data")
     return 0
 
 
