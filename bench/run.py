@@ -750,6 +750,9 @@ class Targets:
         return ok
 
 
+EXTRA_ARGS = []
+
+
 def dualrun_cmd(binary, batch, stream, key=True, limit=None, extra=()):
     cmd = [str(binary), "compare", "--batch", f"t={batch}/", "--stream", f"t={stream}/",
            "--sql", "SELECT * FROM t", "--format", "json"]
@@ -757,7 +760,7 @@ def dualrun_cmd(binary, batch, stream, key=True, limit=None, extra=()):
         cmd += ["--key", KEY]
     if limit:
         cmd += ["--memory-limit", limit]
-    return cmd + list(extra)
+    return cmd + list(extra) + EXTRA_ARGS
 
 
 def duckdb_cmd(batch, stream, method, threads):
@@ -802,8 +805,12 @@ def main():
     parser.add_argument("--limits", default="256MiB,512MiB,2GiB",
                         help="memory limits measured at both sizes")
     parser.add_argument("--json", type=Path, help="also write every measured run here")
+    parser.add_argument("--extra-args", default="",
+                        help="more dualrun flags for every dualrun run, shell-quoted "
+                             "(e.g. --engine ballista://host:50050)")
     parser.add_argument("--only-generate", action="store_true")
     args = parser.parse_args()
+    EXTRA_ARGS.extend(shlex.split(args.extra_args))
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:

@@ -87,8 +87,8 @@ PY
     ;;
   bench)
     scripts/setup.sh bench
-    .venv/bin/python bench/run.py --dualrun "$dualrun" --repeat "${REPEAT:-3}"
-    .venv/bin/python bench/run.py --dualrun "$dualrun" --repeat "${REPEAT:-3}" --skip-duckdb \
+    .venv/bin/python bench/run.py --dualrun "$dualrun" --repeat "${REPEAT:-3}" --stages unsorted
+    .venv/bin/python bench/run.py --dualrun "$dualrun" --repeat "${REPEAT:-3}" --stages unsorted \
       --extra-args "--engine $engine"
     # The client's RSS above is only dualrun's; the work ran in the executors.
     for i in 1 2; do
