@@ -187,6 +187,16 @@ impl Engine {
         names
     }
 
+    /// The memory a diff plans for (how many buckets it splits into): the memory limit when
+    /// one is set, else a quarter of the memory available to the process (its cgroup's limit,
+    /// else the machine's), so a diff too large for the machine goes to disk instead of
+    /// failing halfway.
+    pub fn memory_budget(&self) -> Option<usize> {
+        self.spec
+            .memory_limit
+            .or_else(|| available_memory().map(|bytes| (bytes / 4) as usize))
+    }
+
     /// Session state for running a diff plan, with the join chosen for its size.
     pub fn diff_state(&self, input_bytes: u64) -> SessionState {
         let mut state = match &self.remote {
@@ -219,6 +229,54 @@ impl Engine {
         }
         state
     }
+}
+
+/// Memory this process may use: the smallest cgroup limit on its way to the root (v2, or the
+/// v1 memory controller), else the machine's memory.
+pub fn available_memory() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let physical = read("/proc/meminfo").and_then(|text| {
+        text.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    let mut limits: Vec<u64> = physical.into_iter().collect();
+    for line in read("/proc/self/cgroup").unwrap_or_default().lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        let files: Vec<String> = if controllers.is_empty() {
+            // cgroup v2: the limit of the group and of each of its ancestors applies.
+            let mut path = std::path::PathBuf::from(path);
+            let mut files = Vec::new();
+            loop {
+                files.push(format!("/sys/fs/cgroup{}/memory.max", path.display()));
+                if !path.pop() {
+                    break;
+                }
+            }
+            files
+        } else if controllers.split(',').any(|c| c == "memory") {
+            vec![
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes".to_string(),
+            ]
+        } else {
+            continue;
+        };
+        for file in files {
+            if let Some(limit) = read(&file).and_then(|t| t.trim().parse::<u64>().ok()) {
+                // v1 reports "no limit" as a huge number.
+                if limit < 1 << 60 {
+                    limits.push(limit);
+                }
+            }
+        }
+    }
+    limits.into_iter().min()
 }
 
 /// Names of the tables a plan scans.

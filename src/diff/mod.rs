@@ -167,54 +167,101 @@ pub async fn run(
             window: dimension(&check.window_column, plan::WINDOW),
         },
     );
+    let packing = choose_packing(engine, &alignment, check);
+    let batch = plan::prepared(batch, &alignment, packing.as_ref())?;
+    let stream = plan::prepared(stream, &alignment, packing.as_ref())?;
+    let one_pass = !engine.spec.pair_all_by_occurrence;
+    // (On Ballista the cluster spreads the work over its executors instead of buckets.)
+    let buckets = partition::bucket_count(engine.spec.buckets, engine.memory_budget(), input_bytes)
+        .filter(|_| engine.remote.is_none());
     let mut scan = scan::ScanStats::default();
-    let (collected, paired_by_occurrence) = if alignment.keys.is_empty() {
-        let plan = plan::keyless(batch, stream, &alignment)?;
-        let (output, physical) = execute_physical(&state, plan).await?;
-        let ticker = track_progress(&physical, progress);
-        let collected = collect::keyless(output, &alignment, check.sample, &mut explainer).await;
-        if let Some(ticker) = ticker {
-            ticker.abort();
+    let (collected, paired_by_occurrence) = match buckets {
+        Some(buckets) => {
+            tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
+            let columns = match alignment.keys.is_empty() {
+                true => plan::keyless_columns(&alignment, packing.as_ref()),
+                false => alignment.keys.iter().map(|k| k.name.clone()).collect(),
+            };
+            let split = |plan: LogicalPlan, name: &'static str| {
+                if let Some(bar) = progress {
+                    bar.set_message(format!("splitting {name} into {buckets} buckets"));
+                }
+                partition::split(&state, plan, &columns, buckets)
+            };
+            let mut batch_buckets = split(batch, "batch").await?;
+            let mut stream_buckets = split(stream, "stream").await?;
+            scan.batch = scan::stats(&batch_buckets.physical, catalog).batch;
+            scan.stream = scan::stats(&stream_buckets.physical, catalog).stream;
+            let bucket_state = engine.diff_state(input_bytes / buckets as u64);
+            let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
+                if let Some(bar) = progress {
+                    bar.set_message(format!("bucket {}/{buckets}", index + 1));
+                }
+                Ok((batch_buckets.take(index)?, stream_buckets.take(index)?))
+            };
+            if alignment.keys.is_empty() {
+                let mut collector =
+                    collect::KeylessCollector::new(&alignment, check.sample, packing.clone());
+                for index in 0..buckets {
+                    let (b, s) = next(index)?;
+                    let plan = plan::keyless(b, s, &alignment, packing.as_ref())?;
+                    let (output, _) = execute_physical(&bucket_state, plan).await?;
+                    collector.consume(output, &mut explainer).await?;
+                }
+                (collector.finish(), false)
+            } else {
+                let mut collector = keyed_collector(&alignment, check, packing.clone());
+                let mut totals = KeyedPass::default();
+                for index in 0..buckets {
+                    let sides = next(index)?;
+                    let pass = keyed_pass(
+                        &bucket_state,
+                        sides,
+                        one_pass,
+                        &alignment,
+                        check,
+                        &mut collector,
+                        &mut explainer,
+                        None,
+                    )
+                    .await?;
+                    totals.add(&pass);
+                }
+                (totals.finish(collector), totals.with_occurrence)
+            }
         }
-        scan = scan::stats(&physical, catalog);
-        (collected?, false)
-    } else if let Some(buckets) =
-        partition::bucket_count(engine.spec.buckets, engine.spec.memory_limit, input_bytes)
-            .filter(|_| engine.remote.is_none())
-    {
-        // (On Ballista the cluster spreads the join over its executors instead.)
-        let bucket_state = engine.diff_state(input_bytes / buckets as u64);
-        let (collected, with_occurrence, read) = keyed_in_buckets(
-            (&state, &bucket_state),
-            (batch, stream),
-            buckets,
-            !engine.spec.pair_all_by_occurrence,
-            keyed_collector(engine, &alignment, check),
-            check,
-            &mut explainer,
-            progress,
-        )
-        .await?;
-        scan.batch = scan::stats(&read[0], catalog).batch;
-        scan.stream = scan::stats(&read[1], catalog).stream;
-        (collected, with_occurrence)
-    } else {
-        let mut collector = keyed_collector(engine, &alignment, check);
-        let pass = keyed_pass(
-            &state,
-            (batch, stream),
-            !engine.spec.pair_all_by_occurrence,
-            &alignment,
-            check,
-            &mut collector,
-            &mut explainer,
-            progress,
-        )
-        .await?;
-        if let Some(physical) = &pass.physical {
-            scan = scan::stats(physical, catalog);
+        None if alignment.keys.is_empty() => {
+            let plan = plan::keyless(batch, stream, &alignment, packing.as_ref())?;
+            let (output, physical) = execute_physical(&state, plan).await?;
+            let ticker = track_progress(&physical, progress);
+            let mut collector =
+                collect::KeylessCollector::new(&alignment, check.sample, packing.clone());
+            let consumed = collector.consume(output, &mut explainer).await;
+            if let Some(ticker) = ticker {
+                ticker.abort();
+            }
+            consumed?;
+            scan = scan::stats(&physical, catalog);
+            (collector.finish(), false)
         }
-        (pass.finish(collector), pass.with_occurrence)
+        None => {
+            let mut collector = keyed_collector(&alignment, check, packing.clone());
+            let pass = keyed_pass(
+                &state,
+                (batch, stream),
+                one_pass && engine.remote.is_none(),
+                &alignment,
+                check,
+                &mut collector,
+                &mut explainer,
+                progress,
+            )
+            .await?;
+            if let Some(physical) = &pass.physical {
+                scan = scan::stats(physical, catalog);
+            }
+            (pass.finish(collector), pass.with_occurrence)
+        }
     };
     let stats = explainer.column_stats();
     let columns = alignment
@@ -255,81 +302,35 @@ pub async fn run(
     Ok(result)
 }
 
-/// The collector of a keyed diff, packing the values for the join where that is possible.
-fn keyed_collector<'a>(
+/// Which value columns travel through the diff packed into one: in-process only (Ballista
+/// executors do not know the function), never the time and window columns (the findings
+/// need them as values).
+fn choose_packing(
     engine: &Engine,
-    alignment: &'a align::Alignment,
+    alignment: &align::Alignment,
     check: &CheckSpec,
-) -> collect::KeyedCollector<'a> {
+) -> Option<pack::Packing> {
     let dimensions: Vec<&str> = [&check.time_column, &check.window_column]
         .into_iter()
         .flatten()
         .map(String::as_str)
         .collect();
-    let packing = (!engine.spec.unpacked_values && engine.remote.is_none())
+    (!engine.spec.unpacked_values && engine.remote.is_none())
         .then(|| pack::Packing::choose(&alignment.values, &dimensions))
-        .flatten();
+        .flatten()
+}
+
+fn keyed_collector<'a>(
+    alignment: &'a align::Alignment,
+    check: &CheckSpec,
+    packing: Option<pack::Packing>,
+) -> collect::KeyedCollector<'a> {
     collect::KeyedCollector::new(
         alignment,
         check.sample,
         check.time_column.is_some(),
         packing,
     )
-}
-
-/// A keyed diff larger than memory: both sides split by key into spill files (with `state`),
-/// then diffed bucket by bucket with the in-memory plan (with `bucket_state`). Returns what
-/// was collected, whether any bucket paired by occurrence, and the two plans that read the
-/// sides (for their scan statistics).
-#[allow(clippy::too_many_arguments)]
-async fn keyed_in_buckets(
-    (state, bucket_state): (&SessionState, &SessionState),
-    (batch, stream): (LogicalPlan, LogicalPlan),
-    buckets: usize,
-    one_pass: bool,
-    mut collector: collect::KeyedCollector<'_>,
-    check: &CheckSpec,
-    explainer: &mut explain::Explainer,
-    progress: Option<&indicatif::ProgressBar>,
-) -> Result<(collect::Collected, bool, [Arc<dyn ExecutionPlan>; 2])> {
-    let alignment = collector.alignment();
-    tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
-    let keys: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
-    let split = |plan: LogicalPlan, name: &'static str| {
-        if let Some(bar) = progress {
-            bar.set_message(format!("splitting {name} into {buckets} buckets"));
-        }
-        let keys = &keys;
-        async move {
-            let plan = plan::normalised(plan, alignment)?;
-            partition::split(state, plan, keys, buckets).await
-        }
-    };
-    let mut batch_buckets = split(batch, "batch").await?;
-    let mut stream_buckets = split(stream, "stream").await?;
-    let mut totals = KeyedPass::default();
-    for index in 0..buckets {
-        if let Some(bar) = progress {
-            bar.set_message(format!("bucket {}/{buckets}", index + 1));
-        }
-        let pass = keyed_pass(
-            bucket_state,
-            (batch_buckets.take(index)?, stream_buckets.take(index)?),
-            one_pass,
-            alignment,
-            check,
-            &mut collector,
-            explainer,
-            None,
-        )
-        .await?;
-        totals.add(&pass);
-    }
-    Ok((
-        totals.finish(collector),
-        totals.with_occurrence,
-        [batch_buckets.physical, stream_buckets.physical],
-    ))
 }
 
 /// What one keyed diff plan saw, besides the rows the collector took: each side's row count

@@ -14,7 +14,8 @@ use std::io::BufWriter;
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::ipc::CompressionType;
+use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::utils::memory::get_record_batch_memory_size;
@@ -294,8 +295,15 @@ impl BucketWriter {
                     .state_runtime
                     .disk_manager
                     .create_tmp_file("dualrun diff bucket")?;
-                let writer =
-                    StreamWriter::try_new(BufWriter::new(file.open_writer()?), &self.schema)?;
+                // LZ4: writing through the page cache costs more than compressing (on the
+                // 2 × 50M benchmark about twice the CPU time), and the files shrink ~2.5x.
+                let options = IpcWriteOptions::default()
+                    .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+                let writer = StreamWriter::try_new_with_options(
+                    BufWriter::new(file.open_writer()?),
+                    &self.schema,
+                    options,
+                )?;
                 slot.insert(OpenFile { file, writer })
             }
         };

@@ -60,12 +60,19 @@ fn qualified(side: &str, name: &str) -> Expr {
     Expr::Column(Column::new(Some(side), name))
 }
 
-/// Each compared column of one side, cast to the common type and canonicalised, under its own
-/// name; the user's other columns are dropped.
-fn normalise(plan: &LogicalPlan, columns: &[&AlignedColumn]) -> Result<Vec<Expr>> {
+/// One side ready for the diff: each compared column cast to the common type under its own
+/// name (floats canonical: every NaN one NaN, −0.0 as 0.0, so hashing, grouping, ordering and
+/// equality agree with the promised semantics), the user's other columns dropped, and the
+/// values `packing` names packed into one column (`PACKED`; the encoding canonicalises floats
+/// itself). Partitioned diffs hash and spill this form, so equal keys of both sides land in
+/// the same bucket.
+pub fn prepared(
+    plan: LogicalPlan,
+    alignment: &Alignment,
+    packing: Option<&Packing>,
+) -> Result<LogicalPlan> {
     let schema = plan.schema().clone();
-    let mut exprs = Vec::with_capacity(columns.len() + 1);
-    for column in columns {
+    let column = |column: &AlignedColumn, canonical: bool| -> Result<Expr> {
         let (qualifier, field) = schema
             .iter()
             .find(|(_, f)| f.name() == &column.name)
@@ -74,28 +81,44 @@ fn normalise(plan: &LogicalPlan, columns: &[&AlignedColumn]) -> Result<Vec<Expr>
         if field.data_type() != &column.common {
             expr = cast(expr, column.common.clone());
         }
-        if is_float(&column.common) {
+        if canonical && is_float(&column.common) {
             expr = canonical_float(expr, &column.common);
         }
-        exprs.push(expr.alias(&column.name));
+        Ok(expr)
+    };
+    let mut exprs = Vec::new();
+    for key in &alignment.keys {
+        exprs.push(column(key, true)?.alias(&key.name));
     }
-    Ok(exprs)
-}
-
-/// The normalised compared columns plus a presence flag, which tells joined rows from the
-/// NULL padding of an outer join.
-fn prepare(plan: LogicalPlan, columns: &[&AlignedColumn]) -> Result<LogicalPlanBuilder> {
-    let mut exprs = normalise(&plan, columns)?;
-    exprs.push(lit(true).alias(PRESENT));
-    Ok(LogicalPlanBuilder::from(plan).project(exprs)?)
-}
-
-/// One side's keys and compared values in their common types and canonical form: what a
-/// partitioned diff hashes and spills, so equal keys of both sides land in the same bucket.
-pub fn normalised(plan: LogicalPlan, alignment: &Alignment) -> Result<LogicalPlan> {
-    let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
-    let exprs = normalise(&plan, &columns)?;
+    for (i, value) in alignment.values.iter().enumerate() {
+        if !packing.is_some_and(|p| p.packs(i)) {
+            exprs.push(column(value, true)?.alias(&value.name));
+        }
+    }
+    if let Some(packing) = packing {
+        let args = packing
+            .columns
+            .iter()
+            .map(|&i| column(&alignment.values[i], false))
+            .collect::<Result<_>>()?;
+        exprs.push(packing.call(args).alias(PACKED));
+    }
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// The columns of a prepared side that hold its compared values: the packed column (if any),
+/// then the values left unpacked.
+fn value_columns(alignment: &Alignment, packing: Option<&Packing>) -> Vec<String> {
+    let mut names: Vec<String> = packing.map(|_| PACKED.to_string()).into_iter().collect();
+    names.extend(
+        alignment
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !packing.is_some_and(|p| p.packs(*i)))
+            .map(|(_, v)| v.name.clone()),
+    );
+    names
 }
 
 /// NaN of any sign or payload becomes the one positive NaN, −0.0 becomes 0.0, NULL stays NULL.
@@ -199,26 +222,36 @@ pub fn keyed(
         packing,
         row_ids,
     } = shape;
-    let columns: Vec<&AlignedColumn> = alignment.keys.iter().chain(&alignment.values).collect();
     let packed = |i: usize| packing.is_some_and(|p| p.packs(i));
     let side = |plan: LogicalPlan, alias: &str| -> Result<LogicalPlan> {
-        let mut builder = prepare(plan, &columns)?;
+        let mut exprs: Vec<Expr> = plan
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        // The presence flag tells joined rows from the NULL padding of an outer join.
+        exprs.push(lit(true).alias(PRESENT));
         if let Some(ids) = row_ids {
-            let schema = builder.schema().clone();
-            let mut exprs: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
             exprs.push(ids.call(alias == "b").alias(ROW_ID));
-            builder = builder.project(exprs)?;
         }
+        let mut builder = LogicalPlanBuilder::from(plan).project(exprs)?;
         if with_occurrence {
             let partition: Vec<Expr> = alignment
                 .keys
                 .iter()
                 .map(|k| Expr::Column(Column::from_name(&k.name)))
                 .collect();
+            // Value order, packed values decoded for it.
             let order: Vec<_> = alignment
                 .values
                 .iter()
-                .map(|v| Expr::Column(Column::from_name(&v.name)).sort(true, false))
+                .enumerate()
+                .map(|(i, v)| match packing {
+                    Some(p) if p.packs(i) => p.unpacked(i, Expr::Column(Column::from_name(PACKED))),
+                    _ => Expr::Column(Column::from_name(&v.name)),
+                })
+                .map(|e| e.sort(true, false))
                 .collect();
             let occurrence = row_number()
                 .partition_by(partition)
@@ -226,28 +259,6 @@ pub fn keyed(
                 .build()?
                 .alias(OCCURRENCE);
             builder = builder.window(vec![occurrence])?;
-        }
-        if let Some(packing) = packing {
-            let schema = builder.schema().clone();
-            let mut exprs: Vec<Expr> = schema
-                .columns()
-                .into_iter()
-                .filter(|c| {
-                    !alignment
-                        .values
-                        .iter()
-                        .enumerate()
-                        .any(|(i, v)| packed(i) && v.name == c.name)
-                })
-                .map(Expr::Column)
-                .collect();
-            let args = packing
-                .columns
-                .iter()
-                .map(|&i| Expr::Column(Column::from_name(&alignment.values[i].name)))
-                .collect();
-            exprs.push(packing.call(args).alias(PACKED));
-            builder = builder.project(exprs)?;
         }
         Ok(builder.alias(alias)?.build()?)
     };
@@ -416,16 +427,16 @@ fn packed_differs() -> Expr {
     ))
 }
 
-/// One side's row count and the number of key values that occur more than once in it.
+/// One (prepared) side's row count and the number of key values that occur more than once.
 pub fn duplicate_keys(plan: LogicalPlan, alignment: &Alignment) -> Result<LogicalPlan> {
-    let keys: Vec<&AlignedColumn> = alignment.keys.iter().collect();
-    let group: Vec<Expr> = keys
+    let group: Vec<Expr> = alignment
+        .keys
         .iter()
         .map(|k| Expr::Column(Column::from_name(&k.name)))
         .collect();
     let n = || Expr::Column(Column::from_name(COUNT));
     // One pass gives both the side's row count and its duplicated key values.
-    Ok(prepare(plan, &keys)?
+    Ok(LogicalPlanBuilder::from(plan)
         .aggregate(group, vec![count(lit(1)).alias(COUNT)])?
         .aggregate(
             Vec::<Expr>::new(),
@@ -437,33 +448,28 @@ pub fn duplicate_keys(plan: LogicalPlan, alignment: &Alignment) -> Result<Logica
         .build()?)
 }
 
-/// The keyless diff: each distinct row with its count on each side.
+/// The keyless diff over two prepared sides: each distinct row with its count on each side.
 pub fn keyless(
     batch: LogicalPlan,
     stream: LogicalPlan,
     alignment: &Alignment,
+    packing: Option<&Packing>,
 ) -> Result<LogicalPlan> {
-    let columns: Vec<&AlignedColumn> = alignment.values.iter().collect();
+    let columns = value_columns(alignment, packing);
     let group: Vec<Expr> = columns
         .iter()
-        .map(|c| Expr::Column(Column::from_name(&c.name)))
+        .map(|c| Expr::Column(Column::from_name(c)))
         .collect();
     let side = |plan: LogicalPlan, alias: &str| -> Result<LogicalPlan> {
-        Ok(prepare(plan, &columns)?
+        Ok(LogicalPlanBuilder::from(plan)
             .aggregate(group.clone(), vec![count(lit(1)).alias(COUNT)])?
             .alias(alias)?
             .build()?)
     };
     let b = side(batch, "b")?;
     let s = side(stream, "s")?;
-    let left: Vec<Column> = columns
-        .iter()
-        .map(|c| Column::new(Some("b"), &c.name))
-        .collect();
-    let right: Vec<Column> = columns
-        .iter()
-        .map(|c| Column::new(Some("s"), &c.name))
-        .collect();
+    let left: Vec<Column> = columns.iter().map(|c| Column::new(Some("b"), c)).collect();
+    let right: Vec<Column> = columns.iter().map(|c| Column::new(Some("s"), c)).collect();
     let joined = LogicalPlanBuilder::from(b).join_detailed(
         s,
         JoinType::Full,
@@ -481,13 +487,12 @@ pub fn keyless(
         greatest(vec![sn - bn, lit(0i64)]).alias(EXTRA_COUNT),
     ];
     for column in &columns {
-        out.push(
-            coalesce(vec![
-                qualified("b", &column.name),
-                qualified("s", &column.name),
-            ])
-            .alias(&column.name),
-        );
+        out.push(coalesce(vec![qualified("b", column), qualified("s", column)]).alias(column));
     }
     Ok(joined.project(out)?.build()?)
+}
+
+/// The columns a keyless diff of prepared sides is split into buckets by: all of them.
+pub fn keyless_columns(alignment: &Alignment, packing: Option<&Packing>) -> Vec<String> {
+    value_columns(alignment, packing)
 }
