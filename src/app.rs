@@ -37,16 +37,28 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
         let started_at = chrono::Utc::now();
         let spinner = spinner(&check.name);
         let running = run_check(&engine, &catalog, check, plan, spinner.as_ref());
-        let outcome = match check.timeout {
+        // A cluster job that stops making progress must still end: on Ballista a check without
+        // a timeout of its own gets the default one.
+        let on_cluster = engine.remote.is_some() && !check.embedded;
+        let timeout = check
+            .timeout
+            .map(|limit| (limit, "timeout of the check"))
+            .or(on_cluster.then_some((
+                DEFAULT_CLUSTER_TIMEOUT,
+                "default timeout of a check on Ballista; set timeout on the check to change it",
+            )));
+        let outcome = match timeout {
             // Dropping the running future cancels its DataFusion streams.
-            Some(limit) => tokio::time::timeout(limit, running)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(anyhow!(
-                        "timed out after {} (timeout of the check); the query was cancelled",
-                        humantime::format_duration(limit)
-                    ))
-                }),
+            Some((limit, which)) => {
+                tokio::time::timeout(limit, running)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow!(
+                            "timed out after {} ({which}); the query was cancelled",
+                            humantime::format_duration(limit)
+                        ))
+                    })
+            }
             None => running.await,
         };
         if let Some(bar) = &spinner {
@@ -55,7 +67,9 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
         let seconds = started.elapsed().as_secs_f64();
         let (name, query, key) = (&check.name, &check.sql_origin, &check.key);
         let report = match outcome {
-            Ok(Outcome::Diff(diff)) => CheckReport::from_diff(name, query, key, *diff, seconds),
+            Ok(Outcome::Diff(diff)) => {
+                CheckReport::from_diff(name, query, key, *diff, check.evidence, seconds)
+            }
             Ok(Outcome::NotReady(why)) => {
                 eprintln!("dualrun: check '{name}': {}", why.message());
                 CheckReport::not_ready(name, query, key, why, seconds)
@@ -154,12 +168,16 @@ fn spinner(check: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Width for text reports: the terminal's, as the shell exports it in COLUMNS, else 120.
+/// Width for text reports: the terminal's own (asked of stdout, else stderr, so `| less`
+/// keeps it), else COLUMNS, else 100.
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(120)
+    let asked = terminal_size::terminal_size()
+        .or_else(|| terminal_size::terminal_size_of(std::io::stderr()))
+        .map(|(terminal_size::Width(w), _)| usize::from(w))
+        .filter(|w| *w > 0);
+    asked
+        .or_else(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()))
+        .unwrap_or(100)
 }
 
 /// Writes the report where the flags say and returns the exit code of the run.
@@ -315,6 +333,16 @@ async fn read_history(plan: &Plan, check: Option<&str>) -> Result<Vec<RunRecord>
 /// `dualrun history`: the run records, oldest first.
 pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat) -> Result<i32> {
     let records = read_history(plan, check).await?;
+    if let Some(wanted) = check
+        && records.is_empty()
+        && !plan.all_checks.iter().any(|c| c.name == wanted)
+    {
+        let names: Vec<&str> = plan.all_checks.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "--check '{wanted}' is not in the config and has no history records (checks: {})",
+            names.join(", ")
+        );
+    }
     let text = match format {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&records)?),
         OutputFormat::Text | OutputFormat::Markdown => {
@@ -335,18 +363,27 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
                 "ratio",
             ]);
             for r in &records {
+                // A run without a verdict has no figures: a dash, never zeros that read as some.
+                let figures = matches!(
+                    r.status(),
+                    Some(CheckStatus::Match | CheckStatus::Diverged | CheckStatus::Empty)
+                );
+                let figure = |text: String| if figures { text } else { "—".to_string() };
                 table.add_row(vec![
                     r.started_at.clone(),
                     r.check_name.clone(),
                     r.params.clone(),
                     r.status.clone(),
-                    r.rows_batch.to_string(),
-                    r.rows_stream.to_string(),
-                    (r.missing_in_stream + r.extra_in_stream + r.mismatched).to_string(),
-                    format!("{:.6}", r.divergence_ratio),
+                    figure(r.rows_batch.to_string()),
+                    figure(r.rows_stream.to_string()),
+                    figure((r.missing_in_stream + r.extra_in_stream + r.mismatched).to_string()),
+                    figure(format!("{:.6}", r.divergence_ratio)),
                 ]);
             }
-            format!("{table}\n{} records\n", records.len())
+            format!(
+                "{table}\n{}\n",
+                crate::words::plural(records.len() as u64, "record", "records")
+            )
         }
     };
     write_output(&text, None)?;
@@ -367,13 +404,16 @@ pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>)
     Ok(if gate.ready { 0 } else { 1 })
 }
 
+/// How long a check may run on a Ballista cluster when it sets no timeout of its own.
+pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+
 pub const STARTER_CONFIG: &str = include_str!("starter.toml");
 
-/// `dualrun init`: the starter config, to stdout or a new file.
-pub fn init(output: Option<&Path>) -> Result<()> {
+/// `dualrun init`: the starter config, to a new file (`-`: stdout).
+pub fn init(output: &Path) -> Result<()> {
     match output {
-        None => write_output(STARTER_CONFIG, None),
-        Some(path) => {
+        path if path == Path::new("-") => write_output(STARTER_CONFIG, None),
+        path => {
             if path.exists() {
                 bail!(
                     "{} exists already; dualrun init does not overwrite",
@@ -401,9 +441,20 @@ pub fn report_failure(
 ) -> i32 {
     let message = crate::redact::scrub(&format!("{error:#}"));
     eprintln!("dualrun: error: {message}");
+    print_error_report(format, output, check_names, &message);
+    2
+}
+
+/// The JSON error report, when JSON was asked for: consumers get a document with status
+/// "error" whatever went wrong (a panic included).
+pub fn print_error_report(
+    format: OutputFormat,
+    output: Option<&Path>,
+    check_names: &[String],
+    message: &str,
+) {
     if format == OutputFormat::Json {
-        let report = error_report(check_names, &message);
+        let report = error_report(check_names, &crate::redact::scrub(message));
         let _ = write_output(&report.render(format, TextStyle::PLAIN), output);
     }
-    2
 }

@@ -235,7 +235,7 @@ async fn register_one(
     let bytes: u64 = files.iter().map(|m| m.size).sum();
     let prefix = url.prefix().as_ref().to_string();
 
-    let options = ListingOptions::new(file_format(format))
+    let options = ListingOptions::new(file_format(format, source.csv_header))
         .with_file_extension(extension)
         .with_table_partition_cols(
             partition_cols
@@ -247,6 +247,9 @@ async fn register_one(
         .infer_schema(&state, &url)
         .await
         .map_err(|e| anyhow!("cannot read the schema of the {} files: {e}", format.name()))?;
+    if format == Format::Csv && source.csv_header {
+        warn_if_header_looks_like_data(name, side, &schema, files.first());
+    }
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
@@ -296,10 +299,48 @@ async fn register_delta(
     bail!("Delta tables need dualrun built with the `delta` feature (on by default)")
 }
 
-fn file_format(format: Format) -> Arc<dyn FileFormat> {
+/// A CSV read with a header whose column names are numbers, dates or booleans, over columns of
+/// that type, most likely has no header: its first row of data became the column names and is
+/// lost from the comparison. Warns naming the file and the option that fixes it.
+fn warn_if_header_looks_like_data(
+    table: &str,
+    side: Side,
+    schema: &datafusion::arrow::datatypes::Schema,
+    file: Option<&object_store::ObjectMeta>,
+) {
+    let data_like: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            let name = f.name().trim();
+            let typed = f.data_type().is_numeric()
+                || f.data_type().is_temporal()
+                || *f.data_type() == DataType::Boolean;
+            let looks_like_value = name.parse::<f64>().is_ok()
+                || chrono::NaiveDate::parse_from_str(name, "%Y-%m-%d").is_ok()
+                || name.eq_ignore_ascii_case("true")
+                || name.eq_ignore_ascii_case("false");
+            typed && looks_like_value
+        })
+        .map(|f| f.name().as_str())
+        .collect();
+    if data_like.is_empty() {
+        return;
+    }
+    eprintln!(
+        "dualrun: warning: table '{table}' ({} side): the header of {} looks like data (column names {}); if the CSV files have no header row, set csv_header = false (compare: --csv-header {}.{table}=false), or the first row is not compared",
+        side.name(),
+        file.map(|f| f.location.to_string())
+            .unwrap_or_else(|| "its CSV files".to_string()),
+        data_like.join(", "),
+        side.name()
+    );
+}
+
+fn file_format(format: Format, csv_header: bool) -> Arc<dyn FileFormat> {
     match format {
         Format::Parquet => Arc::new(ParquetFormat::default()),
-        Format::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+        Format::Csv => Arc::new(CsvFormat::default().with_has_header(csv_header)),
         Format::NdJson => Arc::new(JsonFormat::default()),
         Format::Avro => Arc::new(AvroFormat),
         Format::Arrow => Arc::new(ArrowFormat),

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Run identical SQL on batch and stream tables and prove they give the same answers",
     long_about = "dualrun runs the same analytic SQL against the tables your batch pipeline writes and \
 the tables your streaming pipeline writes, diffs the two results inside DataFusion, and says \
-precisely where and why they diverge.\n\nExit codes (like diff(1)): 0 match, 1 diverged, 2 trouble."
+precisely where and why they diverge.",
+    after_help = RUN_EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,39 +46,70 @@ pub enum Command {
     #[command(after_help = INIT_EXAMPLE)]
     Init(InitArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = COMPLETIONS_EXAMPLE)]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
 }
 
+// Examples are one command per line, short enough that a wrapped help never splits a line
+// continuation from its command: copy-paste works at any terminal width.
+
+/// Exit codes of the commands that reach verdicts (compare, run).
+const RUN_EXIT_CODES: &str = "Exit codes (like diff(1)):
+  0    every check matches
+  1    a check diverged
+  2    trouble: bad input or config, a check that could not run (one line on stderr says why)
+  3    not ready: a stream's watermark has not passed the window yet; run again later
+  4    empty: a result had no rows (or fewer than min_rows): no evidence either way
+  130  interrupted (SIGINT/SIGTERM)";
+
 const COMPARE_EXAMPLE: &str = "Example:
-  dualrun compare \\
-    --batch orders=warehouse/orders/ --stream orders=s3://lake/stream/orders/ \\
-    --sql 'SELECT dt, region, sum(amount) AS revenue FROM orders WHERE dt = $run_date GROUP BY 1, 2' \\
-    --param run_date=2026-11-25 --key dt,region --tolerance revenue=abs:0.01";
+  dualrun compare --batch orders=warehouse/orders/ --stream orders=s3://lake/orders/ --key dt,region --sql 'SELECT dt, region, sum(amount) AS revenue FROM orders GROUP BY 1, 2'
+
+Exit codes: 0 match, 1 diverged, 2 trouble, 4 empty (no rows to compare), 130 interrupted.";
 
 const RUN_EXAMPLE: &str = "Example:
-  dualrun run --config dualrun.toml --param run_date=2026-11-25 --format json --output report.json";
+  dualrun run --config dualrun.toml --param run_date=2026-11-25 --format json --output report.json
+
+Exit codes: 0 match, 1 diverged, 2 trouble, 3 not ready, 4 empty (no rows to compare), 130 interrupted.";
 
 const VALIDATE_EXAMPLE: &str = "Example:
-  dualrun validate --config dualrun.toml";
+  dualrun validate --config dualrun.toml
+
+Exit codes: 0 every check plans and both sides agree, 1 a column on one side only, 2 trouble.";
 
 const SERVE_EXAMPLE: &str = "Example:
   dualrun serve --config dualrun.toml --listen 127.0.0.1:9898 --schedule '0 2 * * *'
-  curl -X POST 'http://127.0.0.1:9898/run?wait=true'    # run now, answer with the JSON report
-  curl http://127.0.0.1:9898/metrics";
+  curl -X POST 'http://127.0.0.1:9898/run?wait=true'
+  curl http://127.0.0.1:9898/metrics
+
+Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 2 trouble (bad config, address in use).";
 
 const HISTORY_EXAMPLE: &str = "Example:
-  dualrun history --config dualrun.toml --check daily_revenue --format json";
+  dualrun history --config dualrun.toml --check daily_revenue --format json
+
+Exit codes: 0 records shown (possibly none), 2 trouble (unknown check, unreadable history).";
 
 const GATE_EXAMPLE: &str = "Example:
-  dualrun gate --config dualrun.toml              # exit 0: batch may go; 1: not yet
-  dualrun gate --config dualrun.toml --format markdown --output gate.md";
+  dualrun gate --config dualrun.toml
+  dualrun gate --config dualrun.toml --format markdown --output gate.md
+
+Exit codes: 0 batch removal is ready (every required check proven), 1 not yet, 2 trouble.";
 
 const INIT_EXAMPLE: &str = "Example:
-  dualrun init > dualrun.toml
-  dualrun init --output dualrun.toml";
+  dualrun init
+  dualrun init --output configs/nightly.toml
+  dualrun init --output -
+
+Exit codes: 0 written, 2 trouble (the file exists: never overwritten).";
+
+const COMPLETIONS_EXAMPLE: &str = "Example:
+  dualrun completions bash > /etc/bash_completion.d/dualrun
+  dualrun completions zsh > \"${fpath[1]}/_dualrun\"
+
+Exit codes: 0 printed, 2 unknown shell.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
@@ -135,6 +167,10 @@ pub struct CompareArgs {
     /// or batch.NAME=FORMAT / stream.NAME=FORMAT for one (parquet, csv, ndjson, avro, arrow).
     #[arg(long = "input-format", value_name = "[SIDE.]NAME=FORMAT")]
     pub input_formats: Vec<String>,
+    /// CSV tables: whether the first line of each file is a header (default true): NAME=false
+    /// for both sides, or batch.NAME=false / stream.NAME=false for one.
+    #[arg(long = "csv-header", value_name = "[SIDE.]NAME=BOOL")]
+    pub csv_headers: Vec<String>,
     /// The query, inline.
     #[arg(long, conflicts_with = "query", required_unless_present = "query")]
     pub sql: Option<String>,
@@ -165,6 +201,17 @@ pub struct CompareArgs {
     /// Never show this column's values in samples or findings (personal data).
     #[arg(long = "redact", value_name = "COL")]
     pub redact: Vec<String>,
+    /// A clean result with fewer batch rows than N is `empty` (exit 4), not a match.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        conflicts_with = "allow_empty"
+    )]
+    pub min_rows: u64,
+    /// An empty result is a legitimate answer: two empty results match.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Name of the check in reports.
     #[arg(long, default_value = "compare")]
     pub name: String,
@@ -182,6 +229,9 @@ pub struct RunArgs {
     /// Run only these checks (repeatable).
     #[arg(long = "check", value_name = "NAME")]
     pub checks: Vec<String>,
+    /// Write no history record (trying things out): the gate does not see this run.
+    #[arg(long)]
+    pub no_history: bool,
     #[command(flatten)]
     pub report: ReportArgs,
     #[command(flatten)]
@@ -243,7 +293,7 @@ pub struct GateArgs {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Write the starter config to FILE (refuses to overwrite); stdout when absent.
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Write the starter config to FILE (never overwrites an existing file); `-` for stdout.
+    #[arg(long, value_name = "FILE", default_value = "dualrun.toml")]
+    pub output: PathBuf,
 }

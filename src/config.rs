@@ -93,6 +93,10 @@ pub struct TableConfig {
     pub version: Option<u64>,
     /// Delta tables: read the table as of this time (RFC 3339; `$params` are substituted).
     pub as_of: Option<String>,
+    /// CSV files start with a header row (default true); per side: batch_/stream_csv_header.
+    pub csv_header: Option<bool>,
+    pub batch_csv_header: Option<bool>,
+    pub stream_csv_header: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +133,11 @@ pub struct CheckConfig {
     /// "embedded": this check runs in-process even when [engine] url sends the others to
     /// Ballista (e.g. a query with LIMIT, which Ballista cannot run correctly).
     pub engine: Option<String>,
+    /// A clean result with fewer batch rows than this is `empty`, not a match; default 1.
+    pub min_rows: Option<u64>,
+    /// An empty result is a legitimate answer (e.g. a query for rows in error): match, not empty.
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -240,6 +249,8 @@ pub struct SourceSpec {
     /// Delta time travel: a table version, or a point in time (RFC 3339).
     pub delta_version: Option<u64>,
     pub delta_as_of: Option<String>,
+    /// CSV: the first line of each file names the columns (default); false reads it as data.
+    pub csv_header: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -410,6 +421,33 @@ pub struct CheckSpec {
     pub redact: Vec<String>,
     /// Runs in-process even when the engine is a Ballista cluster.
     pub embedded: bool,
+    /// What a clean result needs to be a match rather than `empty`.
+    pub evidence: Evidence,
+}
+
+/// How much data a check needs before "nothing diverged" counts as a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    /// Fewer batch rows than this make a clean result `empty`.
+    pub min_rows: u64,
+    /// An empty result is a legitimate answer for this check (e.g. "rows with errors").
+    pub allow_empty: bool,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Evidence {
+            min_rows: 1,
+            allow_empty: false,
+        }
+    }
+}
+
+impl Evidence {
+    /// Whether a result with these row counts is evidence at all.
+    pub fn is_met(&self, batch_rows: u64, stream_rows: u64) -> bool {
+        self.allow_empty || (batch_rows >= self.min_rows && batch_rows.max(stream_rows) > 0)
+    }
 }
 
 /// The gate policy of one check.
@@ -531,8 +569,9 @@ fn is_label_name(name: &str) -> bool {
         && !name.starts_with("__")
 }
 
-/// Parses a size like `512MiB`, `2GiB`, `256M` or `1024` (bytes). K/M/G/T are binary with or
-/// without `iB`, so `512M` and `512MiB` are the same number.
+/// Parses a size like `512MiB`, `2GiB`, `256M` or `1024B`. K/M/G/T are binary with or without
+/// `iB`, so `512M` and `512MiB` are the same number. A bare number is refused: `512` meaning
+/// 512 bytes is never what was meant.
 pub fn parse_size(text: &str) -> Result<usize> {
     let trimmed = text.trim();
     let split = trimmed
@@ -543,7 +582,10 @@ pub fn parse_size(text: &str) -> Result<usize> {
         .parse()
         .map_err(|_| anyhow!("size '{text}' does not parse: expected e.g. 512MiB, 2GiB, 256M"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
+        "" => bail!(
+            "size '{text}' has no unit: {number} bytes? use e.g. {number}MiB (units: B, K, M, G, T, with or without iB)"
+        ),
+        "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
@@ -578,6 +620,57 @@ pub fn parse_params(flags: &[String]) -> Result<BTreeMap<String, String>> {
         params.insert(name.to_string(), value.to_string());
     }
     Ok(params)
+}
+
+/// The param every run may carry: it names the night in the history, used by SQL or not.
+pub const RUN_DATE: &str = "run_date";
+
+/// Names bound as `$name` or `${name}` in a text (SQL, a window end, an as_of).
+fn referenced_params(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let braced = rest.starts_with('{');
+        let body = if braced { &rest[1..] } else { rest };
+        let end = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        if end > 0 {
+            names.insert(body[..end].to_string());
+        }
+    }
+    names
+}
+
+/// Fails on a param no text uses (a typo such as `rundate` would otherwise be ignored and the
+/// SQL run without it), naming the ones that are used; and on a date param that is no date.
+fn check_params(params: &BTreeMap<String, String>, origin: &str, texts: &[&str]) -> Result<()> {
+    let used: std::collections::BTreeSet<String> =
+        texts.iter().flat_map(|t| referenced_params(t)).collect();
+    for name in params.keys() {
+        if name != RUN_DATE && !used.contains(name) {
+            let used: Vec<String> = used.iter().map(|n| format!("${n}")).collect();
+            bail!(
+                "{origin} '{name}': no query uses ${name} ({}); check the spelling",
+                if used.is_empty() {
+                    "the queries use no params".to_string()
+                } else {
+                    format!("the queries use {}", used.join(", "))
+                }
+            );
+        }
+    }
+    for (name, value) in params {
+        if (name == RUN_DATE || name.ends_with("_date"))
+            && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_err()
+        {
+            bail!(
+                "{origin} '{name}' = '{value}' is not a date (expected YYYY-MM-DD, e.g. 2026-11-25)"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_param_name(name: &str) -> Result<()> {
@@ -618,9 +711,23 @@ impl EngineSpec {
             .map(crate::distributed::parse_url)
             .transpose()?;
         let memory_limit = match memory_flag.or(config.memory_limit.as_deref()) {
-            Some(text) => Some(parse_size(text).context("memory limit")?),
+            Some(text) => {
+                let bytes = parse_size(text).context("memory limit")?;
+                // Below this DataFusion cannot hold one batch per operator and fails with pages
+                // of operator names instead of a verdict.
+                const SMALLEST: usize = 32 << 20;
+                if bytes < SMALLEST {
+                    bail!("memory limit '{text}' is too small: give at least 32MiB");
+                }
+                Some(bytes)
+            }
             None => None,
         };
+        if let (Some(url), Some(_)) = (&url, memory_limit) {
+            bail!(
+                "a memory limit applies to embedded runs only; on {url} each executor sizes its own memory: drop --memory-limit / [engine] memory_limit, or run without --engine"
+            );
+        }
         if config.target_partitions == Some(0) {
             bail!("[engine] target_partitions must be at least 1");
         }
@@ -657,6 +764,7 @@ pub struct CompareInput<'a> {
     pub batch: &'a [String],
     pub stream: &'a [String],
     pub input_formats: &'a [String],
+    pub csv_headers: &'a [String],
     pub sql: Option<&'a str>,
     pub query: Option<&'a Path>,
     pub key: &'a [String],
@@ -673,6 +781,8 @@ pub struct CompareInput<'a> {
     pub window_column: Option<&'a str>,
     pub timeout: Option<&'a str>,
     pub redact: &'a [String],
+    pub min_rows: Option<u64>,
+    pub allow_empty: bool,
 }
 
 /// Flags of the config-driven commands that override or narrow the config file.
@@ -721,6 +831,24 @@ impl Plan {
             }
             formats.insert((name.to_string(), side), format);
         }
+        let mut headers: BTreeMap<(String, Option<Side>), bool> = BTreeMap::new();
+        for text in input.csv_headers {
+            let (target, value) = split_assignment(text, "--csv-header", "[SIDE.]NAME=true|false")?;
+            let value: bool = value.parse().map_err(|_| {
+                anyhow!("--csv-header '{text}': expected true or false after the =")
+            })?;
+            let (side, name) = match target.split_once('.') {
+                Some(("batch", name)) => (Some(Side::Batch), name),
+                Some(("stream", name)) => (Some(Side::Stream), name),
+                _ => (None, target),
+            };
+            if !tables.contains_key(name) {
+                bail!(
+                    "--csv-header '{text}' names table '{name}', which no --batch/--stream gives"
+                );
+            }
+            headers.insert((name.to_string(), side), value);
+        }
         let mut table_specs = Vec::new();
         for (name, (batch, stream)) in tables {
             let (Some(batch), Some(stream)) = (batch, stream) else {
@@ -734,6 +862,13 @@ impl Plan {
                     .or_else(|| formats.get(&(name.clone(), None)))
                     .copied()
             };
+            let header_of = |side: Side| {
+                headers
+                    .get(&(name.clone(), Some(side)))
+                    .or_else(|| headers.get(&(name.clone(), None)))
+                    .copied()
+                    .unwrap_or(true)
+            };
             table_specs.push(TableSpec {
                 batch: SourceSpec {
                     url: batch,
@@ -741,6 +876,7 @@ impl Plan {
                     partition_cols: None,
                     delta_version: None,
                     delta_as_of: None,
+                    csv_header: header_of(Side::Batch),
                 },
                 stream: SourceSpec {
                     url: stream,
@@ -748,6 +884,7 @@ impl Plan {
                     partition_cols: None,
                     delta_version: None,
                     delta_as_of: None,
+                    csv_header: header_of(Side::Stream),
                 },
                 name,
                 watermark: None,
@@ -782,11 +919,17 @@ impl Plan {
                 .transpose()?,
             redact: clean_columns(input.redact, "--redact")?,
             embedded: false,
+            evidence: Evidence {
+                min_rows: input.min_rows.unwrap_or(1),
+                allow_empty: input.allow_empty,
+            },
         };
+        let params = parse_params(input.params)?;
+        check_params(&params, "--param", &[&check.sql])?;
         Ok(Plan {
             tables: table_specs,
             checks: vec![check.clone()],
-            params: parse_params(input.params)?,
+            params,
             engine: EngineSpec::from_config(
                 &EngineConfig::default(),
                 input.memory_limit,
@@ -840,9 +983,16 @@ impl Plan {
             };
             params.insert(name.clone(), text);
         }
-        params.extend(parse_params(flags.params)?);
+        let config_params = params.clone();
+        let flag_params = parse_params(flags.params)?;
+        params.extend(flag_params.clone());
 
         let mut tables = Vec::new();
+        let as_of_texts: Vec<String> = config
+            .tables
+            .values()
+            .filter_map(|t| t.as_of.clone())
+            .collect();
         for (name, table) in config.tables {
             let context = || format!("[tables.{name}]");
             let both = table
@@ -898,6 +1048,7 @@ impl Plan {
                     partition_cols: table.partition_cols.clone(),
                     delta_version: table.version,
                     delta_as_of: as_of.clone(),
+                    csv_header: table.batch_csv_header.or(table.csv_header).unwrap_or(true),
                 },
                 stream: SourceSpec {
                     url: resolve_location(base, &table.stream),
@@ -905,6 +1056,7 @@ impl Plan {
                     partition_cols: table.partition_cols,
                     delta_version: table.version,
                     delta_as_of: as_of,
+                    csv_header: table.stream_csv_header.or(table.csv_header).unwrap_or(true),
                 },
                 name,
                 watermark,
@@ -996,6 +1148,15 @@ impl Plan {
                     .as_deref()
                     .map(|l| parse_duration(l, &format!("{context} lateness")))
                     .transpose()?,
+                evidence: {
+                    if check.allow_empty && check.min_rows.is_some() {
+                        bail!("{context}: give min_rows or allow_empty = true, not both");
+                    }
+                    Evidence {
+                        min_rows: check.min_rows.unwrap_or(1),
+                        allow_empty: check.allow_empty,
+                    }
+                },
                 name: check.name,
                 sql,
                 sql_origin,
@@ -1014,6 +1175,31 @@ impl Plan {
         if !only_checks.is_empty() {
             checks.retain(|c| only_checks.contains(&c.name));
         }
+        // [params] may serve any check of the config; --param must serve a selected one.
+        let texts = |checks: &[CheckSpec]| -> Vec<String> {
+            let mut texts: Vec<String> = checks
+                .iter()
+                .flat_map(|c| [Some(c.sql.clone()), c.window_end.clone()])
+                .flatten()
+                .collect();
+            texts.extend(as_of_texts.iter().cloned());
+            texts
+        };
+        let all_texts = texts(&all_checks);
+        let selected_texts = texts(&checks);
+        check_params(
+            &config_params,
+            "[params]",
+            &all_texts.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        check_params(
+            &flag_params,
+            "--param",
+            &selected_texts
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )?;
         Ok(Plan {
             tables,
             checks,
@@ -1108,7 +1294,9 @@ mod tests {
         assert_eq!(parse_size("512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1k").unwrap(), 1024);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("1024B").unwrap(), 1024);
+        let bare = parse_size("512").unwrap_err().to_string();
+        assert!(bare.contains("512 bytes? use e.g. 512MiB"), "{bare}");
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("0").is_err());

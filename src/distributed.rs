@@ -31,8 +31,21 @@ pub fn parse_url(url: &str) -> Result<String> {
 #[cfg(feature = "ballista")]
 pub async fn connect(local: SessionState, url: &str) -> Result<SessionState> {
     use ballista::prelude::SessionContextExt;
-    use ballista_core::extension::SessionStateExt;
+    use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+    use datafusion::execution::session_state::SessionStateBuilder;
     use datafusion::prelude::SessionContext;
+
+    // Ballista 55's adaptive planner never finishes a job with an empty input: it replans the
+    // exchange above the empty scan into a new stage, forever (an empty Parquet file, or a
+    // filter that keeps nothing, hung the diff). The static planner runs the same plans.
+    let config = local
+        .config()
+        .clone()
+        .upgrade_for_ballista()
+        .with_ballista_adaptive_query_planner(false);
+    let local = SessionStateBuilder::new_from_existing(local)
+        .with_config(config)
+        .build();
 
     if url == STANDALONE {
         let ctx = SessionContext::standalone_with_state(local)

@@ -11,7 +11,10 @@
 //! - clean: match, or diverged within `max_divergence_ratio` with no one-sided column;
 //!   dirty: any other diverged run, which resets the streak;
 //! - error and not_ready are no verdict: they neither count nor reset, but the gate is open only
-//!   when the newest params has a clean verdict, so a check failing tonight is never "proven".
+//!   when the newest params has a clean verdict, so a check failing tonight is never "proven";
+//! - a night without evidence (status empty, or a match on fewer batch rows than the check's
+//!   min_rows as configured now) is no verdict either: an empty night proves nothing. The gate
+//!   counts those nights so a streak that skipped many of them shows it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,6 +54,8 @@ pub struct GateCheck {
     pub open: bool,
     pub stage: Stage,
     pub last_divergence: Option<LastDivergence>,
+    /// Nights without evidence (empty results) since the last divergence: skipped by the streak.
+    pub empty_nights: u32,
     /// Status of the newest params' record.
     pub latest_status: Option<String>,
     pub latest_params: Option<String>,
@@ -68,16 +73,27 @@ pub struct GateReport {
 enum Verdict {
     Clean,
     Dirty,
+    /// Nothing to compare: not a verdict.
+    Empty,
     None,
 }
 
-fn verdict(record: &RunRecord, max_ratio: f64) -> Verdict {
+fn verdict(record: &RunRecord, check: &CheckSpec) -> Verdict {
+    let evidence = check.evidence.is_met(record.rows_batch, record.rows_stream);
     match record.status() {
+        Some(CheckStatus::Empty) => Verdict::Empty,
+        // Records written before `empty` existed, or under a lower min_rows than today's.
+        Some(CheckStatus::Match) if !evidence => Verdict::Empty,
         Some(CheckStatus::Match) => Verdict::Clean,
         Some(CheckStatus::Diverged)
-            if !record.schema_diverged && record.divergence_ratio <= max_ratio =>
+            if !record.schema_diverged
+                && record.divergence_ratio <= check.gate.max_divergence_ratio =>
         {
-            Verdict::Clean
+            if evidence {
+                Verdict::Clean
+            } else {
+                Verdict::Empty
+            }
         }
         Some(CheckStatus::Diverged) => Verdict::Dirty,
         _ => Verdict::None,
@@ -99,12 +115,13 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
                 *slot = record;
             }
         }
-        let max_ratio = check.gate.max_divergence_ratio;
         let mut streak = 0;
+        let mut empty_nights = 0;
         let mut last_divergence = None;
         for record in by_params.values().rev() {
-            match verdict(record, max_ratio) {
+            match verdict(record, check) {
                 Verdict::Clean => streak += 1,
+                Verdict::Empty => empty_nights += 1,
                 Verdict::None => continue,
                 Verdict::Dirty => {
                     last_divergence = Some(LastDivergence {
@@ -117,8 +134,8 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
             }
         }
         let newest = by_params.values().next_back();
-        let newest_clean = newest.is_some_and(|r| matches!(verdict(r, max_ratio), Verdict::Clean));
-        let newest_dirty = newest.is_some_and(|r| matches!(verdict(r, max_ratio), Verdict::Dirty));
+        let newest_clean = newest.is_some_and(|r| matches!(verdict(r, check), Verdict::Clean));
+        let newest_dirty = newest.is_some_and(|r| matches!(verdict(r, check), Verdict::Dirty));
         let open = newest_clean && streak >= check.gate.clean_runs;
         let stage = if newest.is_none() {
             Stage::NoRuns
@@ -137,6 +154,7 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
             open,
             stage,
             last_divergence,
+            empty_nights,
             latest_status: newest.map(|r| r.status.clone()),
             latest_params: newest.map(|r| r.params.clone()),
         });
@@ -184,6 +202,7 @@ pub fn render_text(gate: &GateReport, width: usize) -> String {
             "check",
             "stage",
             "clean streak",
+            "empty nights",
             "gate",
             "last divergence",
             "required",
@@ -193,6 +212,7 @@ pub fn render_text(gate: &GateReport, width: usize) -> String {
             check.name.clone(),
             stage_text(check),
             format!("{} / {}", check.clean_streak, check.required_runs),
+            check.empty_nights.to_string(),
             if check.open {
                 "open".into()
             } else {
@@ -222,17 +242,18 @@ pub fn render_text(gate: &GateReport, width: usize) -> String {
 pub fn render_markdown(gate: &GateReport) -> String {
     let mut out = format!("## Migration gate: {}\n\n", headline(gate));
     out.push_str(
-        "| check | stage | clean streak | gate | last divergence |\n|---|---|---:|---|---|\n",
+        "| check | stage | clean streak | empty nights | gate | last divergence |\n|---|---|---:|---:|---|---|\n",
     );
     for check in &gate.checks {
         let _ = writeln!(
             out,
-            "| {}{} | {} | {} / {} | {} | {} |",
+            "| {}{} | {} | {} / {} | {} | {} | {} |",
             check.name,
             if check.required { "" } else { " (optional)" },
             stage_text(check),
             check.clean_streak,
             check.required_runs,
+            check.empty_nights,
             if check.open { "✅ open" } else { "⛔ closed" },
             check
                 .last_divergence

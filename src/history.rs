@@ -139,14 +139,9 @@ impl RunRecord {
     }
 
     pub fn status(&self) -> Option<CheckStatus> {
-        [
-            CheckStatus::Match,
-            CheckStatus::Diverged,
-            CheckStatus::NotReady,
-            CheckStatus::Error,
-        ]
-        .into_iter()
-        .find(|s| s.name() == self.status)
+        CheckStatus::ALL
+            .into_iter()
+            .find(|s| s.name() == self.status)
     }
 }
 

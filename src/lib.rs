@@ -18,3 +18,4 @@ pub mod redact;
 pub mod report;
 pub mod serve;
 pub mod verdict;
+pub mod words;

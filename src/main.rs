@@ -10,8 +10,25 @@ use dualrun::cli::{Cli, Command};
 use dualrun::config::{CompareInput, Plan, RunFlags};
 use dualrun::{app, cli, config, redact, serve};
 
+/// What the panic hook saw, for the JSON error report printed after the unwind.
+static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Where a report goes, kept aside so a panic still yields the report the flags asked for.
+    let report_target = match &cli.command {
+        Command::Compare(args) => Some((
+            args.report.format,
+            args.report.output.clone(),
+            vec![args.name.clone()],
+        )),
+        Command::Run(args) => Some((
+            args.report.format,
+            args.report.output.clone(),
+            args.checks.clone(),
+        )),
+        _ => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -22,6 +39,9 @@ fn main() -> ExitCode {
     // A panic is a dualrun bug, never a verdict: say so plainly and exit 2.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("dualrun: internal error (please report it): {info}");
+        if let Ok(mut slot) = PANIC_MESSAGE.lock() {
+            slot.get_or_insert_with(|| format!("internal error (please report it): {info}"));
+        }
         if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
             eprintln!("{}", std::backtrace::Backtrace::force_capture());
         }
@@ -53,7 +73,19 @@ fn main() -> ExitCode {
             }
         })
     }))
-    .unwrap_or(2);
+    .unwrap_or_else(|_| {
+        let message = PANIC_MESSAGE
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
+            .unwrap_or_else(|| "internal error (please report it)".to_string());
+        if let Some((format, output, names)) = &report_target
+            && *format == cli::OutputFormat::Json
+        {
+            app::print_error_report(*format, output.as_deref(), names, &message);
+        }
+        2
+    });
     ExitCode::from(code as u8)
 }
 
@@ -73,12 +105,18 @@ async fn interrupted() {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    // Fault injection for the tests of the panic path (debug builds only).
+    #[cfg(debug_assertions)]
+    if std::env::var_os("DUALRUN_TEST_PANIC").is_some() {
+        panic!("injected by DUALRUN_TEST_PANIC");
+    }
     match cli.command {
         Command::Compare(args) => {
             let plan = Plan::from_compare(CompareInput {
                 batch: &args.batch,
                 stream: &args.stream,
                 input_formats: &args.input_formats,
+                csv_headers: &args.csv_headers,
                 sql: args.sql.as_deref(),
                 query: args.query.as_deref(),
                 key: &args.key,
@@ -95,6 +133,8 @@ async fn dispatch(cli: Cli) -> i32 {
                 window_column: args.window_column.as_deref(),
                 timeout: args.timeout.as_deref(),
                 redact: &args.redact,
+                min_rows: Some(args.min_rows),
+                allow_empty: args.allow_empty,
             });
             let names = [args.name.clone()];
             run_and_emit(plan, &args.report, &names).await
@@ -110,7 +150,13 @@ async fn dispatch(cli: Cli) -> i32 {
                     metrics_textfile: args.metrics.metrics_textfile.as_deref(),
                     pushgateway: args.metrics.pushgateway.as_deref(),
                 },
-            );
+            )
+            .map(|mut plan| {
+                if args.no_history {
+                    plan.history = None;
+                }
+                plan
+            });
             run_and_emit(plan, &args.report, &args.checks).await
         }
         Command::Validate(args) => {
@@ -151,7 +197,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 2
             })
         }
-        Command::Init(args) => match app::init(args.output.as_deref()) {
+        Command::Init(args) => match app::init(&args.output) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));

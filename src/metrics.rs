@@ -32,7 +32,8 @@ impl LastSuccess {
     /// the run itself when all of its checks reached one.
     pub fn advance(&mut self, report: &RunReport, now: f64) {
         for check in &report.checks {
-            if check.status != CheckStatus::Error {
+            // An empty result is no verdict: nights of them must end in DualrunCheckStale.
+            if !matches!(check.status, CheckStatus::Error | CheckStatus::Empty) {
                 self.checks.insert(check.name.clone(), now);
             }
         }
@@ -172,7 +173,7 @@ pub fn registry(
     let status = gauge_vec(
         &registry,
         "dualrun_check_status",
-        "1 for the check's current status (match, diverged, not_ready, error), 0 for the others.",
+        "1 for the check's current status (match, diverged, not_ready, empty, error), 0 for the others.",
         &["check", "status"],
     )?;
     let duration = gauge_vec(
@@ -206,12 +207,7 @@ pub fn registry(
         duration
             .with_label_values(&[name])
             .set(check.duration_seconds);
-        for s in [
-            CheckStatus::Match,
-            CheckStatus::Diverged,
-            CheckStatus::NotReady,
-            CheckStatus::Error,
-        ] {
+        for s in CheckStatus::ALL {
             status
                 .with_label_values(&[name, s.name()])
                 .set(if s == check.status { 1.0 } else { 0.0 });

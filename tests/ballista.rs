@@ -223,3 +223,66 @@ fn an_unreachable_scheduler_is_a_clear_error() {
     );
     assert_trouble(&run, "expected ballista://HOST:PORT");
 }
+
+/// Empty inputs end on Ballista as they do embedded (they used to hang: the adaptive planner
+/// replanned the exchange over an empty scan forever). `--timeout` bounds each run so a
+/// regression fails here instead of hanging the suite.
+#[test]
+fn empty_tables_end_with_the_embedded_verdict_on_ballista() {
+    let ws = Workspace::new();
+    let rows = "SELECT CAST(v AS BIGINT) AS id, CAST(v AS DOUBLE) AS x FROM generate_series(1, 1000) AS g(v)";
+    let full = ws.table_file("full/a.parquet", Fmt::Parquet, rows);
+    // Same schema, 0 rows: one empty batch (a query for no rows yields no batch at all).
+    let mut batches = common::sql_batches(rows);
+    batches.truncate(1);
+    batches[0] = batches[0].slice(0, 0);
+    let empty_path = ws.path("empty/a.parquet");
+    common::write_batches(&batches, Fmt::Parquet, &empty_path);
+    let empty = empty_path.display().to_string();
+    let cases = [
+        (&full, &empty, "SELECT id, x FROM t", "diverged"),
+        (&empty, &full, "SELECT id, x FROM t", "diverged"),
+        (&empty, &empty, "SELECT id, x FROM t", "empty"),
+        // Both files have rows; the filter keeps none.
+        (&full, &full, "SELECT id, x FROM t WHERE id > 5000", "empty"),
+    ];
+    for (batch, stream, sql, status) in cases {
+        for key in [&["--key", "id"][..], &[][..]] {
+            let mut extra = vec!["--timeout", "60s"];
+            extra.extend_from_slice(key);
+            let embedded = ws.compare(batch, stream, sql, &extra);
+            extra.extend(["--engine", "ballista://standalone"]);
+            let distributed = ws.compare(batch, stream, sql, &extra);
+            for run in [&embedded, &distributed] {
+                assert_eq!(
+                    run.json()["status"],
+                    status,
+                    "{batch} vs {stream} {key:?}: {}",
+                    run.stderr
+                );
+            }
+            assert_eq!(embedded.code, distributed.code);
+            assert_eq!(embedded.counts(), distributed.counts(), "{sql} {key:?}");
+        }
+    }
+}
+
+#[test]
+fn memory_limit_is_refused_on_ballista_in_one_line() {
+    let ws = Workspace::new();
+    let table = ws.table("t", Fmt::Parquet, "SELECT 1 AS id");
+    let run = ws.compare(
+        &table,
+        &table,
+        "SELECT id FROM t",
+        &[
+            "--engine",
+            "ballista://standalone",
+            "--memory-limit",
+            "128MiB",
+        ],
+    );
+    assert_trouble(&run, "a memory limit applies to embedded runs only");
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert_eq!(run.json()["status"], "error");
+}

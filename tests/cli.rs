@@ -645,10 +645,18 @@ fn text_markdown_and_output_file() {
 #[test]
 fn init_writes_a_config_that_parses() {
     let ws = Workspace::new();
-    let run = ws.run(&["init", "--output", "dualrun.toml"]);
+    let run = ws.run(&["init"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = ws.run(&["init", "--output", "dualrun.toml"]);
+    assert!(
+        run.stdout.is_empty(),
+        "init writes dualrun.toml, not stdout"
+    );
+    assert!(ws.path("dualrun.toml").is_file());
+    let run = ws.run(&["init"]);
     assert_trouble(&run, "exists already");
+    let run = ws.run(&["init", "--output", "-"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("[[checks]]"), "- is stdout");
     // The starter's tables do not exist here: the check errors on the table, not on the config.
     let run = ws.run(&["run", "--config", "dualrun.toml", "--format", "json"]);
     assert_eq!(run.code, 2);
@@ -658,4 +666,243 @@ fn init_writes_a_config_that_parses() {
             .unwrap()
             .contains("warehouse/orders")
     );
+}
+
+/// The first hour: mistakes that used to pass silently are refused in one line, exit 2.
+#[test]
+fn params_sizes_and_history_checks_name_the_mistake() {
+    let ws = nightly_workspace();
+    let run = ws.run(&["run", "--config", "dualrun.toml", "--param", "minid=3"]);
+    assert_trouble(
+        &run,
+        "--param 'minid': no query uses $minid (the queries use $min_id)",
+    );
+    let run = ws.run(&[
+        "compare",
+        "--batch",
+        "o=batch/orders/",
+        "--stream",
+        "o=stream/orders/",
+        "--sql",
+        "SELECT id FROM o WHERE CAST($start_date AS DATE) > DATE '2000-01-01'",
+        "--param",
+        "start_date=2026-02-30",
+    ]);
+    assert_trouble(&run, "'start_date' = '2026-02-30' is not a date");
+    // run_date names the night in the history: accepted whether or not a query uses it.
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "dualrun.toml",
+        "--check",
+        "orders",
+        "--param",
+        "run_date=2026-11-25",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+
+    let run = ws.run(&["run", "--config", "dualrun.toml", "--memory-limit", "512"]);
+    assert_trouble(&run, "size '512' has no unit: 512 bytes? use e.g. 512MiB");
+    let run = ws.run(&["run", "--config", "dualrun.toml", "--memory-limit", "1KiB"]);
+    assert_trouble(&run, "memory limit '1KiB' is too small");
+
+    let run = ws.run(&["history", "--config", "dualrun.toml", "--check", "nosuch"]);
+    assert_trouble(&run, "--check 'nosuch' is not in the config");
+    assert!(
+        run.stderr.contains("orders, users, ghosts"),
+        "{}",
+        run.stderr
+    );
+
+    // An error record shows dashes, not zeros that read like figures.
+    let run = ws.run(&["run", "--config", "dualrun.toml", "--check", "ghosts"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let run = ws.run(&["history", "--config", "dualrun.toml", "--check", "ghosts"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ghost_line = run.stdout.lines().find(|l| l.contains("ghosts")).unwrap();
+    assert!(
+        ghost_line.contains("error") && ghost_line.contains('—'),
+        "{ghost_line}"
+    );
+    assert!(!ghost_line.contains("0.000000"), "{ghost_line}");
+}
+
+#[test]
+fn run_without_history_leaves_no_record() {
+    let ws = nightly_workspace();
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "dualrun.toml",
+        "--check",
+        "orders",
+        "--no-history",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let history = ws.run(&["history", "--config", "dualrun.toml", "--format", "json"]);
+    assert_eq!(history.json(), serde_json::json!([]), "{}", history.stdout);
+    let run = ws.run(&["run", "--config", "dualrun.toml", "--check", "orders"]);
+    assert_eq!(run.code, 1);
+    let history = ws.run(&["history", "--config", "dualrun.toml", "--format", "json"]);
+    assert_eq!(history.json().as_array().unwrap().len(), 1);
+}
+
+/// A panic is a dualrun bug, but `--format json` consumers still get a JSON error document.
+#[test]
+fn a_panic_still_prints_the_json_error_report() {
+    let ws = nightly_workspace();
+    let run = ws.run_with_env(
+        &[
+            "run",
+            "--config",
+            "dualrun.toml",
+            "--format",
+            "json",
+            "--check",
+            "orders",
+        ],
+        &[("DUALRUN_TEST_PANIC", "1".to_string())],
+    );
+    assert_eq!(run.code, 2);
+    let json = run.json();
+    assert_eq!(json["status"], "error");
+    assert!(
+        json["error"].as_str().unwrap().contains("internal error"),
+        "{json}"
+    );
+    assert_eq!(json["checks"][0]["name"], "orders");
+}
+
+/// Every subcommand's help states its exit codes and shows an example whose lines survive an
+/// 80-column wrap (no command split from its continuation).
+#[test]
+fn help_states_exit_codes_and_examples() {
+    let ws = Workspace::new();
+    for command in [
+        "compare",
+        "run",
+        "validate",
+        "serve",
+        "history",
+        "gate",
+        "init",
+        "completions",
+    ] {
+        let run = ws.run_with_env(&[command, "--help"], &[("COLUMNS", "80".to_string())]);
+        assert_eq!(run.code, 0, "{command}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("Exit codes"),
+            "{command} --help:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("Example:"),
+            "{command} --help:\n{}",
+            run.stdout
+        );
+        for line in run.stdout.lines() {
+            assert_ne!(
+                line.trim(),
+                "\\",
+                "{command}: a lone continuation:\n{}",
+                run.stdout
+            );
+        }
+    }
+    let run = ws.run(&["--help"]);
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "130"] {
+        assert!(
+            run.stdout.contains(&format!("  {code}")),
+            "exit code {code}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+/// Under a real 80-column pseudo-terminal with COLUMNS unset, tables fit in 80 columns.
+#[test]
+fn text_report_fits_the_terminal_it_runs_in() {
+    let ws = nightly_workspace();
+    let bin = env!("CARGO_BIN_EXE_dualrun");
+    // script(1) gives the command a pty; stty sets its size before dualrun asks for it.
+    let command = format!(
+        "stty cols 80 rows 40; unset COLUMNS; NO_COLOR=1 {bin} run --config dualrun.toml --check orders 2>/dev/null"
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(ws.dir.path())
+        .env_remove("COLUMNS")
+        .output()
+        .expect("script(1) runs (bsdutils)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("DIVERGED orders"), "{text}");
+    let widest = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').chars().count())
+        .max()
+        .unwrap();
+    assert!(widest <= 80, "a line is {widest} wide:\n{text}");
+    assert!(text.contains("mismatched rows"), "{text}");
+}
+
+/// With colour on, the escape codes are not counted as text: every row of the mismatched-rows
+/// table has the same visible width as its borders.
+#[test]
+fn coloured_tables_stay_aligned() {
+    let ws = Workspace::new();
+    ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 'alpha beta'), (2, 'x')) AS t(id, s)",
+    );
+    ws.table(
+        "s",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 'alpha bete'), (2, 'x')) AS t(id, s)",
+    );
+    let bin = env!("CARGO_BIN_EXE_dualrun");
+    let command = format!(
+        "stty cols 100 rows 40; unset NO_COLOR; {bin} compare --batch t=b/ --stream t=s/ --key id --sql 'SELECT id, s FROM t' 2>/dev/null"
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(ws.dir.path())
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script(1) runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains('\x1b'), "colour on a terminal:\n{text}");
+    let visible = |line: &str| {
+        let mut out = String::new();
+        let mut chars = line.trim_end_matches('\r').chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let table: Vec<String> = text
+        .lines()
+        .map(visible)
+        .skip_while(|l| !l.contains("mismatched rows ("))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with(['┌', '│', '╞', '├', '└']))
+        .collect();
+    assert!(table.len() >= 4, "the table:\n{text}");
+    let width = table[0].chars().count();
+    for line in &table {
+        assert_eq!(
+            line.chars().count(),
+            width,
+            "misaligned:\n{}",
+            table.join("\n")
+        );
+    }
 }

@@ -347,3 +347,130 @@ fn twelve_nights_on_an_s3_history() {
     s3.create_bucket("lake");
     simulate("s3://lake/dualrun/history/", s3.env());
 }
+
+/// Nights without data prove nothing: six runs on dates with no rows (and one on a date that is
+/// no date) are `empty`, exit 4, and leave the streak where real nights put it; the gate stays
+/// closed and says how many nights were empty. A check that allows empty results counts them.
+#[test]
+fn empty_nights_are_no_evidence_for_the_gate() {
+    let ws = Workspace::new();
+    ws.write(
+        "dualrun.toml",
+        r#"
+[tables.orders]
+batch = "batch/orders/"
+stream = "stream/orders/"
+
+[[checks]]
+name = "daily_revenue"
+sql = "SELECT dt, sum(amount) AS revenue FROM orders WHERE dt = $run_date GROUP BY dt"
+key = ["dt"]
+
+[[checks]]
+name = "refunds"
+sql = "SELECT dt, count(*) AS n FROM orders WHERE dt = $run_date AND amount < 0 GROUP BY dt"
+key = ["dt"]
+allow_empty = true
+
+[gate]
+clean_runs = 3
+"#,
+    );
+    let orders = "SELECT * FROM (VALUES (1, 10.0), (2, 20.5)) AS t(id, amount)";
+    for n in 1..=2 {
+        for side in ["batch", "stream"] {
+            ws.table_file(
+                &format!("{side}/orders/dt={}/part-0.parquet", day(n)),
+                Fmt::Parquet,
+                orders,
+            );
+        }
+    }
+    let night = |date: &str| {
+        let run = ws.run(&[
+            "run",
+            "--config",
+            "dualrun.toml",
+            "--param",
+            &format!("run_date={date}"),
+            "--format",
+            "json",
+        ]);
+        (run.code, run.json(), run.stderr)
+    };
+    for n in 1..=2 {
+        let (code, report, stderr) = night(&day(n));
+        assert_eq!(
+            code, 0,
+            "night {n} matches (refunds: empty but allowed): {stderr}"
+        );
+        assert_eq!(report["checks"][0]["status"], "match");
+        assert_eq!(report["checks"][1]["status"], "match");
+    }
+    // Six nights in 2030: no rows on either side.
+    for n in 1..=6 {
+        let (code, report, _) = night(&format!("2030-01-{n:02}"));
+        assert_eq!(code, 4, "an empty night exits 4: {report}");
+        assert_eq!(report["status"], "empty");
+        assert_eq!(report["checks"][0]["status"], "empty");
+        assert_eq!(report["checks"][1]["status"], "match", "allow_empty");
+    }
+    let gate = ws.run(&["gate", "--config", "dualrun.toml", "--format", "json"]);
+    assert_eq!(gate.code, 1, "batch removal is not ready: {}", gate.stdout);
+    let gate = gate.json();
+    let revenue = check(&gate, "daily_revenue");
+    assert_eq!(revenue["clean_streak"], 2, "{revenue}");
+    assert_eq!(revenue["empty_nights"], 6, "{revenue}");
+    assert_eq!(revenue["open"], false);
+    assert_eq!(revenue["latest_status"], "empty");
+    let refunds = check(&gate, "refunds");
+    assert_eq!(
+        refunds["clean_streak"], 8,
+        "allowed empty nights count: {refunds}"
+    );
+    assert_eq!(refunds["open"], true);
+    assert_eq!(gate["ready"], false);
+
+    let text = ws.run(&["gate", "--config", "dualrun.toml"]);
+    assert!(text.stdout.contains("empty nights"), "{}", text.stdout);
+    assert!(text.stdout.contains("NOT READY"), "{}", text.stdout);
+
+    // A date that is no date is refused before anything runs: no record, no verdict.
+    let typo = ws.run(&[
+        "run",
+        "--config",
+        "dualrun.toml",
+        "--param",
+        "run_date=2026-13-45",
+    ]);
+    assert_eq!(typo.code, 2, "{}", typo.stderr);
+    assert!(
+        typo.stderr
+            .contains("'run_date' = '2026-13-45' is not a date"),
+        "{}",
+        typo.stderr
+    );
+    let history = ws.run(&["history", "--config", "dualrun.toml", "--format", "json"]);
+    assert_eq!(
+        history.json().as_array().unwrap().len(),
+        16,
+        "8 nights x 2 checks"
+    );
+
+    // A seventh night with data makes three clean nights in a row: the gate opens.
+    for side in ["batch", "stream"] {
+        ws.table_file(
+            &format!("{side}/orders/dt=2030-01-07/part-0.parquet"),
+            Fmt::Parquet,
+            orders,
+        );
+    }
+    let (code, _, stderr) = night("2030-01-07");
+    assert_eq!(code, 0, "{stderr}");
+    let gate = ws
+        .run(&["gate", "--config", "dualrun.toml", "--format", "json"])
+        .json();
+    let revenue = check(&gate, "daily_revenue");
+    assert_eq!(revenue["clean_streak"], 3, "{revenue}");
+    assert_eq!(revenue["open"], true, "three nights with evidence");
+}

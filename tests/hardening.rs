@@ -637,3 +637,129 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A CSV without a header row: read with the default (header) its first row would silently
+/// become the column names; dualrun warns naming the file, and csv_header = false reads it all.
+#[test]
+fn csv_without_header_warns_and_reads_whole_with_the_option() {
+    let ws = Workspace::new();
+    ws.write("b/data.csv", "1,10.0\n2,20.5\n3,30.0\n");
+    ws.write("s/data.csv", "1,10.0\n2,20.5\n3,30.0\n");
+    let sql = "SELECT * FROM t";
+    let run = ws.compare("b/", "s/", sql, &[]);
+    assert!(
+        run.stderr
+            .contains("warning: table 't' (batch side): the header of")
+            && run
+                .stderr
+                .contains("data.csv looks like data (column names 1, 10.0)")
+            && run.stderr.contains("csv_header = false"),
+        "{}",
+        run.stderr
+    );
+    let run = ws.compare("b/", "s/", sql, &["--csv-header", "t=false"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    assert_eq!(run.check()["rows"]["batch"], 3, "every row read");
+
+    // The config option: headerless files name their columns column_1, column_2, ...
+    ws.write(
+        "csv.toml",
+        "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\ncsv_header = false\n\n[[checks]]\nname = \"c\"\nsql = \"SELECT column_1 AS id, column_2 AS amount FROM t\"\nkey = [\"id\"]\n",
+    );
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "csv.toml",
+        "--format",
+        "json",
+        "--no-history",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    assert_eq!(run.check()["counts"]["matched"], 3, "{}", run.stdout);
+}
+
+/// divergence_ratio stays in 0..=1 keyed and keyless; NULL is JSON null in top_pairs; an empty
+/// string is shown as '' and distinct from NULL in text.
+#[test]
+fn ratio_nulls_and_empty_strings_honour_the_contract() {
+    let ws = Workspace::new();
+    ws.table("one", Fmt::Parquet, "SELECT 1 AS id, 'a' AS s");
+    ws.table(
+        "two",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (2, 'b'), (3, 'c')) AS t(id, s)",
+    );
+    let keyless = ws.compare("one/", "two/", "SELECT id, s FROM t", &[]);
+    assert_eq!(keyless.code, 1);
+    assert_eq!(
+        keyless.check()["divergence_ratio"],
+        1.0,
+        "{}",
+        keyless.stdout
+    );
+    let keyed = ws.compare("one/", "two/", "SELECT id, s FROM t", &["--key", "id"]);
+    assert_eq!(keyed.check()["divergence_ratio"], 1.0);
+
+    ws.table(
+        "nb",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, CAST(NULL AS VARCHAR)), (2, 'x'), (3, ''), (4, 'NULL'), (5, 'same')) AS t(id, s)",
+    );
+    ws.table(
+        "ns",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 'NULL'), (2, CAST(NULL AS VARCHAR)), (3, 'y'), (4, ''), (5, 'same')) AS t(id, s)",
+    );
+    let run = ws.compare("nb/", "ns/", "SELECT id, s FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1);
+    let check = run.check();
+    // 4 mismatched pairs of 10 rows: 8 rows without an equal partner.
+    assert_eq!(check["divergence_ratio"], 0.8, "{check}");
+    let pairs = check["columns"][0]["stats"]["top_pairs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        pairs.contains(&serde_json::json!({"batch": null, "stream": "NULL", "rows": 1})),
+        "{pairs:?}"
+    );
+    assert!(
+        pairs.contains(&serde_json::json!({"batch": "x", "stream": null, "rows": 1})),
+        "{pairs:?}"
+    );
+    let text = ws.run(&[
+        "compare",
+        "--batch",
+        "t=nb/",
+        "--stream",
+        "t=ns/",
+        "--sql",
+        "SELECT id, s FROM t",
+        "--key",
+        "id",
+    ]);
+    let row = |id: &str| {
+        text.stdout
+            .lines()
+            .find(|l| l.contains(&format!("id={id} ")))
+            .unwrap_or_else(|| panic!("id={id}:\n{}", text.stdout))
+            .to_string()
+    };
+    assert!(
+        row("1").contains("NULL") && row("1").contains("'NULL'"),
+        "{}",
+        row("1")
+    );
+    assert!(
+        row("3").contains("''") && row("3").contains(" y "),
+        "{}",
+        row("3")
+    );
+    assert!(
+        row("4").contains("'NULL'") && row("4").contains("''"),
+        "{}",
+        row("4")
+    );
+}

@@ -152,11 +152,11 @@ fn partition_pruning_reads_one_partition_of_a_hundred() {
         "--stream",
         "events=stream/events/",
         "--sql",
-        "SELECT dt, id, name, x FROM events WHERE dt = $run_date",
+        "SELECT dt, id, name, x FROM events WHERE dt = $partition",
         "--key",
         "dt,id",
         "--param",
-        "run_date=2026-08-05-01",
+        "partition=2026-08-05-01",
         "--format",
         "json",
     ]);
@@ -176,11 +176,11 @@ fn partition_pruning_reads_one_partition_of_a_hundred() {
         "--stream",
         "events=stream/events/",
         "--sql",
-        "SELECT dt, id, name, x FROM events WHERE dt = $run_date",
+        "SELECT dt, id, name, x FROM events WHERE dt = $partition",
         "--key",
         "dt,id",
         "--param",
-        "run_date=2026-08-05-01",
+        "partition=2026-08-05-01",
         "--verbose",
     ]);
     assert!(

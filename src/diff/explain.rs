@@ -52,10 +52,11 @@ pub struct DiffStats {
     pub top_pairs: Vec<ValuePair>,
 }
 
+/// A NULL is `None` (JSON `null`), never the text "NULL", which may be a real value.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ValuePair {
-    pub batch: String,
-    pub stream: String,
+    pub batch: Option<String>,
+    pub stream: Option<String>,
     pub rows: u64,
 }
 
@@ -122,7 +123,7 @@ struct ColumnAccumulator {
     /// Mismatched rows where exactly one side is NULL, and the other side's values.
     null_in_batch: BTreeMap<String, u64>,
     null_in_stream: BTreeMap<String, u64>,
-    pairs: HashMap<(String, String), u64>,
+    pairs: HashMap<(Option<String>, Option<String>), u64>,
     rows: u64,
 }
 
@@ -257,7 +258,8 @@ impl Explainer {
                 (false, true) => *acc.null_in_stream.entry(display(&b, i)).or_default() += 1,
                 _ => {}
             }
-            let key = (display(&b, i), display(&s, i));
+            let value = |a: &ArrayRef| (!a.is_null(i)).then(|| display(a, i));
+            let key = (value(&b), value(&s));
             if let Some(n) = acc.pairs.get_mut(&key) {
                 *n += 1;
             } else if acc.pairs.len() < MAX_PAIRS {
@@ -416,6 +418,7 @@ impl Explainer {
         schema: &SchemaDiff,
         missing_total: u64,
         duplicate_keys_stream: u64,
+        keyed: bool,
     ) -> Vec<Finding> {
         let mut out = Vec::new();
         self.late_data(missing_total, &mut out);
@@ -424,10 +427,27 @@ impl Explainer {
                 kind: "duplicates".into(),
                 columns: Vec::new(),
                 rows: self.duplicate_extra,
-                evidence: format!(
-                    "{} extra stream rows repeat a key the stream already has ({} keys duplicated): at-least-once delivery wrote them twice",
-                    self.duplicate_extra, duplicate_keys_stream
-                ),
+                evidence: if keyed {
+                    format!(
+                        "{} a key the stream already has ({} in the stream more than once): at-least-once delivery wrote them twice",
+                        if self.duplicate_extra == 1 {
+                            "1 extra stream row repeats".to_string()
+                        } else {
+                            format!("{} extra stream rows repeat", self.duplicate_extra)
+                        },
+                        crate::words::plural(duplicate_keys_stream, "key", "keys"),
+                    )
+                } else {
+                    format!(
+                        "{} of rows the batch has too ({} in the stream more than once): at-least-once delivery wrote them twice",
+                        if self.duplicate_extra == 1 {
+                            "1 extra stream row is a copy".to_string()
+                        } else {
+                            format!("{} extra stream rows are copies", self.duplicate_extra)
+                        },
+                        crate::words::plural(duplicate_keys_stream, "row", "distinct rows"),
+                    )
+                },
                 details: json!({"extra_rows": self.duplicate_extra, "extra_in_stream": self.extra, "duplicated_keys": duplicate_keys_stream}),
             });
         }

@@ -281,6 +281,7 @@ pub async fn run(
         &alignment.schema,
         collected.counts.missing_in_stream,
         collected.counts.duplicate_keys_stream,
+        !alignment.keys.is_empty(),
     );
     let histogram = explainer.histogram();
     scan.batch.files_listed =

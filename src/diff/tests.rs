@@ -26,6 +26,7 @@ fn check(key: &[&str], tolerances: &[(&str, Tolerance)], ignore: &[&str]) -> Che
         timeout: None,
         redact: Vec::new(),
         embedded: false,
+        evidence: Default::default(),
     }
 }
 

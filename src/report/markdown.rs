@@ -11,6 +11,7 @@ fn icon(status: CheckStatus) -> &'static str {
         CheckStatus::Match => "✅ match",
         CheckStatus::Diverged => "❌ diverged",
         CheckStatus::NotReady => "⏳ not ready",
+        CheckStatus::Empty => "∅ empty",
         CheckStatus::Error => "⚠️ error",
     }
 }
@@ -68,6 +69,10 @@ pub fn render(report: &RunReport) -> String {
         }
         if let Some(why) = &check.readiness {
             let _ = writeln!(out, "{}", why.message());
+            continue;
+        }
+        if check.status == CheckStatus::Empty {
+            let _ = writeln!(out, "{}", super::EMPTY_EXPLANATION);
             continue;
         }
         let c = &check.counts;

@@ -65,11 +65,12 @@ impl CheckReport {
         query: &str,
         key: &[String],
         diff: DiffResult,
+        evidence: crate::config::Evidence,
         seconds: f64,
     ) -> Self {
         CheckReport {
             name: name.to_string(),
-            status: verdict::check_status(&diff),
+            status: verdict::check_status(&diff, evidence),
             query: query.to_string(),
             key: key.to_vec(),
             divergence_ratio: verdict::divergence_ratio(&diff),
@@ -165,6 +166,9 @@ impl RunReport {
     }
 }
 
+/// What an `empty` status means, in every output that shows one.
+pub const EMPTY_EXPLANATION: &str = "no rows to compare: nothing diverged, but an empty result proves nothing (a wrong run_date? set allow_empty = true on a check whose result may legitimately be empty, or min_rows to ask for more)";
+
 /// How the text report looks: colour (a terminal without NO_COLOR), width, and whether to show
 /// what each check scanned.
 #[derive(Debug, Clone, Copy)]
@@ -182,12 +186,23 @@ impl TextStyle {
     };
 }
 
-/// A sample value as people read it: strings without JSON quotes, NULL spelled out.
+/// A sample value as people read it: strings without JSON quotes, NULL spelled out, and the
+/// two strings that would read like something else quoted: `''` (empty) and `'NULL'`.
 pub(crate) fn show(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::Null => "NULL".to_string(),
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => show_text(Some(s)),
         other => other.to_string(),
+    }
+}
+
+/// A value already in text form (None: NULL), by the rules of [`show`].
+pub(crate) fn show_text(value: Option<&str>) -> String {
+    match value {
+        None => "NULL".to_string(),
+        Some("") => "''".to_string(),
+        Some(s) if s.eq_ignore_ascii_case("null") => format!("'{s}'"),
+        Some(s) => s.to_string(),
     }
 }
 

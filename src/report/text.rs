@@ -6,8 +6,9 @@ use std::fmt::Write;
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use similar::{ChangeTag, TextDiff};
 
-use super::{CheckReport, RunReport, TextStyle, show, show_key};
+use super::{CheckReport, RunReport, TextStyle, show, show_key, show_text};
 use crate::verdict::CheckStatus;
+use crate::words::plural;
 
 fn paint(text: &str, code: &str, color: bool) -> String {
     if color {
@@ -22,8 +23,56 @@ fn status_word(status: CheckStatus, color: bool) -> String {
         CheckStatus::Match => paint("MATCH", "1;32", color),
         CheckStatus::Diverged => paint("DIVERGED", "1;31", color),
         CheckStatus::NotReady => paint("NOT READY", "1;33", color),
+        CheckStatus::Empty => paint("EMPTY", "1;33", color),
         CheckStatus::Error => paint("ERROR", "1;35", color),
     }
+}
+
+/// Joins `parts` with `separator` into lines of at most `width` visible characters (escape
+/// codes not counted), the first line after `first`, the others after `rest`; a part longer
+/// than a line gets a line of its own. Ends with a newline.
+fn wrap<S: AsRef<str>>(
+    parts: &[S],
+    separator: &str,
+    width: usize,
+    first: &str,
+    rest: &str,
+) -> String {
+    let visible = |text: &str| {
+        let mut n = 0;
+        let mut in_escape = false;
+        for c in text.chars() {
+            match (in_escape, c) {
+                (false, '\x1b') => in_escape = true,
+                (true, c) if c.is_ascii_alphabetic() => in_escape = false,
+                (true, _) => {}
+                (false, _) => n += 1,
+            }
+        }
+        n
+    };
+    let mut out = String::from(first);
+    let mut line = visible(first);
+    let mut fresh = true;
+    for part in parts {
+        let part = part.as_ref();
+        let needed = visible(part) + if fresh { 0 } else { visible(separator) };
+        if !fresh && line + needed > width {
+            out.push_str(separator.trim_end());
+            out.push('\n');
+            out.push_str(rest);
+            line = visible(rest);
+            fresh = true;
+        }
+        if !fresh {
+            out.push_str(separator);
+        }
+        out.push_str(part);
+        line += visible(part) + if fresh { 0 } else { visible(separator) };
+        fresh = false;
+    }
+    out.push('\n');
+    out
 }
 
 fn table(width: usize) -> Table {
@@ -57,15 +106,25 @@ pub fn render(report: &RunReport, style: TextStyle) -> String {
         let _ = writeln!(out, "problem: {problem}");
     }
     let counts = |s: CheckStatus| report.checks.iter().filter(|c| c.status == s).count();
+    let mut summary = vec![plural(report.checks.len() as u64, "check", "checks")];
+    for (status, word) in [
+        (CheckStatus::Match, "match"),
+        (CheckStatus::Diverged, "diverged"),
+        (CheckStatus::NotReady, "not ready"),
+        (CheckStatus::Empty, "empty"),
+        (CheckStatus::Error, "error"),
+    ] {
+        let n = counts(status);
+        // Empty is rare and new: named only when it happened, so older summaries read the same.
+        if n > 0 || status != CheckStatus::Empty {
+            summary.push(format!("{n} {word}"));
+        }
+    }
     let _ = writeln!(
         out,
-        "{}: {} checks, {} match, {} diverged, {} not ready, {} error",
+        "{}: {}",
         status_word(report.status, color),
-        report.checks.len(),
-        counts(CheckStatus::Match),
-        counts(CheckStatus::Diverged),
-        counts(CheckStatus::NotReady),
-        counts(CheckStatus::Error),
+        summary.join(", ")
     );
     out
 }
@@ -99,15 +158,18 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
             check.key.join(", ")
         }
     );
-    let _ = writeln!(
-        out,
-        "  matched {} · mismatched {} · missing in stream {} · extra in stream {} · divergence {:.4}%",
-        c.matched,
-        c.mismatched,
-        c.missing_in_stream,
-        c.extra_in_stream,
-        check.divergence_ratio * 100.0
-    );
+    let figures = [
+        format!("matched {}", c.matched),
+        format!("mismatched {}", c.mismatched),
+        format!("missing in stream {}", c.missing_in_stream),
+        format!("extra in stream {}", c.extra_in_stream),
+        format!("divergence {:.4}%", check.divergence_ratio * 100.0),
+    ];
+    out.push_str(&wrap(&figures, " · ", width, "  ", "  "));
+    if check.status == CheckStatus::Empty {
+        let words: Vec<&str> = super::EMPTY_EXPLANATION.split(' ').collect();
+        out.push_str(&wrap(&words, " ", width, "  ", "  "));
+    }
     if c.duplicate_keys_batch + c.duplicate_keys_stream > 0 {
         let what = if check.key.is_empty() {
             "duplicated rows"
@@ -169,7 +231,7 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
             let _ = writeln!(out, "  {line}");
         }
     }
-    render_findings(out, check, color);
+    render_findings(out, check, color, width);
     render_samples(out, check, color, width);
     render_histogram(out, check, width);
 }
@@ -189,29 +251,30 @@ fn describe_stats(stats: Option<&crate::diff::explain::DiffStats>) -> String {
     if let Some(top) = stats.top_pairs.first().filter(|p| p.rows > 1) {
         parts.push(format!(
             "most often {} → {} ({}×)",
-            top.batch, top.stream, top.rows
+            show_text(top.batch.as_deref()),
+            show_text(top.stream.as_deref()),
+            top.rows
         ));
     }
     parts.join("; ")
 }
 
-fn render_findings(out: &mut String, check: &CheckReport, color: bool) {
+fn render_findings(out: &mut String, check: &CheckReport, color: bool, width: usize) {
     if check.findings.is_empty() {
         return;
     }
     let _ = writeln!(out, "  findings:");
+    let width = width.max(40);
     for finding in &check.findings {
         let columns = if finding.columns.is_empty() {
             String::new()
         } else {
             format!(" [{}]", finding.columns.join(", "))
         };
-        let _ = writeln!(
-            out,
-            "    • {}{columns}: {}",
-            paint(&finding.kind, "1;36", color),
-            finding.evidence
-        );
+        let head = format!("{}{columns}:", paint(&finding.kind, "1;36", color));
+        let mut words = vec![head.as_str()];
+        words.extend(finding.evidence.split(' '));
+        out.push_str(&wrap(&words, " ", width, "    • ", "      "));
     }
 }
 
@@ -270,7 +333,7 @@ fn render_samples(out: &mut String, check: &CheckReport, color: bool, width: usi
     if !samples.mismatched.is_empty() {
         let _ = writeln!(
             out,
-            "  mismatched rows (first {} by key):",
+            "  mismatched rows ({} shown, by key):",
             samples.mismatched.len()
         );
         let mut t = table(width - 4);
@@ -303,7 +366,8 @@ fn render_samples(out: &mut String, check: &CheckReport, color: bool, width: usi
         if rows.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "  {title} (first {} by key):", rows.len());
+        let order = if check.key.is_empty() { "" } else { ", by key" };
+        let _ = writeln!(out, "  {title} ({} shown{order}):", rows.len());
         for sample in rows {
             let mut line = show_key(&sample.key, &check.key);
             if !sample.values.is_empty() {
