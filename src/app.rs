@@ -365,15 +365,15 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
             for r in &records {
                 // A run without a verdict has no figures: a dash, never zeros that read as some.
                 let figures = matches!(
-                    r.status(),
-                    Some(CheckStatus::Match | CheckStatus::Diverged | CheckStatus::Empty)
+                    r.status,
+                    CheckStatus::Match | CheckStatus::Diverged | CheckStatus::Empty
                 );
                 let figure = |text: String| if figures { text } else { "—".to_string() };
                 table.add_row(vec![
                     r.started_at.clone(),
                     r.check_name.clone(),
                     r.params.clone(),
-                    r.status.clone(),
+                    r.status.name().to_string(),
                     figure(r.rows_batch.to_string()),
                     figure(r.rows_stream.to_string()),
                     figure((r.missing_in_stream + r.extra_in_stream + r.mismatched).to_string()),

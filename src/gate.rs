@@ -57,7 +57,7 @@ pub struct GateCheck {
     /// Nights without evidence (empty results) since the last divergence: skipped by the streak.
     pub empty_nights: u32,
     /// Status of the newest params' record.
-    pub latest_status: Option<String>,
+    pub latest_status: Option<CheckStatus>,
     pub latest_params: Option<String>,
 }
 
@@ -80,12 +80,12 @@ enum Verdict {
 
 fn verdict(record: &RunRecord, check: &CheckSpec) -> Verdict {
     let evidence = check.evidence.is_met(record.rows_batch, record.rows_stream);
-    match record.status() {
-        Some(CheckStatus::Empty) => Verdict::Empty,
+    match record.status {
+        CheckStatus::Empty => Verdict::Empty,
         // Records written before `empty` existed, or under a lower min_rows than today's.
-        Some(CheckStatus::Match) if !evidence => Verdict::Empty,
-        Some(CheckStatus::Match) => Verdict::Clean,
-        Some(CheckStatus::Diverged)
+        CheckStatus::Match if !evidence => Verdict::Empty,
+        CheckStatus::Match => Verdict::Clean,
+        CheckStatus::Diverged
             if !record.schema_diverged
                 && record.divergence_ratio <= check.gate.max_divergence_ratio =>
         {
@@ -95,8 +95,8 @@ fn verdict(record: &RunRecord, check: &CheckSpec) -> Verdict {
                 Verdict::Empty
             }
         }
-        Some(CheckStatus::Diverged) => Verdict::Dirty,
-        _ => Verdict::None,
+        CheckStatus::Diverged => Verdict::Dirty,
+        CheckStatus::Error | CheckStatus::NotReady => Verdict::None,
     }
 }
 
@@ -155,7 +155,7 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
             stage,
             last_divergence,
             empty_nights,
-            latest_status: newest.map(|r| r.status.clone()),
+            latest_status: newest.map(|r| r.status),
             latest_params: newest.map(|r| r.params.clone()),
         });
     }

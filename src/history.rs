@@ -35,7 +35,7 @@ pub struct RunRecord {
     /// RFC 3339 UTC with microseconds: sorts as text.
     pub started_at: String,
     pub ended_at: String,
-    pub status: String,
+    pub status: CheckStatus,
     pub rows_batch: u64,
     pub rows_stream: u64,
     pub matched: u64,
@@ -121,7 +121,7 @@ impl RunRecord {
             run_date: params.get("run_date").cloned(),
             started_at: timestamp(started),
             ended_at: timestamp(ended),
-            status: report.status.name().to_string(),
+            status: report.status,
             rows_batch: report.rows.batch,
             rows_stream: report.rows.stream,
             matched: c.matched,
@@ -136,12 +136,6 @@ impl RunRecord {
             config_hash: check.fingerprint(),
             error: report.error.clone(),
         }
-    }
-
-    pub fn status(&self) -> Option<CheckStatus> {
-        CheckStatus::ALL
-            .into_iter()
-            .find(|s| s.name() == self.status)
     }
 }
 

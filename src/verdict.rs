@@ -1,12 +1,12 @@
 //! Turns a diff into a verdict. Kept apart from the diff so policy (thresholds, readiness) can
 //! grow without touching how rows are compared.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Evidence;
 use crate::diff::DiffResult;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Match,

@@ -2,15 +2,13 @@
 //! alert rules, a real Pushgateway receives pushes, and `dualrun serve` is scraped over HTTP.
 //! `make test` installs promtool and prometheus-pushgateway (Debian packages) when missing.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fmt, Workspace};
+use crate::common::{Fmt, Workspace};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -1,16 +1,14 @@
 //! Where the tables really live: a real S3-compatible server on loopback, sink layouts of Kafka
 //! Connect, Spark and Flink, and partition pruning proven by the files the plan read.
 
-mod common;
-
-use common::{Fmt, S3Server, SECRET, Workspace};
+use crate::common::{Fmt, S3Server, SECRET, Workspace};
 
 const ROWS: &str =
     "SELECT * FROM (VALUES (1, 'a', 1.5), (2, 'b', 2.5), (3, 'c', 3.5)) AS t(id, name, x)";
 const ROWS_CHANGED: &str =
     "SELECT * FROM (VALUES (1, 'a', 1.5), (2, 'B', 2.5), (4, 'd', 4.5)) AS t(id, name, x)";
 
-fn assert_no_secret(run: &common::Run) {
+fn assert_no_secret(run: &crate::common::Run) {
     assert!(!run.stdout.contains(SECRET), "secret in stdout");
     assert!(!run.stderr.contains(SECRET), "secret in stderr");
 }
@@ -101,7 +99,7 @@ url = "s3://lake/dualrun/history/"
         &env,
     );
     assert_no_secret(&run);
-    common::assert_trouble(&run, "s3://nobucket/x/");
+    crate::common::assert_trouble(&run, "s3://nobucket/x/");
 }
 
 #[test]
@@ -263,7 +261,7 @@ fn spark_and_flink_leftovers_are_skipped() {
 #[cfg(feature = "delta")]
 fn delta_commit(path: &std::path::Path, sql: &str) {
     std::fs::create_dir_all(path).unwrap();
-    let batches = common::sql_batches(sql);
+    let batches = crate::common::sql_batches(sql);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -436,6 +434,6 @@ fn delta_tables_are_refused_on_ballista_before_running() {
         "SELECT id, name, x FROM t",
         &["--key", "id", "--engine", "ballista://standalone"],
     );
-    common::assert_trouble(&run, "stream side cannot run on Ballista (tables: t)");
+    crate::common::assert_trouble(&run, "stream side cannot run on Ballista (tables: t)");
     assert!(run.stderr.contains("not Delta tables"), "{}", run.stderr);
 }

@@ -1,8 +1,6 @@
 //! Boringly predictable under bad input, faults and signals: every mistake exits 2 with one clear
 //! message that names the culprit, no panic, and no report, metric or record claiming a verdict.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -10,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Fmt, Workspace, assert_trouble};
+use crate::common::{Fmt, Workspace, assert_trouble};
 
 const ROWS: &str = "SELECT * FROM (VALUES (1, 'ann', 1.5), (2, 'bob', 2.5)) AS t(id, name, x)";
 

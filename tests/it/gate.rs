@@ -2,9 +2,7 @@
 //! `dualrun run --param run_date=…` every night while the stream's data lands, diverges, lags and
 //! recovers, asserting the streaks and the gate after every night.
 
-mod common;
-
-use common::{Fmt, Workspace};
+use crate::common::{Fmt, Workspace};
 use serde_json::Value;
 
 fn day(n: u32) -> String {
@@ -326,10 +324,11 @@ fn simulate(history_url: &str, env: Vec<(&'static str, String)>) {
 }
 
 impl Simulation {
-    fn run(&self, args: &[&str]) -> common::Run {
+    fn run(&self, args: &[&str]) -> crate::common::Run {
         let run = self.ws.run_with_env(args, &self.env);
         assert!(
-            !run.stdout.contains(common::SECRET) && !run.stderr.contains(common::SECRET),
+            !run.stdout.contains(crate::common::SECRET)
+                && !run.stderr.contains(crate::common::SECRET),
             "a secret leaked"
         );
         run
@@ -343,7 +342,7 @@ fn twelve_nights_on_a_local_history() {
 
 #[test]
 fn twelve_nights_on_an_s3_history() {
-    let s3 = common::S3Server::start();
+    let s3 = crate::common::S3Server::start();
     s3.create_bucket("lake");
     simulate("s3://lake/dualrun/history/", s3.env());
 }

@@ -1,13 +1,10 @@
 //! The demo's checks run through Ballista (its in-process standalone cluster: a real scheduler
 //! and executor talking gRPC and Flight on loopback) give the same verdicts, counts, per-column
 //! counts and samples as embedded DataFusion.
-#![cfg(feature = "ballista")]
-
-mod common;
 
 use std::process::Command;
 
-use common::{Fmt, Run, Workspace, assert_trouble};
+use crate::common::{Fmt, Run, Workspace, assert_trouble};
 use serde_json::Value;
 
 /// `dualrun run` on the repository's demo config, JSON report.
@@ -233,11 +230,11 @@ fn empty_tables_end_with_the_embedded_verdict_on_ballista() {
     let rows = "SELECT CAST(v AS BIGINT) AS id, CAST(v AS DOUBLE) AS x FROM generate_series(1, 1000) AS g(v)";
     let full = ws.table_file("full/a.parquet", Fmt::Parquet, rows);
     // Same schema, 0 rows: one empty batch (a query for no rows yields no batch at all).
-    let mut batches = common::sql_batches(rows);
+    let mut batches = crate::common::sql_batches(rows);
     batches.truncate(1);
     batches[0] = batches[0].slice(0, 0);
     let empty_path = ws.path("empty/a.parquet");
-    common::write_batches(&batches, Fmt::Parquet, &empty_path);
+    crate::common::write_batches(&batches, Fmt::Parquet, &empty_path);
     let empty = empty_path.display().to_string();
     let cases = [
         (&full, &empty, "SELECT id, x FROM t", "diverged"),

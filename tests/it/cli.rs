@@ -1,9 +1,7 @@
 //! The binary on real files: every format, the comparison rules end to end, the config-driven
 //! nightly job, and bad input (exit 2 with a message that names the culprit, never a panic).
 
-mod common;
-
-use common::{Fmt, Workspace, assert_trouble};
+use crate::common::{Fmt, Workspace, assert_trouble};
 
 const BASE: &str = "SELECT * FROM (VALUES \
     (1, 'alpha', 10.5, 1), (2, 'beta', 20.25, 2), (3, 'gamma', 30.0, 3), \

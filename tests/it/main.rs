@@ -1,0 +1,12 @@
+//! The integration tests: one binary (one link of DataFusion instead of one per file), the real
+//! `dualrun` binary on real files, servers and tools.
+
+mod common;
+
+#[cfg(feature = "ballista")]
+mod ballista;
+mod cli;
+mod gate;
+mod hardening;
+mod monitoring;
+mod storage;
