@@ -1288,6 +1288,29 @@ fn resolve_location(base: &Path, location: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The fingerprint is stored in every history record: if it changed between versions, every
+    /// check's clean streak would silently restart. Pinned; change it only on purpose.
+    #[test]
+    fn fingerprint_is_pinned() {
+        let plan = Plan::from_config_text(
+            r#"
+[tables.t]
+batch = "b/"
+stream = "s/"
+
+[[checks]]
+name = "c"
+sql = "SELECT dt, sum(x) AS s FROM t WHERE dt = $run_date GROUP BY dt"
+key = ["dt"]
+tolerance = { s = "abs:0.01,rel:1e-6" }
+ignore = ["loaded_at"]
+"#,
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(plan.checks[0].fingerprint(), "82cb1ba1be80aa44");
+    }
+
     #[test]
     fn sizes_are_binary_with_or_without_ib() {
         assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
