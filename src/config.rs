@@ -622,6 +622,32 @@ pub fn parse_params(flags: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(params)
 }
 
+/// Parses `[SIDE.]NAME=VALUE` flags of compare (`--input-format`, `--csv-header`): per table
+/// and optionally per side, naming the flag and the table in every error.
+fn per_table_flags<T, U>(
+    flags: &[String],
+    flag: &str,
+    value_shape: &str,
+    tables: &BTreeMap<String, U>,
+    parse: impl Fn(&str) -> Result<T>,
+) -> Result<BTreeMap<(String, Option<Side>), T>> {
+    let mut out = BTreeMap::new();
+    for text in flags {
+        let (target, value) = split_assignment(text, flag, &format!("[SIDE.]NAME={value_shape}"))?;
+        let value = parse(value).with_context(|| format!("{flag} '{text}'"))?;
+        let (side, name) = match target.split_once('.') {
+            Some(("batch", name)) => (Some(Side::Batch), name),
+            Some(("stream", name)) => (Some(Side::Stream), name),
+            _ => (None, target),
+        };
+        if !tables.contains_key(name) {
+            bail!("{flag} '{text}' names table '{name}', which no --batch/--stream gives");
+        }
+        out.insert((name.to_string(), side), value);
+    }
+    Ok(out)
+}
+
 /// The param every run may carry: it names the night in the history, used by SQL or not.
 pub const RUN_DATE: &str = "run_date";
 
@@ -814,41 +840,23 @@ impl Plan {
                 }
             }
         }
-        let mut formats: BTreeMap<(String, Option<Side>), Format> = BTreeMap::new();
-        for text in input.input_formats {
-            let (target, format) = split_assignment(text, "--input-format", "[SIDE.]NAME=FORMAT")?;
-            let format =
-                Format::parse(format).with_context(|| format!("--input-format '{text}'"))?;
-            let (side, name) = match target.split_once('.') {
-                Some(("batch", name)) => (Some(Side::Batch), name),
-                Some(("stream", name)) => (Some(Side::Stream), name),
-                _ => (None, target),
-            };
-            if !tables.contains_key(name) {
-                bail!(
-                    "--input-format '{text}' names table '{name}', which no --batch/--stream gives"
-                );
-            }
-            formats.insert((name.to_string(), side), format);
-        }
-        let mut headers: BTreeMap<(String, Option<Side>), bool> = BTreeMap::new();
-        for text in input.csv_headers {
-            let (target, value) = split_assignment(text, "--csv-header", "[SIDE.]NAME=true|false")?;
-            let value: bool = value.parse().map_err(|_| {
-                anyhow!("--csv-header '{text}': expected true or false after the =")
-            })?;
-            let (side, name) = match target.split_once('.') {
-                Some(("batch", name)) => (Some(Side::Batch), name),
-                Some(("stream", name)) => (Some(Side::Stream), name),
-                _ => (None, target),
-            };
-            if !tables.contains_key(name) {
-                bail!(
-                    "--csv-header '{text}' names table '{name}', which no --batch/--stream gives"
-                );
-            }
-            headers.insert((name.to_string(), side), value);
-        }
+        let formats = per_table_flags(
+            input.input_formats,
+            "--input-format",
+            "FORMAT",
+            &tables,
+            Format::parse,
+        )?;
+        let headers = per_table_flags(
+            input.csv_headers,
+            "--csv-header",
+            "true|false",
+            &tables,
+            |v| {
+                v.parse::<bool>()
+                    .map_err(|_| anyhow!("expected true or false after the ="))
+            },
+        )?;
         let mut table_specs = Vec::new();
         for (name, (batch, stream)) in tables {
             let (Some(batch), Some(stream)) = (batch, stream) else {

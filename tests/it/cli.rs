@@ -817,22 +817,32 @@ fn help_states_exit_codes_and_examples() {
     }
 }
 
-/// Under a real 80-column pseudo-terminal with COLUMNS unset, tables fit in 80 columns.
-#[test]
-fn text_report_fits_the_terminal_it_runs_in() {
-    let ws = nightly_workspace();
+/// dualrun's stdout under a real pseudo-terminal of `columns` columns (script(1) gives the
+/// command a pty; stty sizes it before dualrun asks), COLUMNS unset, stderr (progress) dropped.
+fn in_terminal(ws: &Workspace, columns: u16, env: &str, args: &str) -> String {
     let bin = env!("CARGO_BIN_EXE_dualrun");
-    // script(1) gives the command a pty; stty sets its size before dualrun asks for it.
-    let command = format!(
-        "stty cols 80 rows 40; unset COLUMNS; NO_COLOR=1 {bin} run --config dualrun.toml --check orders 2>/dev/null"
-    );
+    let command =
+        format!("stty cols {columns} rows 40; unset COLUMNS; {env} {bin} {args} 2>/dev/null");
     let output = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .current_dir(ws.dir.path())
         .env_remove("COLUMNS")
+        .env_remove("NO_COLOR")
         .output()
         .expect("script(1) runs (bsdutils)");
-    let text = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Under a real 80-column pseudo-terminal with COLUMNS unset, tables fit in 80 columns.
+#[test]
+fn text_report_fits_the_terminal_it_runs_in() {
+    let ws = nightly_workspace();
+    let text = in_terminal(
+        &ws,
+        80,
+        "NO_COLOR=1",
+        "run --config dualrun.toml --check orders",
+    );
     assert!(text.contains("DIVERGED orders"), "{text}");
     let widest = text
         .lines()
@@ -858,17 +868,12 @@ fn coloured_tables_stay_aligned() {
         Fmt::Parquet,
         "SELECT * FROM (VALUES (1, 'alpha bete'), (2, 'x')) AS t(id, s)",
     );
-    let bin = env!("CARGO_BIN_EXE_dualrun");
-    let command = format!(
-        "stty cols 100 rows 40; unset NO_COLOR; {bin} compare --batch t=b/ --stream t=s/ --key id --sql 'SELECT id, s FROM t' 2>/dev/null"
+    let text = in_terminal(
+        &ws,
+        100,
+        "unset NO_COLOR;",
+        "compare --batch t=b/ --stream t=s/ --key id --sql 'SELECT id, s FROM t'",
     );
-    let output = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(ws.dir.path())
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("script(1) runs");
-    let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains('\x1b'), "colour on a terminal:\n{text}");
     let visible = |line: &str| {
         let mut out = String::new();
