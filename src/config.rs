@@ -1184,30 +1184,20 @@ impl Plan {
             checks.retain(|c| only_checks.contains(&c.name));
         }
         // [params] may serve any check of the config; --param must serve a selected one.
-        let texts = |checks: &[CheckSpec]| -> Vec<String> {
-            let mut texts: Vec<String> = checks
+        fn texts<'a>(checks: &'a [CheckSpec], as_of: &'a [String]) -> Vec<&'a str> {
+            checks
                 .iter()
-                .flat_map(|c| [Some(c.sql.clone()), c.window_end.clone()])
+                .flat_map(|c| [Some(c.sql.as_str()), c.window_end.as_deref()])
                 .flatten()
-                .collect();
-            texts.extend(as_of_texts.iter().cloned());
-            texts
-        };
-        let all_texts = texts(&all_checks);
-        let selected_texts = texts(&checks);
+                .chain(as_of.iter().map(String::as_str))
+                .collect()
+        }
         check_params(
             &config_params,
             "[params]",
-            &all_texts.iter().map(String::as_str).collect::<Vec<_>>(),
+            &texts(&all_checks, &as_of_texts),
         )?;
-        check_params(
-            &flag_params,
-            "--param",
-            &selected_texts
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )?;
+        check_params(&flag_params, "--param", &texts(&checks, &as_of_texts))?;
         Ok(Plan {
             tables,
             checks,

@@ -249,7 +249,7 @@ pub async fn run(
             let pass = keyed_pass(
                 &state,
                 (batch, stream),
-                one_pass && engine.remote.is_none(),
+                one_pass,
                 &alignment,
                 check,
                 &mut collector,
@@ -316,7 +316,7 @@ fn choose_packing(
         .flatten()
         .map(String::as_str)
         .collect();
-    (!engine.spec.unpacked_values && engine.remote.is_none())
+    (!engine.spec.unpacked_values)
         .then(|| pack::Packing::choose(&alignment.values, &dimensions))
         .flatten()
 }
