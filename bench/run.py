@@ -17,6 +17,10 @@ Stages (--stages, default all):
   limits    5M unsorted under --memory-limit 256MiB, 512MiB, 2GiB: peak RSS against the limit.
   scaling   1M / 5M / 20M / 50M, no memory limit.
   big       50M: no limit, under each limit, and keyless under 512MiB.
+  floats    10M float rows (batch 1 file in id order, stream the same rows shuffled in 50 files):
+            GROUP BY SUM/AVG with DataFusion's float aggregates against dualrun's exact ones,
+            on 8 groups and on 1M groups; the exact ones must match, 20 of 20. Then the cost of
+            control runs: --control 1 and 2 on that query and on the 5M unsorted row diff.
 Each case runs --repeat times (3), all cases of a stage interleaved, each as a child process
 whose wall time and peak RSS (wait4) are measured the same way; min and median are printed,
 then every target with "met" or "MISSED".
@@ -30,6 +34,7 @@ failed); 1 when counts disagree; 2 when a tool could not run.
 import argparse
 import datetime as dt
 import decimal
+import hashlib
 import json
 import os
 import shlex
@@ -778,7 +783,59 @@ def dataset(data_dir, rows, seed, generator="auto"):
     return generate(data_dir, rows, seed, generator)
 
 
-STAGES = ("unsorted", "limits", "scaling", "big")
+STAGES = ("unsorted", "limits", "scaling", "big", "floats")
+
+FLOAT_ROWS = 10_000_000
+FLOAT_QUERIES = {
+    "8 groups": "SELECT g, SUM(x) AS s, AVG(x) AS a, COUNT(*) AS n FROM t GROUP BY g",
+    "1M groups": "SELECT id % 1000000 AS bucket, SUM(x) AS s, AVG(x) AS a FROM t GROUP BY id % 1000000",
+}
+
+
+def float_dataset(data_dir, seed):
+    """10M rows (id, g, x): x spans 12 orders of magnitude with both signs, so the order of
+    addition shows in the last bits of a naive sum."""
+    marker = data_dir / "floats.json"
+    wanted = {"rows": FLOAT_ROWS, "seed": seed, "version": 1}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing {data_dir} ({FLOAT_ROWS:,} float rows)")
+        return
+    print(f"generating {data_dir} ({FLOAT_ROWS:,} float rows)", flush=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    ids = np.arange(FLOAT_ROWS, dtype=np.int64)
+    x = rng.lognormal(0.0, 1.0, FLOAT_ROWS) * 10.0 ** rng.integers(-6, 7, FLOAT_ROWS) \
+        * np.where(rng.random(FLOAT_ROWS) < 0.3, -1.0, 1.0)
+    table = pa.table({"id": ids, "g": ids % 8, "x": x})
+    write_parts(table, data_dir / "batch", 1)
+    write_parts(table.take(rng.permutation(FLOAT_ROWS)), data_dir / "stream", 50)
+    marker.write_text(json.dumps(wanted))
+
+
+def float_config(data_dir, sql, aggregates, control=0):
+    """A config running `sql` on both sides with the given float aggregates; its path."""
+    digest = hashlib.sha256(sql.encode()).hexdigest()[:8]
+    name = f"floats-{aggregates}-{digest}-c{control}.toml"
+    path = data_dir / name
+    path.write_text(
+        f"[engine]\nfloat_aggregates = \"{aggregates}\"\n\n"
+        f"[tables.t]\nbatch = \"{data_dir / 'batch'}/\"\nstream = \"{data_dir / 'stream'}/\"\n\n"
+        f"[[checks]]\nname = \"floats\"\nsql = {json.dumps(sql)}\ncontrol = {control}\n"
+        f"key = [\"{'g' if 'GROUP BY g' in sql else 'bucket'}\"]\n")
+    return path
+
+
+def float_verdict(must_match):
+    """The parse step of a float case: a report, and (exact) a match with stable controls."""
+    def parse(run):
+        if run.exit_code not in (0, 1):
+            raise ToolError(f"dualrun exited {run.exit_code}:\n{run.stderr.strip()}")
+        check = json.loads(run.stdout)["checks"][0]
+        if must_match and check["status"] != "match":
+            raise ToolError(f"exact float aggregates DISAGREE on identical data: {check['status']} "
+                            f"{check['counts']}")
+        return {"status": check["status"]}, check.get("duration_seconds")
+    return parse
 
 
 def main():
@@ -943,6 +1000,51 @@ def main():
             for limit in limits:
                 targets.check(f"{n}M under {limit}: peak RSS / limit",
                               f[f"keyed {limit}"].rss_max * 2**20 / parse_size(limit), 1.25)
+        if "floats" in stages:
+            fd = args.data_root.resolve() / "bench-data-floats"
+            float_dataset(fd, args.seed)
+            warm_page_cache(fd)
+            run_cmd = lambda config: [str(b), "run", "--config", str(config), "--no-history",
+                                      "--format", "json"] + EXTRA_ARGS
+            cases = []
+            for label, sql in FLOAT_QUERIES.items():
+                cases.append(Case(f"builtin {label}", run_cmd(float_config(fd, sql, "builtin")),
+                                  float_verdict(False), {}))
+                cases.append(Case(f"exact {label}", run_cmd(float_config(fd, sql, "exact")),
+                                  float_verdict(True), {}))
+            for control in (1, 2):
+                cases.append(Case(f"exact 8 groups, control {control}",
+                                  run_cmd(float_config(fd, FLOAT_QUERIES["8 groups"], "exact",
+                                                       control)),
+                                  float_verdict(True), {}))
+            f = run_stage(f"{FLOAT_ROWS:,} float rows per side, GROUP BY SUM/AVG", cases,
+                          args.repeat, log)
+            for label in FLOAT_QUERIES:
+                targets.check(f"exact / built-in float SUM+AVG, {label} (best wall)",
+                              f[f"exact {label}"].best / f[f"builtin {label}"].best, 1.5)
+            for control in (1, 2):
+                print(f"  control {control}: {f[f'exact 8 groups, control {control}'].best / f['exact 8 groups'].best:.2f}x "
+                      f"the time without control runs (8 groups)")
+            # Twenty runs of the exact aggregates: every one a match (the builtin flaps).
+            statuses = {"exact": [], "builtin": []}
+            for i in range(20):
+                for kind in statuses:
+                    run = measure(run_cmd(float_config(fd, FLOAT_QUERIES["8 groups"], kind)))
+                    statuses[kind].append(json.loads(run.stdout)["checks"][0]["status"])
+            for kind, seen in statuses.items():
+                print(f"  20 runs, {kind}: " + ", ".join(f"{seen.count(s)} {s}" for s in sorted(set(seen))))
+            if any(s != "match" for s in statuses["exact"]):
+                raise ToolError("exact float aggregates DISAGREE on identical data in some runs")
+            u = small_dir / "unsorted"
+            cases = [Case("row diff", dualrun_cmd(b, u / "batch", u / "stream"), dualrun_counts,
+                          variants["unsorted"])]
+            cases += [Case(f"row diff, control {n}",
+                           dualrun_cmd(b, u / "batch", u / "stream", extra=("--control", str(n))),
+                           dualrun_counts, variants["unsorted"]) for n in (1, 2)]
+            f = run_stage(f"{args.rows:,} rows unsorted, control runs", cases, args.repeat, log)
+            for n in (1, 2):
+                print(f"  control {n}: {f[f'row diff, control {n}'].best / f['row diff'].best:.2f}x "
+                      f"the time, {f[f'row diff, control {n}'].rss_max / f['row diff'].rss_max:.2f}x the peak RSS")
     except ToolError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1 if "DISAGREE" in str(e) else 2

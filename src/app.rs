@@ -11,13 +11,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::catalog::{self, Catalog};
 use crate::cli::{OutputFormat, ReportArgs};
 use crate::config::{CheckSpec, Plan, Side};
-use crate::diff::{self, DiffResult};
-use crate::engine::{Engine, scanned_tables};
+use crate::diff;
+use crate::engine::{Engine, lint, scanned_tables};
 use crate::gate;
 use crate::history::{self, History, RunRecord};
 use crate::readiness::{self, NotReady};
-use crate::report::{CheckReport, RunReport, TextStyle};
-use crate::verdict::{self, CheckStatus};
+use crate::report::{CheckReport, Compared, RunReport, TextStyle};
+use crate::verdict::{self, CheckStatus, ControlReport};
+use datafusion::logical_expr::LogicalPlan;
 
 /// Runs every check of the plan and gathers the report; with a history, appends one record per
 /// check and evaluates the migration gate afterwards.
@@ -67,8 +68,8 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
         let seconds = started.elapsed().as_secs_f64();
         let (name, query, key) = (&check.name, &check.sql_origin, &check.key);
         let report = match outcome {
-            Ok(Outcome::Diff(diff)) => {
-                CheckReport::from_diff(name, query, key, *diff, check.evidence, seconds)
+            Ok(Outcome::Compared(compared)) => {
+                CheckReport::from_diff(name, query, key, *compared, check.evidence, seconds)
             }
             Ok(Outcome::NotReady(why)) => {
                 eprintln!("dualrun: check '{name}': {}", why.message());
@@ -108,7 +109,7 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
 }
 
 enum Outcome {
-    Diff(Box<DiffResult>),
+    Compared(Box<Compared>),
     NotReady(NotReady),
 }
 
@@ -145,9 +146,43 @@ async fn run_check(
     {
         return Ok(Outcome::NotReady(why));
     }
-    Ok(Outcome::Diff(Box::new(
-        diff::run(engine, catalog, check, batch, stream, progress).await?,
-    )))
+    let nondeterministic = lint::nondeterminism(&batch, &check.key, &check.allow_nondeterministic);
+    let diff = diff::run(engine, catalog, check, batch.clone(), stream, progress).await?;
+    let control = if check.control > 0 {
+        Some(control_runs(engine, catalog, check, &batch).await?)
+    } else {
+        None
+    };
+    Ok(Outcome::Compared(Box::new(Compared {
+        diff,
+        nondeterministic,
+        control,
+    })))
+}
+
+/// Runs the batch side's query again in `check.control` other physical layouts and diffs each
+/// answer against the query's own in the usual layout: the same input, so any difference is
+/// the query's nondeterminism, not the stream's.
+async fn control_runs(
+    engine: &Engine,
+    catalog: &Catalog,
+    check: &CheckSpec,
+    batch: &LogicalPlan,
+) -> Result<ControlReport> {
+    let reference = engine.embedded();
+    let mut runs = Vec::new();
+    for run in 1..=check.control {
+        let (layout_engine, layout) = reference.control_layout(run);
+        let (control, _file) = layout_engine
+            .materialize(batch.clone())
+            .await
+            .with_context(|| format!("control run {run} ({layout})"))?;
+        let diff = diff::run(&reference, catalog, check, batch.clone(), control, None)
+            .await
+            .with_context(|| format!("control run {run} ({layout})"))?;
+        runs.push((layout, diff));
+    }
+    Ok(verdict::control_report(runs))
 }
 
 /// Progress on stderr while a check runs: bytes read of the files to read, with an ETA. Only on
@@ -269,7 +304,11 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
             if engine.remote.is_some() && !check.embedded {
                 crate::distributed::ensure_distributable(&check.name, &batch, &stream)?;
             }
-            diff::align::align(check, batch.schema(), stream.schema())
+            let hazards = lint::nondeterminism(&batch, &check.key, &check.allow_nondeterministic);
+            Ok::<_, anyhow::Error>((
+                diff::align::align(check, batch.schema(), stream.schema())?,
+                hazards,
+            ))
         }
         .await;
         let status = match planned {
@@ -277,7 +316,7 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
                 let _ = writeln!(out, "ERROR    {}: {error:#}", check.name);
                 CheckStatus::Error
             }
-            Ok(alignment) => {
+            Ok((alignment, hazards)) => {
                 let schema = &alignment.schema;
                 let status = if schema.diverges() {
                     CheckStatus::Diverged
@@ -307,6 +346,15 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
                         out,
                         "         {} changed type: {} → {}",
                         t.column, t.batch, t.stream
+                    );
+                }
+                for hazard in &hazards {
+                    let _ = writeln!(
+                        out,
+                        "         warning: nondeterministic ({}): {}: {}",
+                        hazard.kind.name(),
+                        hazard.expression,
+                        hazard.why
                     );
                 }
                 status
@@ -366,7 +414,10 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
                 // A run without a verdict has no figures: a dash, never zeros that read as some.
                 let figures = matches!(
                     r.status,
-                    CheckStatus::Match | CheckStatus::Diverged | CheckStatus::Empty
+                    CheckStatus::Match
+                        | CheckStatus::Diverged
+                        | CheckStatus::Empty
+                        | CheckStatus::Unstable
                 );
                 let figure = |text: String| if figures { text } else { "—".to_string() };
                 table.add_row(vec![

@@ -59,7 +59,7 @@ pub enum Command {
 /// Exit codes of the commands that reach verdicts (compare, run).
 const RUN_EXIT_CODES: &str = "Exit codes (like diff(1)):
   0    every check matches
-  1    a check diverged
+  1    a check diverged, or is unstable (its control runs disagree)
   2    trouble: bad input or config, a check that could not run (one line on stderr says why)
   3    not ready: a stream's watermark has not passed the window yet; run again later
   4    empty: a result had no rows (or fewer than min_rows): no evidence either way
@@ -68,12 +68,12 @@ const RUN_EXIT_CODES: &str = "Exit codes (like diff(1)):
 const COMPARE_EXAMPLE: &str = "Example:
   dualrun compare --batch orders=warehouse/orders/ --stream orders=s3://lake/orders/ --key dt,region --sql 'SELECT dt, region, sum(amount) AS revenue FROM orders GROUP BY 1, 2'
 
-Exit codes: 0 match, 1 diverged, 2 trouble, 4 empty (no rows to compare), 130 interrupted.";
+Exit codes: 0 match, 1 diverged or unstable, 2 trouble, 4 empty (no rows to compare), 130 interrupted.";
 
 const RUN_EXAMPLE: &str = "Example:
   dualrun run --config dualrun.toml --param run_date=2026-11-25 --format json --output report.json
 
-Exit codes: 0 match, 1 diverged, 2 trouble, 3 not ready, 4 empty (no rows to compare), 130 interrupted.";
+Exit codes: 0 match, 1 diverged or unstable, 2 trouble, 3 not ready, 4 empty (no rows to compare), 130 interrupted.";
 
 const VALIDATE_EXAMPLE: &str = "Example:
   dualrun validate --config dualrun.toml
@@ -212,6 +212,13 @@ pub struct CompareArgs {
     /// An empty result is a legitimate answer: two empty results match.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Also run the batch side N more times in other physical layouts: answers that differ on
+    /// identical input make the check `unstable` (exit 1).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub control: u32,
+    /// A nondeterministic construct the query uses knowingly: no warning for it.
+    #[arg(long = "allow-nondeterministic", value_enum, value_name = "KIND")]
+    pub allow_nondeterministic: Vec<crate::config::Nondeterminism>,
     /// Name of the check in reports.
     #[arg(long, default_value = "compare")]
     pub name: String,

@@ -138,6 +138,12 @@ pub struct CheckConfig {
     /// An empty result is a legitimate answer (e.g. a query for rows in error): match, not empty.
     #[serde(default)]
     pub allow_empty: bool,
+    /// Nondeterministic constructs the check knowingly uses (e.g. ["limit"]): no warning.
+    #[serde(default)]
+    pub allow_nondeterministic: Vec<Nondeterminism>,
+    /// Run the batch side this many extra times in other physical layouts and diff them: a
+    /// query that answers differently on identical input makes the check `unstable`.
+    pub control: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -160,6 +166,9 @@ pub struct EngineConfig {
     pub retries: Option<usize>,
     /// Object store requests: timeout of one request; default 30s.
     pub request_timeout: Option<String>,
+    /// Float SUM/AVG: "exact" (default: the same rows give the same bits in any layout) or
+    /// "builtin" (DataFusion's own, order-dependent in the last bits; for comparison).
+    pub float_aggregates: Option<String>,
 }
 
 /// A file format dualrun can read.
@@ -381,6 +390,8 @@ pub struct EngineSpec {
     pub pair_all_by_occurrence: bool,
     pub join: JoinChoice,
     pub store: StoreOptions,
+    /// DataFusion's own float SUM/AVG instead of the exact, order-independent ones.
+    pub builtin_float_aggregates: bool,
 }
 
 /// How hard object store requests try before a check fails: bounded, so an unreachable or
@@ -423,6 +434,47 @@ pub struct CheckSpec {
     pub embedded: bool,
     /// What a clean result needs to be a match rather than `empty`.
     pub evidence: Evidence,
+    /// Kinds of nondeterminism the check acknowledges (no warning for them).
+    pub allow_nondeterministic: Vec<Nondeterminism>,
+    /// Extra runs of the batch side in other layouts, diffed against the first (0: none).
+    pub control: u32,
+}
+
+/// A kind of construct that can make a query answer differently on identical input.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Nondeterminism {
+    /// LIMIT/OFFSET without an ORDER BY that fixes every row.
+    Limit,
+    /// row_number(), lag(), first_value(), … over an ordering with ties.
+    WindowOrder,
+    /// array_agg, string_agg, first_value, … without an ORDER BY that fixes the order.
+    AggregateOrder,
+    /// random(), uuid(), now(), current_date(), …
+    VolatileFunction,
+}
+
+impl Nondeterminism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Nondeterminism::Limit => "limit",
+            Nondeterminism::WindowOrder => "window_order",
+            Nondeterminism::AggregateOrder => "aggregate_order",
+            Nondeterminism::VolatileFunction => "volatile_function",
+        }
+    }
+}
+
+/// More control runs than this cost more than they tell.
+pub const MAX_CONTROL_RUNS: u32 = 8;
+
+fn check_control(control: u32, what: &str) -> Result<u32> {
+    if control > MAX_CONTROL_RUNS {
+        bail!("{what} = {control}: at most {MAX_CONTROL_RUNS} control runs");
+    }
+    Ok(control)
 }
 
 /// How much data a check needs before "nothing diverged" counts as a match.
@@ -765,8 +817,16 @@ impl EngineSpec {
                 None => defaults.request_timeout,
             },
         };
+        let builtin_float_aggregates = match config.float_aggregates.as_deref() {
+            None | Some("exact") => false,
+            Some("builtin") => true,
+            Some(other) => {
+                bail!("[engine] float_aggregates = '{other}': expected exact or builtin")
+            }
+        };
         Ok(EngineSpec {
             store,
+            builtin_float_aggregates,
             memory_limit,
             spill_dir: config.spill_dir.clone(),
             target_partitions: config.target_partitions,
@@ -809,6 +869,8 @@ pub struct CompareInput<'a> {
     pub redact: &'a [String],
     pub min_rows: Option<u64>,
     pub allow_empty: bool,
+    pub allow_nondeterministic: &'a [Nondeterminism],
+    pub control: u32,
 }
 
 /// Flags of the config-driven commands that override or narrow the config file.
@@ -931,6 +993,8 @@ impl Plan {
                 min_rows: input.min_rows.unwrap_or(1),
                 allow_empty: input.allow_empty,
             },
+            allow_nondeterministic: input.allow_nondeterministic.to_vec(),
+            control: check_control(input.control, "--control")?,
         };
         let params = parse_params(input.params)?;
         check_params(&params, "--param", &[&check.sql])?;
@@ -1165,6 +1229,8 @@ impl Plan {
                         allow_empty: check.allow_empty,
                     }
                 },
+                allow_nondeterministic: check.allow_nondeterministic,
+                control: check_control(check.control.unwrap_or(0), &format!("{context} control"))?,
                 name: check.name,
                 sql,
                 sql_origin,

@@ -17,6 +17,9 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+mod exact;
+pub mod lint;
+
 use crate::catalog::{CATALOG, Catalog};
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side};
 
@@ -71,6 +74,9 @@ impl Engine {
         }
         let runtime = runtime.build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        if !spec.builtin_float_aggregates {
+            exact::register(&ctx);
+        }
         let remote = match &spec.url {
             Some(url) => Some(crate::distributed::connect(ctx.state(), url).await?),
             None => None,
@@ -94,6 +100,92 @@ impl Engine {
                 ..self.spec.clone()
             },
         }
+    }
+
+    /// The same catalog in another physical layout, for control run number `run` (1, 2, …):
+    /// other parallelism, other batch sizes, files grouped differently. A deterministic query
+    /// gives the same answer in every layout. Always in-process (its output is a local file).
+    pub fn control_layout(&self, run: u32) -> (Engine, String) {
+        let mut state = self.ctx.state();
+        let options = state.config().options();
+        let cores = options.execution.target_partitions;
+        let (partitions, batch_size, repartition_files) = match run % 3 {
+            1 => (1, 1000, false),
+            2 => (cores * 2 + 1, 4093, true),
+            _ => (
+                cores + 1,
+                777 + run as usize,
+                !options.optimizer.repartition_file_scans,
+            ),
+        };
+        *state.config_mut() = state
+            .config()
+            .clone()
+            .with_target_partitions(partitions)
+            .with_batch_size(batch_size)
+            .with_repartition_file_scans(repartition_files);
+        let layout = format!(
+            "target_partitions={partitions}, batch_size={batch_size}, file ranges {}",
+            if repartition_files { "split" } else { "whole" }
+        );
+        let engine = Engine {
+            ctx: SessionContext::new_with_state(state),
+            remote: None,
+            spec: EngineSpec {
+                url: None,
+                target_partitions: Some(partitions),
+                batch_size: Some(batch_size),
+                unpacked_values: false,
+                pair_all_by_occurrence: false,
+                ..self.spec.clone()
+            },
+        };
+        (engine, layout)
+    }
+
+    /// Runs `plan` to a compressed Arrow file in the spill directory and returns a plan that
+    /// reads it back (and the file, deleted when dropped): a result pinned down, to be diffed.
+    pub async fn materialize(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<(LogicalPlan, Arc<dyn datafusion::execution::SpillFile>)> {
+        use datafusion::arrow::ipc::CompressionType;
+        use datafusion::arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+        use datafusion::datasource::file_format::options::ArrowReadOptions;
+        use futures::StreamExt;
+
+        let state = self.ctx.state();
+        let physical = state.create_physical_plan(&plan).await?;
+        let file = state
+            .runtime_env()
+            .disk_manager
+            .create_tmp_file("dualrun control run")?;
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+        let mut writer = FileWriter::try_new_with_options(
+            std::io::BufWriter::new(file.open_writer()?),
+            &physical.schema(),
+            options,
+        )?;
+        let mut batches = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
+        while let Some(batch) = batches.next().await {
+            writer.write(&batch?)?;
+        }
+        writer.finish()?;
+        let path = file.path().and_then(|p| p.to_str()).ok_or_else(|| {
+            anyhow!("control runs need a local spill directory with a UTF-8 path")
+        })?;
+        let read = self
+            .ctx
+            .read_arrow(
+                path,
+                ArrowReadOptions {
+                    file_extension: "",
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok((read.into_unoptimized_plan(), file))
     }
 
     /// A copy of the session state whose unqualified table names resolve on `side`.

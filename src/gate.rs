@@ -95,7 +95,9 @@ fn verdict(record: &RunRecord, check: &CheckSpec) -> Verdict {
                 Verdict::Empty
             }
         }
-        CheckStatus::Diverged => Verdict::Dirty,
+        // A query that answers differently on identical input proves nothing, and the night
+        // must not extend a streak either.
+        CheckStatus::Diverged | CheckStatus::Unstable => Verdict::Dirty,
         CheckStatus::Error | CheckStatus::NotReady => Verdict::None,
     }
 }

@@ -135,6 +135,8 @@ async fn dispatch(cli: Cli) -> i32 {
                 redact: &args.redact,
                 min_rows: Some(args.min_rows),
                 allow_empty: args.allow_empty,
+                allow_nondeterministic: &args.allow_nondeterministic,
+                control: args.control,
             });
             let names = [args.name.clone()];
             run_and_emit(plan, &args.report, &names).await

@@ -173,7 +173,7 @@ pub fn registry(
     let status = gauge_vec(
         &registry,
         "dualrun_check_status",
-        "1 for the check's current status (match, diverged, not_ready, empty, error), 0 for the others.",
+        "1 for the check's current status (match, diverged, not_ready, empty, unstable, error), 0 for the others.",
         &["check", "status"],
     )?;
     let duration = gauge_vec(

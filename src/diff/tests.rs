@@ -27,6 +27,8 @@ fn check(key: &[&str], tolerances: &[(&str, Tolerance)], ignore: &[&str]) -> Che
         redact: Vec::new(),
         embedded: false,
         evidence: Default::default(),
+        allow_nondeterministic: Vec::new(),
+        control: 0,
     }
 }
 

@@ -12,6 +12,7 @@ fn icon(status: CheckStatus) -> &'static str {
         CheckStatus::Diverged => "❌ diverged",
         CheckStatus::NotReady => "⏳ not ready",
         CheckStatus::Empty => "∅ empty",
+        CheckStatus::Unstable => "🎲 unstable",
         CheckStatus::Error => "⚠️ error",
     }
 }
@@ -74,6 +75,24 @@ pub fn render(report: &RunReport) -> String {
         if check.status == CheckStatus::Empty {
             let _ = writeln!(out, "{}", super::EMPTY_EXPLANATION);
             continue;
+        }
+        if let Some(control) = check.control.as_ref().filter(|c| !c.stable) {
+            let _ = writeln!(
+                out,
+                "- **unstable**: {} of {} control runs answered differently on the same batch input (columns that moved: {})",
+                control.differing_runs,
+                control.runs,
+                cell(&control.moved_columns.join(", "))
+            );
+        }
+        for hazard in &check.nondeterministic {
+            let _ = writeln!(
+                out,
+                "- nondeterministic ({}): `{}`: {}",
+                hazard.kind.name(),
+                hazard.expression.replace('`', "'"),
+                hazard.why
+            );
         }
         let c = &check.counts;
         if c.duplicate_keys_batch + c.duplicate_keys_stream > 0 {

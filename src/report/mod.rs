@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::cli::OutputFormat;
 use crate::diff::{ColumnDiff, Counts, DiffResult, RowCounts, Samples, SchemaDiff};
-use crate::verdict::{self, CheckStatus};
+use crate::engine::lint::Hazard;
+use crate::verdict::{self, CheckStatus, ControlReport};
 
 pub const REPORT_VERSION: u32 = 1;
 
@@ -56,7 +57,20 @@ pub struct CheckReport {
     /// Why the check is not_ready: the stream's watermark has not passed the window yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readiness: Option<crate::readiness::NotReady>,
+    /// Constructs of the query that can answer differently on identical input (not the ones
+    /// the check acknowledges with allow_nondeterministic).
+    pub nondeterministic: Vec<Hazard>,
+    /// The control runs, when the check asks for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlReport>,
     pub error: Option<String>,
+}
+
+/// A check that ran to a diff, with what the query lint and the control runs found.
+pub struct Compared {
+    pub diff: DiffResult,
+    pub nondeterministic: Vec<Hazard>,
+    pub control: Option<ControlReport>,
 }
 
 impl CheckReport {
@@ -64,13 +78,21 @@ impl CheckReport {
         name: &str,
         query: &str,
         key: &[String],
-        diff: DiffResult,
+        compared: Compared,
         evidence: crate::config::Evidence,
         seconds: f64,
     ) -> Self {
+        let Compared {
+            diff,
+            nondeterministic,
+            control,
+        } = compared;
+        let stable = control.as_ref().is_none_or(|c| c.stable);
         CheckReport {
             name: name.to_string(),
-            status: verdict::check_status(&diff, evidence),
+            status: verdict::check_status(&diff, evidence, stable),
+            nondeterministic,
+            control,
             query: query.to_string(),
             key: key.to_vec(),
             divergence_ratio: verdict::divergence_ratio(&diff),
@@ -126,6 +148,8 @@ impl CheckReport {
             scan: Default::default(),
             findings: Vec::new(),
             histogram: None,
+            nondeterministic: Vec::new(),
+            control: None,
             duration_seconds: seconds,
             error: Some(crate::redact::scrub(&error)),
         }

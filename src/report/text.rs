@@ -24,6 +24,7 @@ fn status_word(status: CheckStatus, color: bool) -> String {
         CheckStatus::Diverged => paint("DIVERGED", "1;31", color),
         CheckStatus::NotReady => paint("NOT READY", "1;33", color),
         CheckStatus::Empty => paint("EMPTY", "1;33", color),
+        CheckStatus::Unstable => paint("UNSTABLE", "1;31", color),
         CheckStatus::Error => paint("ERROR", "1;35", color),
     }
 }
@@ -112,11 +113,12 @@ pub fn render(report: &RunReport, style: TextStyle) -> String {
         (CheckStatus::Diverged, "diverged"),
         (CheckStatus::NotReady, "not ready"),
         (CheckStatus::Empty, "empty"),
+        (CheckStatus::Unstable, "unstable"),
         (CheckStatus::Error, "error"),
     ] {
         let n = counts(status);
-        // Empty is rare and new: named only when it happened, so older summaries read the same.
-        if n > 0 || status != CheckStatus::Empty {
+        // Empty and unstable are rare: named only when they happened.
+        if n > 0 || !matches!(status, CheckStatus::Empty | CheckStatus::Unstable) {
             summary.push(format!("{n} {word}"));
         }
     }
@@ -169,6 +171,18 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
     if check.status == CheckStatus::Empty {
         let words: Vec<&str> = super::EMPTY_EXPLANATION.split(' ').collect();
         out.push_str(&wrap(&words, " ", width, "  ", "  "));
+    }
+    render_control(out, check, color, width);
+    for hazard in &check.nondeterministic {
+        let head = format!(
+            "{} ({}): {}:",
+            paint("warning: nondeterministic", "1;33", color),
+            hazard.kind.name(),
+            hazard.expression
+        );
+        let mut words = vec![head.as_str()];
+        words.extend(hazard.why.split(' '));
+        out.push_str(&wrap(&words, " ", width, "  ", "    "));
     }
     if c.duplicate_keys_batch + c.duplicate_keys_stream > 0 {
         let what = if check.key.is_empty() {
@@ -234,6 +248,48 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
     render_findings(out, check, color, width);
     render_samples(out, check, color, width);
     render_histogram(out, check, width);
+}
+
+fn render_control(out: &mut String, check: &CheckReport, color: bool, width: usize) {
+    let Some(control) = &check.control else {
+        return;
+    };
+    if control.stable {
+        let _ = writeln!(
+            out,
+            "  control: {} in other layouts gave the same answer",
+            plural(u64::from(control.runs), "run", "runs")
+        );
+        return;
+    }
+    let mut words: Vec<String> = format!(
+        "{} {} of {} control runs answered differently on the same batch input: the query is          nondeterministic, so neither a match nor a divergence means anything until it is fixed          (see the warnings below).",
+        paint("unstable:", "1;31", color),
+        control.differing_runs,
+        control.runs
+    )
+    .split(' ')
+    .map(str::to_string)
+    .collect();
+    if !control.moved_columns.is_empty() {
+        words.push(format!(
+            "Columns that moved: {}.",
+            control.moved_columns.join(", ")
+        ));
+    }
+    words.push(format!("Rows that moved: {}.", control.moved_rows));
+    let samples = &control.samples;
+    let keys: Vec<String> = samples
+        .mismatched
+        .iter()
+        .chain(&samples.missing_in_stream)
+        .chain(&samples.extra_in_stream)
+        .map(|row| show_key(&row.key, &check.key))
+        .collect();
+    if !keys.is_empty() {
+        words.push(format!("For example: {}.", keys.join("; ")));
+    }
+    out.push_str(&wrap(&words, " ", width, "  ", "    "));
 }
 
 fn describe_stats(stats: Option<&crate::diff::explain::DiffStats>) -> String {

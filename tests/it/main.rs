@@ -6,6 +6,7 @@ mod common;
 #[cfg(feature = "ballista")]
 mod ballista;
 mod cli;
+mod determinism;
 mod gate;
 mod hardening;
 mod monitoring;

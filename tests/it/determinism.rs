@@ -1,0 +1,229 @@
+//! Verdicts that do not flap: float aggregates give the same bits in any file layout and
+//! parallelism, the control runs catch a query that answers differently on identical input,
+//! and they never turn a real divergence into a match.
+
+use datafusion::arrow::compute::concat_batches;
+
+use crate::common::*;
+
+/// 1.05M rows whose float amounts span 12 orders of magnitude and both signs: summed in two
+/// orders they give two answers. Batch: one file in id order; stream: 60 files, shuffled.
+fn float_tables(ws: &Workspace) {
+    let rows = 1_050_000;
+    let select = format!(
+        "SELECT value AS id, 'r' || CAST(value % 8 AS VARCHAR) AS region,
+                CAST((value * 2654435761) % 1000003 AS DOUBLE) / 7.0
+                  * power(10.0, CAST(value % 13 AS DOUBLE) - 6.0)
+                  * CASE WHEN value % 3 = 0 THEN -1.0 ELSE 1.0 END AS amount
+         FROM generate_series(0, {}) AS t(value)",
+        rows - 1
+    );
+    write_batches(
+        &sql_batches(&format!("{select} ORDER BY id")),
+        Fmt::Parquet,
+        &ws.path("b/events/part-0.parquet"),
+    );
+    let shuffled = sql_batches(&format!("{select} ORDER BY (id * 48271) % 1050011"));
+    let all = concat_batches(&shuffled[0].schema(), &shuffled).unwrap();
+    let files = 60;
+    let per_file = rows / files;
+    for file in 0..files {
+        let slice = all.slice(file * per_file, per_file);
+        write_batches(
+            &[slice],
+            Fmt::Parquet,
+            &ws.path(&format!("s/events/part-{file:02}.parquet")),
+        );
+    }
+}
+
+fn float_config(ws: &Workspace, target_partitions: usize, aggregates: &str) {
+    ws.write(
+        "dualrun.toml",
+        &format!(
+            r#"
+[engine]
+target_partitions = {target_partitions}
+float_aggregates = "{aggregates}"
+
+[tables.events]
+batch = "b/events/"
+stream = "s/events/"
+
+[[checks]]
+name = "by_region"
+sql = "SELECT region, SUM(amount) AS s, AVG(amount) AS a, COUNT(*) AS n FROM events GROUP BY region"
+key = ["region"]
+
+[[checks]]
+name = "by_bucket"
+sql = "SELECT id % 5000 AS bucket, SUM(amount) AS s, AVG(amount) AS a FROM events GROUP BY id % 5000"
+key = ["bucket"]
+
+[[checks]]
+name = "whole_table"
+sql = "SELECT SUM(amount) AS s, AVG(amount) AS a, SUM(DISTINCT amount) AS d FROM events"
+
+[[checks]]
+name = "sliding_window"
+sql = "SELECT id, SUM(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS w FROM events WHERE id < 20000"
+key = ["id"]
+"#
+        ),
+    );
+}
+
+#[test]
+fn float_sums_and_averages_match_in_any_layout_without_tolerance() {
+    let ws = Workspace::new();
+    float_tables(&ws);
+    // DataFusion's own aggregates flap on this data: the test would catch a silent fallback.
+    float_config(&ws, 4, "builtin");
+    let run = ws.run(&[
+        "run",
+        "--no-history",
+        "--format",
+        "json",
+        "--check",
+        "by_region",
+    ]);
+    let checks = &run.json()["checks"];
+    assert_eq!(
+        checks[0]["status"], "diverged",
+        "the built-in float SUM should differ in the last bits here: {}",
+        checks[0]
+    );
+    // Exact aggregates: 20 runs of the GROUP BY over 1, 2, 4 and 8 partitions, and every
+    // other shape (many groups, no GROUP BY, DISTINCT, a sliding window) on 1 and 8, all match.
+    for round in 0..22 {
+        let partitions = if round < 20 {
+            [1, 2, 4, 8][round % 4]
+        } else {
+            [1, 8][round - 20]
+        };
+        float_config(&ws, partitions, "exact");
+        let mut args = vec!["run", "--no-history", "--format", "json"];
+        if round < 20 {
+            args.extend(["--check", "by_region"]);
+        } else {
+            args.extend([
+                "--check",
+                "by_bucket",
+                "--check",
+                "whole_table",
+                "--check",
+                "sliding_window",
+            ]);
+        }
+        let run = ws.run(&args);
+        assert_eq!(
+            run.code, 0,
+            "round {round}, {partitions} partitions:\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        for check in run.json()["checks"].as_array().unwrap() {
+            assert_eq!(check["status"], "match", "{check}");
+            assert!(check["findings"].as_array().unwrap().is_empty(), "{check}");
+        }
+    }
+}
+
+/// 20 files of 500 rows in 100 groups: a GROUP BY's output order depends on the parallelism.
+fn grouped_table(ws: &Workspace) -> String {
+    for file in 0..20 {
+        ws.table_file(
+            &format!("t/part-{file:02}.parquet"),
+            Fmt::Parquet,
+            &format!(
+                "SELECT value AS id, (value * 37) % 100 AS g, value * 2 AS v
+                 FROM generate_series({}, {}) AS t(value)",
+                file * 500,
+                file * 500 + 499
+            ),
+        );
+    }
+    format!("{}/", ws.path("t").display())
+}
+
+#[test]
+fn control_runs_make_a_limit_without_order_by_unstable() {
+    let ws = Workspace::new();
+    let table = grouped_table(&ws);
+    let unordered = "SELECT g, COUNT(*) AS n FROM t GROUP BY g LIMIT 3";
+    let run = ws.compare(&table, &table, unordered, &["--key", "g", "--control", "2"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let check = run.check();
+    assert_eq!(check["status"], "unstable", "{check}");
+    let control = &check["control"];
+    assert_eq!(control["runs"], 2);
+    assert_eq!(control["stable"], false);
+    assert!(control["moved_rows"].as_u64().unwrap() > 0, "{control}");
+    let samples = &control["samples"];
+    let moved = samples["missing_in_stream"].as_array().unwrap().len()
+        + samples["extra_in_stream"].as_array().unwrap().len();
+    assert!(moved > 0, "sample keys that moved: {control}");
+    assert_eq!(check["nondeterministic"][0]["kind"], "limit", "{check}");
+
+    // The text report says so, with the construct to fix.
+    let b = format!("t={table}");
+    let text = ws.run(&[
+        "compare",
+        "--batch",
+        &b,
+        "--stream",
+        &b,
+        "--sql",
+        unordered,
+        "--key",
+        "g",
+        "--control",
+        "2",
+    ]);
+    assert_eq!(text.code, 1);
+    assert!(text.stdout.contains("UNSTABLE"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("warning: nondeterministic (limit): LIMIT 3"),
+        "{}",
+        text.stdout
+    );
+
+    // Ordered by the group key, the same query is deterministic: no warning, stable controls.
+    let ordered = "SELECT g, COUNT(*) AS n FROM t GROUP BY g ORDER BY g LIMIT 3";
+    let run = ws.compare(&table, &table, ordered, &["--key", "g", "--control", "2"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let check = run.check();
+    assert_eq!(check["status"], "match");
+    assert_eq!(check["control"]["stable"], true);
+    assert_eq!(check["nondeterministic"], serde_json::json!([]));
+
+    // Acknowledged, the warning goes; the control runs still judge the query.
+    let run = ws.compare(
+        &table,
+        &table,
+        unordered,
+        &["--key", "g", "--allow-nondeterministic", "limit"],
+    );
+    assert_eq!(run.check()["nondeterministic"], serde_json::json!([]));
+}
+
+#[test]
+fn control_runs_leave_a_planted_divergence_diverged() {
+    let ws = Workspace::new();
+    let batch = grouped_table(&ws);
+    let stream = ws.table(
+        "s/t",
+        Fmt::Parquet,
+        "SELECT value AS id, (value * 37) % 100 AS g,
+                CASE WHEN value = 4321 THEN value * 2 + 1 ELSE value * 2 END AS v
+         FROM generate_series(0, 9999) AS t(value)",
+    );
+    let sql = "SELECT g, SUM(v) AS total, COUNT(*) AS n FROM t GROUP BY g";
+    let run = ws.compare(&batch, &stream, sql, &["--key", "g", "--control", "3"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let check = run.check();
+    assert_eq!(check["status"], "diverged");
+    assert_eq!(check["counts"]["mismatched"], 1);
+    assert_eq!(check["control"]["stable"], true);
+    assert_eq!(check["control"]["runs"], 3);
+}
