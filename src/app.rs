@@ -12,12 +12,13 @@ use crate::catalog::{self, Catalog};
 use crate::cli::{OutputFormat, ReportArgs};
 use crate::config::{CheckSpec, Plan, Side};
 use crate::diff;
-use crate::engine::{Engine, lint, scanned_tables};
+use crate::engine::{Engine, Shortfall, lint, scanned_tables};
 use crate::gate;
 use crate::history::{self, History, RunRecord};
 use crate::readiness::{self, NotReady};
 use crate::report::{CheckReport, Compared, RunReport, TextStyle};
-use crate::verdict::{self, CheckStatus, ControlReport};
+use crate::trouble::{Cause, Trouble};
+use crate::verdict::{self, CheckStatus, ControlReport, Exit};
 use datafusion::logical_expr::LogicalPlan;
 
 /// Runs every check of the plan and gathers the report; with a history, appends one record per
@@ -54,9 +55,12 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
                 tokio::time::timeout(limit, running)
                     .await
                     .unwrap_or_else(|_| {
-                        Err(anyhow!(
-                            "timed out after {} ({which}); the query was cancelled",
-                            humantime::format_duration(limit)
+                        Err(Trouble::error(
+                            Cause::Timeout,
+                            format!(
+                                "timed out after {} ({which}); the query was cancelled",
+                                humantime::format_duration(limit)
+                            ),
                         ))
                     })
             }
@@ -76,7 +80,11 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
                 CheckReport::not_ready(name, query, key, why, seconds)
             }
             Err(error) => {
-                let message = crate::redact::scrub(&format!("{error:#}"));
+                let trouble = Trouble::of(&error);
+                let mut message = trouble.message;
+                if let (Cause::Memory, Some(shortfall)) = (trouble.cause, engine.take_shortfall()) {
+                    message = memory_message(&shortfall);
+                }
                 eprintln!("dualrun: check '{name}': {message}");
                 CheckReport::from_error(name, query, key, message, seconds)
             }
@@ -92,7 +100,7 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
                 chrono::Utc::now(),
             );
             if let Err(error) = history.append(&engine.ctx, &record).await {
-                problems.push(crate::redact::scrub(&format!("{error:#}")));
+                problems.push(Trouble::of(&error).message);
             }
         }
         reports.push(report);
@@ -101,11 +109,26 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
     if let Some(history) = &history {
         match history.read(&engine.ctx, None).await {
             Ok(records) => report.gate = Some(gate::evaluate(&plan.all_checks, &records)),
-            Err(error) => problems.push(crate::redact::scrub(&format!("{error:#}"))),
+            Err(error) => problems.push(Trouble::of(&error).message),
         }
     }
     report.problems = problems;
     Ok(report)
+}
+
+/// One line for a check that ran out of memory: the limit, what needed more, and the least
+/// limit that would have granted that request (rounded up to a size one can type).
+fn memory_message(shortfall: &Shortfall) -> String {
+    let mib = |bytes: usize| bytes.div_ceil(1 << 20);
+    let suggested = mib(shortfall.at_least.max(shortfall.limit + 1)).next_power_of_two();
+    format!(
+        "out of memory under the {} MiB memory limit: {} could not get {} MiB more; \
+         that needed a limit of at least {} MiB: try --memory-limit {suggested}MiB",
+        mib(shortfall.limit),
+        shortfall.consumer,
+        mib(shortfall.requested),
+        mib(shortfall.at_least),
+    )
 }
 
 enum Outcome {
@@ -215,8 +238,8 @@ fn terminal_width() -> usize {
         .unwrap_or(100)
 }
 
-/// Writes the report where the flags say and returns the exit code of the run.
-pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<i32> {
+/// Writes the report where the flags say and returns how the run ends.
+pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<Exit> {
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let color = to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let width = terminal_width();
@@ -230,11 +253,11 @@ pub fn emit(report: &RunReport, args: &ReportArgs) -> Result<i32> {
     for problem in &report.problems {
         eprintln!("dualrun: error: {problem}");
     }
-    let code = verdict::exit_code(report.status);
-    Ok(if code == 0 && !report.problems.is_empty() {
-        2
+    let exit = Exit::of(report.status);
+    Ok(if exit == Exit::Match && !report.problems.is_empty() {
+        Exit::Trouble
     } else {
-        code
+        exit
     })
 }
 
@@ -288,7 +311,7 @@ pub fn error_report(check_names: &[String], message: &str) -> RunReport {
 }
 
 /// `dualrun validate`: plan each check on both sides and compare the result schemas.
-pub async fn validate(plan: &Plan) -> Result<i32> {
+pub async fn validate(plan: &Plan) -> Result<Exit> {
     let engine = Engine::new(&plan.engine).await?;
     let catalog = catalog::register_tables(&engine.ctx, &plan.tables, &plan.engine.store).await?;
     let mut out = String::new();
@@ -313,7 +336,12 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
         .await;
         let status = match planned {
             Err(error) => {
-                let _ = writeln!(out, "ERROR    {}: {error:#}", check.name);
+                let _ = writeln!(
+                    out,
+                    "ERROR    {}: {}",
+                    check.name,
+                    Trouble::of(&error).message
+                );
                 CheckStatus::Error
             }
             Ok((alignment, hazards)) => {
@@ -363,7 +391,7 @@ pub async fn validate(plan: &Plan) -> Result<i32> {
         worst = verdict::run_status([worst, status]);
     }
     write_output(&out, None)?;
-    Ok(verdict::exit_code(worst))
+    Ok(Exit::of(worst))
 }
 
 /// The plan's run history (optionally of one check), oldest first.
@@ -379,7 +407,7 @@ async fn read_history(plan: &Plan, check: Option<&str>) -> Result<Vec<RunRecord>
 }
 
 /// `dualrun history`: the run records, oldest first.
-pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat) -> Result<i32> {
+pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat) -> Result<Exit> {
     let records = read_history(plan, check).await?;
     if let Some(wanted) = check
         && records.is_empty()
@@ -438,11 +466,11 @@ pub async fn show_history(plan: &Plan, check: Option<&str>, format: OutputFormat
         }
     };
     write_output(&text, None)?;
-    Ok(0)
+    Ok(Exit::Match)
 }
 
 /// `dualrun gate`: exit 0 when batch removal is ready, 1 when not.
-pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>) -> Result<i32> {
+pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>) -> Result<Exit> {
     let records = read_history(plan, None).await?;
     let gate = gate::evaluate(&plan.all_checks, &records);
     let width = terminal_width();
@@ -452,7 +480,11 @@ pub async fn show_gate(plan: &Plan, format: OutputFormat, output: Option<&Path>)
         OutputFormat::Text => gate::render_text(&gate, width),
     };
     write_output(&text, output)?;
-    Ok(if gate.ready { 0 } else { 1 })
+    Ok(if gate.ready {
+        Exit::Match
+    } else {
+        Exit::Diverged
+    })
 }
 
 /// How long a check may run on a Ballista cluster when it sets no timeout of its own.
@@ -489,11 +521,11 @@ pub fn report_failure(
     output: Option<&Path>,
     check_names: &[String],
     error: &anyhow::Error,
-) -> i32 {
-    let message = crate::redact::scrub(&format!("{error:#}"));
+) -> Exit {
+    let message = Trouble::of(error).message;
     eprintln!("dualrun: error: {message}");
     print_error_report(format, output, check_names, &message);
-    2
+    Exit::Trouble
 }
 
 /// The JSON error report, when JSON was asked for: consumers get a document with status

@@ -793,9 +793,9 @@ impl EngineSpec {
                 let bytes = parse_size(text).context("memory limit")?;
                 // Below this DataFusion cannot hold one batch per operator and fails with pages
                 // of operator names instead of a verdict.
-                const SMALLEST: usize = 32 << 20;
+                const SMALLEST: usize = 16 << 20;
                 if bytes < SMALLEST {
-                    bail!("memory limit '{text}' is too small: give at least 32MiB");
+                    bail!("memory limit '{text}' is too small: give at least 16MiB");
                 }
                 Some(bytes)
             }

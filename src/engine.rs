@@ -18,6 +18,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 mod exact;
+pub use exact::ExactSum;
 pub mod lint;
 
 use crate::catalog::{CATALOG, Catalog};
@@ -30,6 +31,139 @@ pub struct Engine {
     /// execute there.
     pub remote: Option<SessionState>,
     pub spec: EngineSpec,
+    /// The pool under a memory limit, which remembers the request that did not fit.
+    pool: Option<Arc<MeasuredPool>>,
+}
+
+/// A memory request the pool refused: who asked, for how much, and the least limit that would
+/// have granted it in the same state of the pool (a lower bound for the whole check: later
+/// requests may need more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    pub consumer: String,
+    pub requested: usize,
+    pub limit: usize,
+    pub at_least: usize,
+}
+
+/// What DataFusion's fair pool decides by, mirrored: operators that can spill share what the
+/// ones that cannot have left, in equal parts.
+#[derive(Debug, Default)]
+struct PoolCounts {
+    spillers: usize,
+    spillable: usize,
+    unspillable: usize,
+}
+
+/// DataFusion's spilling pool (with the largest consumers named in its errors) that also keeps
+/// the refused request in numbers, so the one-line error can say how much memory was missing
+/// without parsing DataFusion's message.
+#[derive(Debug)]
+struct MeasuredPool {
+    inner: TrackConsumersPool<FairSpillPool>,
+    limit: usize,
+    counts: std::sync::Mutex<PoolCounts>,
+    refused: std::sync::Mutex<Option<Shortfall>>,
+}
+
+impl MeasuredPool {
+    fn count(&self, consumer: &datafusion::execution::memory_pool::MemoryConsumer, delta: isize) {
+        if let Ok(mut counts) = self.counts.lock() {
+            let slot = if consumer.can_spill() {
+                &mut counts.spillable
+            } else {
+                &mut counts.unspillable
+            };
+            *slot = slot.saturating_add_signed(delta);
+        }
+    }
+}
+
+impl std::fmt::Display for MeasuredPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl datafusion::execution::memory_pool::MemoryPool for MeasuredPool {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn register(&self, consumer: &datafusion::execution::memory_pool::MemoryConsumer) {
+        if consumer.can_spill()
+            && let Ok(mut counts) = self.counts.lock()
+        {
+            counts.spillers += 1;
+        }
+        self.inner.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &datafusion::execution::memory_pool::MemoryConsumer) {
+        if consumer.can_spill()
+            && let Ok(mut counts) = self.counts.lock()
+        {
+            counts.spillers = counts.spillers.saturating_sub(1);
+        }
+        self.inner.unregister(consumer)
+    }
+
+    fn grow(
+        &self,
+        reservation: &datafusion::execution::memory_pool::MemoryReservation,
+        additional: usize,
+    ) {
+        self.count(reservation.consumer(), additional as isize);
+        self.inner.grow(reservation, additional)
+    }
+
+    fn shrink(
+        &self,
+        reservation: &datafusion::execution::memory_pool::MemoryReservation,
+        shrink: usize,
+    ) {
+        self.count(reservation.consumer(), -(shrink as isize));
+        self.inner.shrink(reservation, shrink)
+    }
+
+    fn try_grow(
+        &self,
+        reservation: &datafusion::execution::memory_pool::MemoryReservation,
+        additional: usize,
+    ) -> datafusion::error::Result<()> {
+        match self.inner.try_grow(reservation, additional) {
+            Ok(()) => {
+                self.count(reservation.consumer(), additional as isize);
+                Ok(())
+            }
+            Err(error) => {
+                if let (Ok(counts), Ok(mut refused)) = (self.counts.lock(), self.refused.lock()) {
+                    // The pool size at which the fair pool would have said yes.
+                    let at_least = if reservation.consumer().can_spill() {
+                        counts.spillers.max(1) * (reservation.size() + additional)
+                            + counts.unspillable
+                    } else {
+                        counts.unspillable + counts.spillable + additional
+                    };
+                    *refused = Some(Shortfall {
+                        consumer: reservation.consumer().name().to_string(),
+                        requested: additional,
+                        limit: self.limit,
+                        at_least,
+                    });
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> datafusion::execution::memory_pool::MemoryLimit {
+        self.inner.memory_limit()
+    }
 }
 
 impl Engine {
@@ -50,19 +184,37 @@ impl Engine {
             // with the same peak memory.
             config = config.with_batch_size(32 * 1024);
         }
+        if let Some(limit) = spec.memory_limit
+            && std::env::var_os("DATAFUSION_EXECUTION_SORT_SPILL_RESERVATION_BYTES").is_none()
+        {
+            // Every sort holds this much back, unspillable, for merging its spill files (10 MiB
+            // by default): under a small limit a few sorts take the whole pool and the
+            // aggregates beside them fail. A sixteenth of the limit each leaves room.
+            let options = config.options_mut();
+            options.execution.sort_spill_reservation_bytes =
+                (limit / 16).min(options.execution.sort_spill_reservation_bytes);
+        }
         let config = config
             .with_target_partitions(partitions)
             .with_default_catalog_and_schema(CATALOG, Side::Batch.name())
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(false);
         let mut runtime = RuntimeEnvBuilder::new();
-        if let Some(limit) = spec.memory_limit {
+        let pool = spec.memory_limit.map(|limit| {
             // The tracking wrapper names the largest consumers when the pool runs dry, so a
             // "resources exhausted" error says which operator held the memory.
-            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
-                FairSpillPool::new(limit),
-                std::num::NonZeroUsize::new(5).expect("5 is not zero"),
-            )));
+            Arc::new(MeasuredPool {
+                inner: TrackConsumersPool::new(
+                    FairSpillPool::new(limit),
+                    std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+                ),
+                limit,
+                counts: std::sync::Mutex::default(),
+                refused: std::sync::Mutex::new(None),
+            })
+        });
+        if let Some(pool) = &pool {
+            runtime = runtime.with_memory_pool(pool.clone());
         }
         if let Some(dir) = &spec.spill_dir {
             std::fs::create_dir_all(dir)
@@ -85,7 +237,16 @@ impl Engine {
             ctx,
             remote,
             spec: spec.clone(),
+            pool,
         })
+    }
+
+    /// The last memory request the pool refused since the last call (a check that ran out of
+    /// memory under the limit), if any.
+    pub fn take_shortfall(&self) -> Option<Shortfall> {
+        self.pool
+            .as_ref()
+            .and_then(|pool| pool.refused.lock().ok()?.take())
     }
 
     /// The same catalog and settings, running in-process (a check that asks for it).
@@ -93,6 +254,7 @@ impl Engine {
         Engine {
             ctx: self.ctx.clone(),
             remote: None,
+            pool: self.pool.clone(),
             spec: EngineSpec {
                 url: None,
                 unpacked_values: false,
@@ -131,6 +293,7 @@ impl Engine {
         let engine = Engine {
             ctx: SessionContext::new_with_state(state),
             remote: None,
+            pool: self.pool.clone(),
             spec: EngineSpec {
                 url: None,
                 target_partitions: Some(partitions),

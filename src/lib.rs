@@ -17,5 +17,6 @@ pub mod readiness;
 pub mod redact;
 pub mod report;
 pub mod serve;
+pub mod trouble;
 pub mod verdict;
 pub mod words;

@@ -1,6 +1,6 @@
 //! dualrun: run identical SQL on the batch and the stream tables of a migration and prove the
-//! answers are the same. This file only sets up logging and the runtime and maps outcomes to
-//! exit codes (0 match, 1 diverged, 2 trouble); `app` does the work.
+//! answers are the same. This file only sets up logging and the runtime, runs the command and
+//! prints a failure once; `app` does the work and `verdict::Exit` decides the exit code.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,9 @@ use clap::{CommandFactory, Parser};
 
 use dualrun::cli::{Cli, Command};
 use dualrun::config::{CompareInput, Plan, RunFlags};
-use dualrun::{app, cli, config, redact, serve};
+use dualrun::trouble::Trouble;
+use dualrun::verdict::Exit;
+use dualrun::{app, cli, config, serve};
 
 /// What the panic hook saw, for the JSON error report printed after the unwind.
 static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("dualrun: error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Trouble.code());
         }
     };
     let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -68,7 +70,7 @@ fn main() -> ExitCode {
                 // only checks that finished have history records.
                 _ = interrupted() => {
                     eprintln!("dualrun: interrupted: stopped before a verdict; nothing was recorded for unfinished checks");
-                    130
+                    Exit::Interrupted
                 }
             }
         })
@@ -84,9 +86,9 @@ fn main() -> ExitCode {
         {
             app::print_error_report(*format, output.as_deref(), names, &message);
         }
-        2
+        Exit::Trouble
     });
-    ExitCode::from(code as u8)
+    ExitCode::from(code.code())
 }
 
 async fn interrupted() {
@@ -104,13 +106,13 @@ async fn interrupted() {
     }
 }
 
-async fn dispatch(cli: Cli) -> i32 {
+async fn dispatch(cli: Cli) -> Exit {
     // Fault injection for the tests of the panic path (debug builds only).
     #[cfg(debug_assertions)]
     if std::env::var_os("DUALRUN_TEST_PANIC").is_some() {
         panic!("injected by DUALRUN_TEST_PANIC");
     }
-    match cli.command {
+    let outcome = match cli.command {
         Command::Compare(args) => {
             let plan = Plan::from_compare(CompareInput {
                 batch: &args.batch,
@@ -139,7 +141,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 control: args.control,
             });
             let names = [args.name.clone()];
-            run_and_emit(plan, &args.report, &names).await
+            return run_and_emit(plan, &args.report, &names).await;
         }
         Command::Run(args) => {
             let plan = Plan::from_config_file(
@@ -159,53 +161,30 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
                 plan
             });
-            run_and_emit(plan, &args.report, &args.checks).await
+            return run_and_emit(plan, &args.report, &args.checks).await;
         }
         Command::Validate(args) => {
             let flags = RunFlags {
                 params: &args.params,
                 ..Default::default()
             };
-            let outcome = match Plan::from_config_file(&args.config, &flags) {
+            match Plan::from_config_file(&args.config, &flags) {
                 Ok(plan) => app::validate(&plan).await,
                 Err(e) => Err(e),
-            };
-            outcome.unwrap_or_else(|e| {
-                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
-                2
-            })
+            }
         }
-        Command::Serve(args) => serve::serve(args).await.unwrap_or_else(|e| {
-            eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
-            2
-        }),
+        Command::Serve(args) => serve::serve(args).await,
         Command::History(args) => {
-            let outcome = match Plan::from_config_file(&args.config, &RunFlags::default()) {
+            match Plan::from_config_file(&args.config, &RunFlags::default()) {
                 Ok(plan) => app::show_history(&plan, args.check.as_deref(), args.format).await,
                 Err(e) => Err(e),
-            };
-            outcome.unwrap_or_else(|e| {
-                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
-                2
-            })
-        }
-        Command::Gate(args) => {
-            let outcome = match Plan::from_config_file(&args.config, &RunFlags::default()) {
-                Ok(plan) => app::show_gate(&plan, args.format, args.output.as_deref()).await,
-                Err(e) => Err(e),
-            };
-            outcome.unwrap_or_else(|e| {
-                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
-                2
-            })
-        }
-        Command::Init(args) => match app::init(&args.output) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("dualrun: error: {}", redact::scrub(&format!("{e:#}")));
-                2
             }
+        }
+        Command::Gate(args) => match Plan::from_config_file(&args.config, &RunFlags::default()) {
+            Ok(plan) => app::show_gate(&plan, args.format, args.output.as_deref()).await,
+            Err(e) => Err(e),
         },
+        Command::Init(args) => app::init(&args.output).map(|()| Exit::Match),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -213,12 +192,20 @@ async fn dispatch(cli: Cli) -> i32 {
                 "dualrun",
                 &mut std::io::stdout(),
             );
-            0
+            Ok(Exit::Match)
         }
-    }
+    };
+    outcome.unwrap_or_else(|error| {
+        eprintln!("dualrun: error: {}", Trouble::of(&error).message);
+        Exit::Trouble
+    })
 }
 
-async fn run_and_emit(plan: anyhow::Result<Plan>, args: &cli::ReportArgs, names: &[String]) -> i32 {
+async fn run_and_emit(
+    plan: anyhow::Result<Plan>,
+    args: &cli::ReportArgs,
+    names: &[String],
+) -> Exit {
     let mut metrics = config::MetricsSpec::default();
     let outcome = match plan {
         Ok(plan) => {
@@ -228,16 +215,20 @@ async fn run_and_emit(plan: anyhow::Result<Plan>, args: &cli::ReportArgs, names:
         Err(e) => Err(e),
     };
     let emitted = match outcome {
-        Ok(report) => app::emit(&report, args).map(|code| (report, code)),
+        Ok(report) => app::emit(&report, args).map(|exit| (report, exit)),
         Err(e) => Err(e),
     };
     match emitted {
         // The report is out before metrics are published: a failed push never hides it.
-        Ok((report, code)) => match app::publish_metrics(&report, &metrics).await {
-            Ok(()) => code,
+        Ok((report, exit)) => match app::publish_metrics(&report, &metrics).await {
+            Ok(()) => exit,
             Err(error) => {
-                eprintln!("dualrun: error: {}", redact::scrub(&format!("{error:#}")));
-                if code == 0 { 2 } else { code }
+                eprintln!("dualrun: error: {}", Trouble::of(&error).message);
+                if exit == Exit::Match {
+                    Exit::Trouble
+                } else {
+                    exit
+                }
             }
         },
         Err(error) => app::report_failure(args.format, args.output.as_deref(), names, &error),

@@ -3,6 +3,7 @@
 //! runs the checks on a cron schedule or on `POST /run`. One run at a time; no endpoint takes
 //! SQL or any other input that could widen what runs.
 
+use crate::verdict::Exit;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ struct ServeState {
     runs: u64,
 }
 
-pub async fn serve(args: ServeArgs) -> Result<i32> {
+pub async fn serve(args: ServeArgs) -> Result<Exit> {
     // Fail fast on a config that cannot work, rather than at 2 a.m.
     plan(&args).context("the config does not load")?;
     let schedule = match &args.schedule {
@@ -89,7 +90,7 @@ pub async fn serve(args: ServeArgs) -> Result<i32> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server stopped")?;
-    Ok(0)
+    Ok(Exit::Match)
 }
 
 fn plan(args: &ServeArgs) -> Result<Plan> {
@@ -127,13 +128,16 @@ async fn run_once(shared: &Shared) -> Option<RunReport> {
         Ok(plan) => match crate::app::run_plan(&plan).await {
             Ok(report) => {
                 if let Err(e) = crate::app::publish_metrics(&report, &plan.metrics).await {
-                    tracing::error!("publishing metrics: {e:#}");
+                    tracing::error!(
+                        "publishing metrics: {}",
+                        crate::trouble::Trouble::of(&e).message
+                    );
                 }
                 report
             }
-            Err(e) => crate::app::error_report(&[], &format!("{e:#}")),
+            Err(e) => crate::app::error_report(&[], &crate::trouble::Trouble::of(&e).message),
         },
-        Err(e) => crate::app::error_report(&[], &format!("{e:#}")),
+        Err(e) => crate::app::error_report(&[], &crate::trouble::Trouble::of(&e).message),
     };
     if let Some(error) = &report.error {
         tracing::error!("run failed: {error}");
@@ -157,7 +161,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .and_then(|r| crate::metrics::encode(&r))
     {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", crate::trouble::Trouble::of(&e).message),
+        )
+            .into_response(),
     }
 }
 

@@ -94,17 +94,42 @@ pub fn run_status(checks: impl IntoIterator<Item = CheckStatus>) -> CheckStatus 
     status
 }
 
-/// Exit codes like diff(1): 0 match, 1 diverged, 2 trouble; 3 when a stream was not ready
-/// (nothing diverged, nothing failed: run again later); 4 when a result was empty (nothing
-/// diverged, but nothing was compared either: no evidence). Unstable is 1: the check fails
-/// and someone must act, as for a divergence.
-pub fn exit_code(status: CheckStatus) -> i32 {
-    match status {
-        CheckStatus::Match => 0,
-        CheckStatus::Diverged | CheckStatus::Unstable => 1,
-        CheckStatus::Error => 2,
-        CheckStatus::NotReady => 3,
-        CheckStatus::Empty => 4,
+/// How a command ends, as a process exit code: like diff(1), 0 match, 1 diverged, 2 trouble;
+/// 3 when a stream was not ready (nothing diverged, nothing failed: run again later); 4 when a
+/// result was empty (nothing diverged, but nothing was compared either: no evidence); 130 when
+/// interrupted. `gate` ends Match when batch removal is ready, Diverged when not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Match,
+    Diverged,
+    Trouble,
+    NotReady,
+    Empty,
+    Interrupted,
+}
+
+impl Exit {
+    /// The exit of a run whose (worst) status is `status`. Unstable is 1: the check fails and
+    /// someone must act, as for a divergence.
+    pub fn of(status: CheckStatus) -> Exit {
+        match status {
+            CheckStatus::Match => Exit::Match,
+            CheckStatus::Diverged | CheckStatus::Unstable => Exit::Diverged,
+            CheckStatus::Error => Exit::Trouble,
+            CheckStatus::NotReady => Exit::NotReady,
+            CheckStatus::Empty => Exit::Empty,
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Match => 0,
+            Exit::Diverged => 1,
+            Exit::Trouble => 2,
+            Exit::NotReady => 3,
+            Exit::Empty => 4,
+            Exit::Interrupted => 130,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! divergences, not the size of the tables. The late-data window needs the time column of every
 //! batch row: that is the one per-row pass, and only when a `time_column` is configured.
 
+use crate::engine::ExactSum;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
@@ -89,9 +90,10 @@ pub struct Dimensions {
 #[derive(Default, Clone)]
 struct NumericStats {
     count: u64,
-    sum_abs: f64,
+    /// Exact sums: the means in the report must not change with the order batches arrive in.
+    sum_abs: ExactSum,
     max_abs: f64,
-    sum_rel: f64,
+    sum_rel: ExactSum,
     max_rel: f64,
     /// Smallest and largest stream/batch ratio (both non-zero).
     ratio: Option<(f64, f64)>,
@@ -388,9 +390,9 @@ impl Explainer {
                 let numeric = n.count > 0;
                 Some(DiffStats {
                     max_abs_diff: numeric.then_some(n.max_abs),
-                    mean_abs_diff: numeric.then(|| n.sum_abs / n.count as f64),
+                    mean_abs_diff: numeric.then(|| n.sum_abs.sum().unwrap_or(0.0) / n.count as f64),
                     max_rel_diff: numeric.then_some(n.max_rel),
-                    mean_rel_diff: numeric.then(|| n.sum_rel / n.count as f64),
+                    mean_rel_diff: numeric.then(|| n.sum_rel.sum().unwrap_or(0.0) / n.count as f64),
                     top_pairs,
                 })
             })
@@ -554,9 +556,9 @@ fn observe_numeric(n: &mut NumericStats, b: &ArrayRef, s: &ArrayRef) {
         let abs = (y - x).abs();
         let rel = abs / x.abs().max(y.abs());
         n.count += 1;
-        n.sum_abs += abs;
+        n.sum_abs.add_value(abs);
         n.max_abs = n.max_abs.max(abs);
-        n.sum_rel += rel;
+        n.sum_rel.add_value(rel);
         n.max_rel = n.max_rel.max(rel);
         if x != 0.0 && y != 0.0 {
             let ratio = y / x;

@@ -13,7 +13,7 @@ pub mod scan;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
@@ -26,7 +26,7 @@ pub use collect::{ColumnDiff, Counts, RowCounts, Samples};
 
 use crate::catalog::Catalog;
 use crate::config::{CheckSpec, Side, Tolerance};
-use crate::engine::{Engine, clean_df_error, scanned_tables};
+use crate::engine::{Engine, scanned_tables};
 
 #[derive(Debug, Clone)]
 pub struct DiffResult {
@@ -49,7 +49,7 @@ async fn execute(state: &SessionState, plan: LogicalPlan) -> Result<SendableReco
     DataFrame::new(state.clone(), plan)
         .execute_stream()
         .await
-        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))
+        .map_err(anyhow::Error::from)
 }
 
 /// Plans and starts the diff plan, keeping the physical plan so its metrics can be read while it
@@ -61,9 +61,9 @@ async fn execute_physical(
     let physical = state
         .create_physical_plan(&plan)
         .await
-        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+        .map_err(anyhow::Error::from)?;
     let stream = execute_stream(physical.clone(), Arc::new(TaskContext::from(state)))
-        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+        .map_err(anyhow::Error::from)?;
     Ok((stream, physical))
 }
 

@@ -34,8 +34,6 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::engine::clean_df_error;
-
 /// Rows gathered per bucket before they are written, so buckets read back in full batches.
 const TARGET_ROWS: usize = 8192;
 
@@ -131,7 +129,7 @@ pub async fn split(
     let physical = state
         .create_physical_plan(&plan)
         .await
-        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+        .map_err(anyhow::Error::from)?;
     let schema = physical.schema();
     let key_exprs: Vec<Arc<dyn PhysicalExpr>> = keys
         .iter()
@@ -146,8 +144,8 @@ pub async fn split(
         SpillMetrics::new(&metrics, 0),
         schema.clone(),
     ));
-    let streams = execute_stream_partitioned(physical.clone(), task)
-        .map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+    let streams =
+        execute_stream_partitioned(physical.clone(), task).map_err(anyhow::Error::from)?;
     let inputs = streams.len();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, stream) in streams.into_iter().enumerate() {
@@ -224,7 +222,7 @@ impl BucketWriter {
         mut partitioner: BatchPartitioner,
     ) -> Result<Vec<(Option<Arc<dyn SpillFile>>, u64)>> {
         while let Some(batch) = input.next().await {
-            let batch = batch.map_err(|e| anyhow!("{}", clean_df_error(&e.to_string())))?;
+            let batch = batch.map_err(anyhow::Error::from)?;
             let rows = batch.num_rows();
             if rows == 0 {
                 continue;

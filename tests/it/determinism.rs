@@ -227,3 +227,31 @@ fn control_runs_leave_a_planted_divergence_diverged() {
     assert_eq!(check["control"]["stable"], true);
     assert_eq!(check["control"]["runs"], 3);
 }
+
+/// The demo's whole JSON report (statistics of the differences included) is the same bytes on
+/// every run, apart from the timings.
+#[test]
+fn the_demo_report_is_the_same_on_every_run() {
+    let ws = Workspace::new();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/dualrun.toml");
+    let masked = || {
+        let run = ws.run(&[
+            "run",
+            "--config",
+            config,
+            "--no-history",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let mut report = run.json();
+        for check in report["checks"].as_array_mut().unwrap() {
+            check["duration_seconds"] = serde_json::Value::Null;
+        }
+        report.to_string()
+    };
+    let first = masked();
+    for _ in 0..3 {
+        assert!(masked() == first, "the demo report changed between runs");
+    }
+}

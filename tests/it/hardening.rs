@@ -761,3 +761,61 @@ fn ratio_nulls_and_empty_strings_honour_the_contract() {
         row("4")
     );
 }
+
+/// Under a memory limit too small for the query, the failure is one line: the limit, the
+/// operator that needed more, and the least limit that would have granted it; never a dump of
+/// DataFusion's nested errors. A limit that is enough completes.
+#[test]
+fn out_of_memory_is_one_line_naming_a_limit() {
+    let ws = Workspace::new();
+    let sql = "SELECT value AS id, 'comment number ' || CAST(value * 7919 AS VARCHAR) || ' with some padding text' AS comment, CAST(value AS DOUBLE) AS amount FROM generate_series(0, 599999) AS t(value)";
+    let batch = ws.table("b/t", Fmt::Parquet, sql);
+    let stream = ws.table("s/t", Fmt::Parquet, sql);
+    let query = "SELECT comment, count(*) AS n, sum(amount) AS s FROM t GROUP BY comment ORDER BY n DESC, comment";
+    let b = format!("t={batch}");
+    let s = format!("t={stream}");
+    let run = |limit: &str| {
+        ws.run(&[
+            "compare",
+            "--batch",
+            &b,
+            "--stream",
+            &s,
+            "--sql",
+            query,
+            "--key",
+            "comment",
+            "--memory-limit",
+            limit,
+        ])
+    };
+    let small = run("16MiB");
+    assert_eq!(small.code, 2, "{}\n{}", small.stdout, small.stderr);
+    let lines: Vec<&str> = small.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{}", small.stderr);
+    assert!(
+        lines[0]
+            .starts_with("dualrun: check 'compare': out of memory under the 16 MiB memory limit: "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("try --memory-limit "), "{}", lines[0]);
+    // Following the advice (a lower bound) a few times ends in a completed comparison.
+    let mut advice = lines[0].to_string();
+    for _ in 0..6 {
+        let limit = advice
+            .split("try --memory-limit ")
+            .nth(1)
+            .expect("a suggested limit")
+            .trim()
+            .to_string();
+        let next = run(&limit);
+        if next.code == 0 {
+            return;
+        }
+        assert_eq!(next.code, 2, "{}", next.stderr);
+        assert_eq!(next.stderr.lines().count(), 1, "{}", next.stderr);
+        advice = next.stderr.trim().to_string();
+    }
+    panic!("the suggested limits never sufficed: {advice}");
+}

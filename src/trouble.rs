@@ -1,0 +1,151 @@
+//! What went wrong, by cause, in one line. Errors travel through dualrun as `anyhow` chains
+//! (each layer adds where it was: the check, the table, the control run); at the edge, where
+//! they are printed, this module names the cause and keeps the message short. DataFusion wraps
+//! one failure several times over (a failed sort arrives as the same text three times, inside
+//! Arrow and Context wrappers), so its part of the chain is replaced by its innermost error.
+//! Secrets are scrubbed here, once.
+
+use std::fmt::Write as _;
+
+use datafusion::error::DataFusionError;
+use serde::Serialize;
+
+/// The cause of a failure: what the user should look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The config file or the flags.
+    Config,
+    /// A table's files: missing, unreadable, of the wrong format.
+    Source,
+    /// The SQL: does not plan, or fails while it runs.
+    Query,
+    /// An object store: unreachable, denied.
+    Store,
+    /// A check ran out of time.
+    Timeout,
+    /// A check ran out of memory under the memory limit.
+    Memory,
+    /// A bug in dualrun.
+    Internal,
+}
+
+/// A failure with its cause and a one-line message; `chain` keeps every layer for `--verbose`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Trouble {
+    pub cause: Cause,
+    pub message: String,
+    pub chain: String,
+}
+
+impl Trouble {
+    /// A failure whose cause is known where it happens (a timeout, a config mistake).
+    pub fn error(cause: Cause, message: impl Into<String>) -> anyhow::Error {
+        let message = message.into();
+        anyhow::Error::new(Trouble {
+            cause,
+            chain: message.clone(),
+            message,
+        })
+    }
+
+    /// Names the cause of `error` and says it in one line: the layers dualrun added, then the
+    /// innermost DataFusion error once.
+    pub fn of(error: &anyhow::Error) -> Trouble {
+        let mut cause = None;
+        let mut parts: Vec<String> = Vec::new();
+        for link in error.chain() {
+            if let Some(known) = link.downcast_ref::<Trouble>() {
+                cause = Some(known.cause);
+                parts.push(known.message.clone());
+                break;
+            }
+            if let Some(df) = link.downcast_ref::<DataFusionError>() {
+                let root = df.find_root();
+                cause = Some(datafusion_cause(root));
+                parts.push(crate::engine::clean_df_error(&root.to_string()));
+                break;
+            }
+            if link.downcast_ref::<object_store::Error>().is_some() {
+                cause = Some(Cause::Store);
+            }
+            parts.push(link.to_string());
+            // A link's text that already holds its sources' text ends the chain.
+            if link
+                .source()
+                .is_some_and(|s| link.to_string().contains(&s.to_string()))
+            {
+                break;
+            }
+        }
+        parts.dedup();
+        let message = crate::redact::scrub(&parts.join(": "));
+        let mut chain = String::new();
+        for (i, link) in error.chain().enumerate() {
+            let _ = write!(
+                chain,
+                "{}{link}",
+                if i == 0 { "" } else { "\n  caused by: " }
+            );
+        }
+        Trouble {
+            cause: cause.unwrap_or(Cause::Query),
+            message,
+            chain: crate::redact::scrub(&chain),
+        }
+    }
+}
+
+fn datafusion_cause(error: &DataFusionError) -> Cause {
+    match error {
+        DataFusionError::ResourcesExhausted(_) => Cause::Memory,
+        DataFusionError::ObjectStore(_) => Cause::Store,
+        DataFusionError::IoError(_) => Cause::Source,
+        DataFusionError::Internal(_) => Cause::Internal,
+        _ => Cause::Query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+    use datafusion::arrow::error::ArrowError;
+
+    #[test]
+    fn a_wrapped_datafusion_error_is_said_once() {
+        let root = DataFusionError::ResourcesExhausted(
+            "Failed to allocate additional 10.0 MB for ExternalSorterMerge[0]".into(),
+        );
+        // DataFusion's own wrapping: an Arrow error around a context around the root.
+        let wrapped = DataFusionError::ArrowError(
+            Box::new(ArrowError::ExternalError(Box::new(
+                DataFusionError::Context("sorting".into(), Box::new(root)),
+            ))),
+            None,
+        );
+        let error = Err::<(), _>(wrapped).context("check 'orders'").unwrap_err();
+        let trouble = Trouble::of(&error);
+        assert_eq!(trouble.cause, Cause::Memory);
+        assert_eq!(
+            trouble.message,
+            "check 'orders': Resources exhausted: Failed to allocate additional 10.0 MB for ExternalSorterMerge[0]"
+        );
+        assert_eq!(trouble.message.matches("Failed to allocate").count(), 1);
+        assert!(trouble.chain.contains("caused by"));
+    }
+
+    #[test]
+    fn known_causes_and_secrets() {
+        let error = Trouble::error(Cause::Timeout, "timed out after 30m");
+        let trouble = Trouble::of(&error.context("check 'x'"));
+        assert_eq!(trouble.cause, Cause::Timeout);
+        assert_eq!(trouble.message, "check 'x': timed out after 30m");
+        let error = anyhow::anyhow!("cannot read s3://user:pw@bucket/key");
+        assert_eq!(
+            Trouble::of(&error).message,
+            "cannot read s3://***@bucket/key"
+        );
+    }
+}
