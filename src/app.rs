@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -38,7 +39,10 @@ pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
         let started = Instant::now();
         let started_at = chrono::Utc::now();
         let spinner = spinner(&check.name);
-        let running = run_check(&engine, &catalog, check, plan, spinner.as_ref());
+        let progress = spinner
+            .clone()
+            .map(|bar| Arc::new(TerminalProgress(bar)) as Arc<dyn diff::Progress>);
+        let running = run_check(&engine, &catalog, check, plan, progress.as_ref());
         // A cluster job that stops making progress must still end: on Ballista a check without
         // a timeout of its own gets the default one.
         let on_cluster = engine.remote.is_some() && !check.embedded;
@@ -141,7 +145,7 @@ async fn run_check(
     catalog: &Catalog,
     check: &CheckSpec,
     plan: &Plan,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&Arc<dyn diff::Progress>>,
 ) -> Result<Outcome> {
     let in_process;
     let engine = if check.embedded && engine.remote.is_some() {
@@ -206,6 +210,20 @@ async fn control_runs(
         runs.push((layout, diff));
     }
     Ok(verdict::control_report(runs))
+}
+
+/// A diff's progress drawn on the terminal.
+struct TerminalProgress(indicatif::ProgressBar);
+
+impl diff::Progress for TerminalProgress {
+    fn advance(&self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
+
+    fn stage(&self, text: String) {
+        self.0.set_message(text);
+    }
 }
 
 /// Progress on stderr while a check runs: bytes read of the files to read, with an ETA. Only on

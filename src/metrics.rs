@@ -7,6 +7,7 @@
 //! Pushgateway keeps them in groups that only successful runs replace, `serve` keeps them in memory.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -347,24 +348,27 @@ pub fn write_textfile(path: &Path, report: &RunReport) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("metrics textfile {} has no file name", path.display()))?;
-    // node_exporter reads only *.prom, so the temporary name must not end in .prom.
-    let temporary = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&temporary, text)
-        .with_context(|| format!("cannot write the metrics textfile {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| {
-        let _ = std::fs::remove_file(&temporary);
-        format!(
-            "cannot move the metrics textfile into place at {}",
-            path.display()
+    if path.file_name().is_none() {
+        bail!("metrics textfile {} has no file name", path.display());
+    }
+    // Written beside the target and renamed over it, so node_exporter never reads half a file;
+    // its name starts with a dot and does not end in .prom, which node_exporter skips.
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".dualrun-metrics-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write the metrics textfile in {}", dir.display()))?;
+    temporary
+        .write_all(text.as_bytes())
+        .with_context(|| format!("cannot write the metrics textfile {}", path.display()))?;
+    temporary.persist(path).map_err(|e| {
+        anyhow!(
+            "cannot move the metrics textfile into place at {}: {}",
+            path.display(),
+            e.error
         )
-    })
+    })?;
+    Ok(())
 }
 
 /// Where and how to push.

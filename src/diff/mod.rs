@@ -67,19 +67,27 @@ async fn execute_physical(
     Ok((stream, physical))
 }
 
-/// Shows bytes read against the size of the files to read, with an ETA, until dropped.
+/// Where a running diff says how far it got. The CLI draws it as a progress bar on a terminal;
+/// diff/ itself knows no terminal.
+pub trait Progress: Send + Sync {
+    /// Bytes read so far of the bytes of the files to read.
+    fn advance(&self, done: u64, total: u64);
+    /// What the diff is doing now ("bucket 3/17").
+    fn stage(&self, text: String);
+}
+
+/// Reports bytes read against the size of the files to read, until dropped.
 fn track_progress(
     physical: &Arc<dyn ExecutionPlan>,
-    bar: Option<&indicatif::ProgressBar>,
+    progress: Option<&Arc<dyn Progress>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let bar = bar?.clone();
+    let progress = progress?.clone();
     let physical = physical.clone();
     Some(tokio::spawn(async move {
         loop {
             let (done, total) = scan::progress(&physical);
             if total > 0 && done > 0 {
-                bar.set_length(total);
-                bar.set_position(done.min(total));
+                progress.advance(done.min(total), total);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -124,7 +132,7 @@ pub async fn run(
     check: &CheckSpec,
     batch: LogicalPlan,
     stream: LogicalPlan,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&Arc<dyn Progress>>,
 ) -> Result<DiffResult> {
     let alignment = align::align(check, batch.schema(), stream.schema())?;
     let batch_tables = scanned_tables(&batch);
@@ -183,8 +191,8 @@ pub async fn run(
                 false => alignment.keys.iter().map(|k| k.name.clone()).collect(),
             };
             let split = |plan: LogicalPlan, name: &'static str| {
-                if let Some(bar) = progress {
-                    bar.set_message(format!("splitting {name} into {buckets} buckets"));
+                if let Some(progress) = progress {
+                    progress.stage(format!("splitting {name} into {buckets} buckets"));
                 }
                 partition::split(&state, plan, &columns, buckets)
             };
@@ -194,8 +202,8 @@ pub async fn run(
             scan.stream = scan::stats(&stream_buckets.physical, catalog).stream;
             let bucket_state = engine.diff_state(input_bytes / buckets as u64);
             let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
-                if let Some(bar) = progress {
-                    bar.set_message(format!("bucket {}/{buckets}", index + 1));
+                if let Some(progress) = progress {
+                    progress.stage(format!("bucket {}/{buckets}", index + 1));
                 }
                 Ok((batch_buckets.take(index)?, stream_buckets.take(index)?))
             };
@@ -385,7 +393,7 @@ async fn keyed_pass(
     check: &CheckSpec,
     collector: &mut collect::KeyedCollector<'_>,
     explainer: &mut explain::Explainer,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&Arc<dyn Progress>>,
 ) -> Result<KeyedPass> {
     let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
     if in_process {
