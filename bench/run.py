@@ -21,6 +21,9 @@ Stages (--stages, default all):
             GROUP BY SUM/AVG with DataFusion's float aggregates against dualrun's exact ones,
             on 8 groups and on 1M groups; the exact ones must match, 20 of 20. Then the cost of
             control runs: --control 1 and 2 on that query and on the 5M unsorted row diff.
+  changelog 10M upsert change rows over 2M keys (5% of keys deleted last, 1% of rows replayed,
+            changes after the cut-off) against the batch snapshot: compaction + diff against a
+            plain keyed diff of the compacted result; also under --memory-limit 512MiB.
 Each case runs --repeat times (3), all cases of a stage interleaved, each as a child process
 whose wall time and peak RSS (wait4) are measured the same way; min and median are printed,
 then every target with "met" or "MISSED".
@@ -783,7 +786,65 @@ def dataset(data_dir, rows, seed, generator="auto"):
     return generate(data_dir, rows, seed, generator)
 
 
-STAGES = ("unsorted", "limits", "scaling", "big", "floats")
+STAGES = ("unsorted", "limits", "scaling", "big", "floats", "changelog")
+
+CHANGELOG_ROWS = 10_000_000
+CHANGELOG_KEYS = 2_000_000
+
+
+def changelog_dataset(data_dir, seed):
+    """An upsert change log and the snapshot it compacts to as of 2026-11-25 24:00."""
+    marker = data_dir / "changelog.json"
+    wanted = {"rows": CHANGELOG_ROWS, "keys": CHANGELOG_KEYS, "seed": seed, "version": 1}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing {data_dir} ({CHANGELOG_ROWS:,} change rows)")
+        return
+    print(f"generating {data_dir} ({CHANGELOG_ROWS:,} change rows over {CHANGELOG_KEYS:,} keys)",
+          flush=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    cut = int(dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    keys = np.concatenate([np.arange(CHANGELOG_KEYS, dtype=np.int64),
+                           rng.integers(0, CHANGELOG_KEYS, CHANGELOG_ROWS - CHANGELOG_KEYS)])
+    # Unique timestamps (a tie would be refused), 2% of them after the cut-off.
+    ts = cut - 1 - rng.permutation(CHANGELOG_ROWS).astype(np.int64) * 7
+    late = rng.random(CHANGELOG_ROWS) < 0.02
+    ts[late] = cut + 1 + np.arange(late.sum(), dtype=np.int64)
+    amount = np.round(rng.random(CHANGELOG_ROWS) * 1000, 2)
+    status = np.array(["new", "paid", "shipped"])[rng.integers(0, 3, CHANGELOG_ROWS)]
+    deleted = np.zeros(CHANGELOG_ROWS, dtype=bool)
+    table = pa.table({"id": keys, "amount": amount, "status": status, "ts_ms": ts,
+                      "deleted": deleted})
+    # The latest change at or before the cut-off, per key; 5% of keys end deleted.
+    order = np.lexsort((ts, keys))
+    in_bound = ~late[order]
+    sorted_keys = keys[order][in_bound]
+    last = np.append(sorted_keys[1:] != sorted_keys[:-1], True)
+    latest_rows = order[in_bound][last]
+    gone = latest_rows[rng.random(len(latest_rows)) < 0.05]
+    deleted[gone] = True
+    table = table.set_column(4, "deleted", pa.array(deleted))
+    snapshot = table.take(np.setdiff1d(latest_rows, gone)).drop_columns(["deleted"])
+    replay = table.slice(0, CHANGELOG_ROWS // 100)
+    shuffled = pa.concat_tables([table, replay]).take(rng.permutation(CHANGELOG_ROWS + replay.num_rows))
+    write_parts(shuffled, data_dir / "changes", 20)
+    write_parts(snapshot.sort_by("id"), data_dir / "snapshot", 4)
+    write_parts(snapshot.take(rng.permutation(snapshot.num_rows)), data_dir / "compacted", 8)
+    marker.write_text(json.dumps(wanted))
+
+
+def changelog_config(data_dir, stream, changelog, limit=None):
+    path = data_dir / f"changelog-{stream}-{'cl' if changelog else 'plain'}-{limit or 'none'}.toml"
+    text = ("[params]\nrun_date = \"2026-11-25\"\n\n"
+            + (f"[engine]\nmemory_limit = \"{limit}\"\n\n" if limit else "")
+            + f"[tables.t]\nbatch = \"{data_dir / 'snapshot'}/\"\nstream = \"{data_dir / stream}/\"\n")
+    if changelog:
+        text += ('stream_changelog = { shape = "upsert", key = ["id"], order_by = ["ts_ms"], '
+                 'deleted = "deleted" }\n')
+    text += ('\n[[checks]]\nname = "t"\nsql = "SELECT id, amount, status, ts_ms FROM t"\n'
+             'key = ["id"]\n')
+    path.write_text(text)
+    return path
 
 FLOAT_ROWS = 10_000_000
 FLOAT_QUERIES = {
@@ -1045,6 +1106,27 @@ def main():
             for n in (1, 2):
                 print(f"  control {n}: {f[f'row diff, control {n}'].best / f['row diff'].best:.2f}x "
                       f"the time, {f[f'row diff, control {n}'].rss_max / f['row diff'].rss_max:.2f}x the peak RSS")
+        if "changelog" in stages:
+            cd = args.data_root.resolve() / "bench-data-changelog"
+            changelog_dataset(cd, args.seed)
+            run_cmd = lambda config: [str(b), "run", "--config", str(config), "--no-history",
+                                      "--format", "json"] + EXTRA_ARGS
+            cases = [
+                Case("plain keyed diff of the compacted rows",
+                     run_cmd(changelog_config(cd, "compacted", False)), float_verdict(True), {}),
+                Case("changelog compaction + diff",
+                     run_cmd(changelog_config(cd, "changes", True)), float_verdict(True), {}),
+                Case("changelog under 512MiB",
+                     run_cmd(changelog_config(cd, "changes", True, "512MiB")), float_verdict(True),
+                     {}, "512MiB"),
+            ]
+            f = run_stage(f"{CHANGELOG_ROWS:,} change rows over {CHANGELOG_KEYS:,} keys", cases,
+                          args.repeat, log)
+            targets.check("changelog: compaction + diff / plain diff of the compacted rows",
+                          f["changelog compaction + diff"].best
+                          / f["plain keyed diff of the compacted rows"].best, 2)
+            targets.check("changelog under 512MiB: peak RSS / limit",
+                          f["changelog under 512MiB"].rss_max * 2**20 / parse_size("512MiB"), 1.25)
     except ToolError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1 if "DISAGREE" in str(e) else 2

@@ -174,6 +174,27 @@ async fn run_check(
         return Ok(Outcome::NotReady(why));
     }
     let nondeterministic = lint::nondeterminism(&batch, &check.key, &check.allow_nondeterministic);
+    let mut changelog = Vec::new();
+    for (side, side_plan) in [(Side::Batch, &batch), (Side::Stream, &stream)] {
+        // A view may already be inlined: its raw changes name it then.
+        let scanned = scanned_tables(side_plan);
+        for table in &plan.tables {
+            let read = scanned.contains(&table.name)
+                || scanned.contains(&crate::changelog::raw_name(&table.name));
+            if let (true, Some(spec)) = (read, table.side(side).changelog.as_ref()) {
+                if engine.remote.is_some() {
+                    bail!(
+                        "table '{}' ({} side) is a change log, which dualrun compacts in-process: set engine = \"embedded\" on check '{}'",
+                        table.name,
+                        side.name(),
+                        check.name
+                    );
+                }
+                changelog
+                    .push(crate::changelog::stats(&engine.ctx, side, &table.name, spec).await?);
+            }
+        }
+    }
     let diff = diff::run(engine, catalog, check, batch.clone(), stream, progress).await?;
     let control = if check.control > 0 {
         Some(control_runs(engine, catalog, check, &batch).await?)
@@ -184,6 +205,7 @@ async fn run_check(
         diff,
         nondeterministic,
         control,
+        changelog,
     })))
 }
 

@@ -110,7 +110,30 @@ pub async fn register_tables(
     for table in tables {
         for side in Side::BOTH {
             let source = table.side(side);
-            match register_one(ctx, side, &table.name, source, store).await {
+            let registered = match &source.changelog {
+                None => register_one(ctx, side, &table.name, source, store).await,
+                Some(changelog) => {
+                    let raw = crate::changelog::raw_name(&table.name);
+                    match register_one(ctx, side, &raw, source, store).await {
+                        Ok(listed) => {
+                            match crate::changelog::view(ctx, side, &table.name, changelog).await {
+                                Ok(view) => catalog
+                                    .schema(side.name())
+                                    .ok_or_else(|| {
+                                        anyhow!("internal: schema {} missing", side.name())
+                                    })
+                                    .and_then(|schema| {
+                                        Ok(schema.register_table(table.name.clone(), view)?)
+                                    })
+                                    .map(|_| listed),
+                                Err(error) => Err(error),
+                            }
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+            };
+            match registered {
                 Ok(listed) => {
                     result.listed.insert((side, table.name.clone()), listed);
                 }

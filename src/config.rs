@@ -97,6 +97,98 @@ pub struct TableConfig {
     pub csv_header: Option<bool>,
     pub batch_csv_header: Option<bool>,
     pub stream_csv_header: Option<bool>,
+    /// The side's files are a change log (or at-least-once appends): the logical table is the
+    /// latest version of each key as of the batch cut-off, deletes removed.
+    pub batch_changelog: Option<ChangelogConfig>,
+    pub stream_changelog: Option<ChangelogConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ChangelogConfig {
+    /// upsert | flink | debezium (the flattened ExtractNewRecordState form) | dedup.
+    pub shape: ChangelogShape,
+    /// Columns that identify a row of the logical table (an event id for dedup).
+    pub key: Vec<String>,
+    /// Columns that order the versions of a key, latest last (e.g. ["ts_ms", "offset"]);
+    /// debezium: default ["__source_ts_ms"].
+    #[serde(default)]
+    pub order_by: Vec<String>,
+    /// Changes after this SQL expression (params bound) do not count; default: the end of the
+    /// run window, `CAST('$run_date' AS TIMESTAMP) + INTERVAL '1 day'`. "none": no bound.
+    pub as_of: Option<String>,
+    /// The column compared with as_of (a timestamp, or epoch milliseconds); default: the first
+    /// order_by column (debezium: __source_ts_ms).
+    pub as_of_column: Option<String>,
+    /// upsert: a boolean column that marks deletes; without it a row whose other columns are all
+    /// NULL (a tombstone) is a delete.
+    pub deleted: Option<String>,
+    /// flink: the row-kind column (+I, -U, +U, -D); default "op".
+    pub op: Option<String>,
+}
+
+/// How a change log marks what happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangelogShape {
+    Upsert,
+    Flink,
+    Debezium,
+    Dedup,
+}
+
+/// A change log resolved: params bound, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangelogSpec {
+    pub shape: ChangelogShape,
+    pub key: Vec<String>,
+    pub order_by: Vec<String>,
+    /// SQL expression of the cut-off, params substituted; None: every change counts.
+    pub as_of: Option<String>,
+    pub as_of_column: String,
+    pub deleted: Option<String>,
+    pub op: String,
+}
+
+impl ChangelogConfig {
+    fn resolve(&self, what: &str, params: &BTreeMap<String, String>) -> Result<ChangelogSpec> {
+        if self.key.is_empty() {
+            bail!("{what}: key is empty: name the columns that identify a row");
+        }
+        let order_by = if self.order_by.is_empty() && self.shape == ChangelogShape::Debezium {
+            vec!["__source_ts_ms".to_string()]
+        } else {
+            self.order_by.clone()
+        };
+        if order_by.is_empty() {
+            bail!("{what}: order_by is empty: name the columns that order the versions of a key");
+        }
+        if self.deleted.is_some() && self.shape != ChangelogShape::Upsert {
+            bail!("{what}: deleted applies to shape = \"upsert\" only");
+        }
+        if self.op.is_some() && self.shape != ChangelogShape::Flink {
+            bail!("{what}: op applies to shape = \"flink\" only");
+        }
+        let as_of = match self.as_of.as_deref() {
+            Some("none") => None,
+            Some(text) => Some(substitute_params(text, params)),
+            None => params
+                .get("run_date")
+                .map(|date| format!("CAST('{date}' AS TIMESTAMP) + INTERVAL '1 day'")),
+        };
+        Ok(ChangelogSpec {
+            shape: self.shape,
+            key: self.key.clone(),
+            as_of_column: self
+                .as_of_column
+                .clone()
+                .unwrap_or_else(|| order_by[0].clone()),
+            order_by,
+            as_of,
+            deleted: self.deleted.clone(),
+            op: self.op.clone().unwrap_or_else(|| "op".to_string()),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +352,8 @@ pub struct SourceSpec {
     pub delta_as_of: Option<String>,
     /// CSV: the first line of each file names the columns (default); false reads it as data.
     pub csv_header: bool,
+    /// The files are a change log, compacted into the logical table.
+    pub changelog: Option<ChangelogSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -947,6 +1041,7 @@ impl Plan {
                     delta_version: None,
                     delta_as_of: None,
                     csv_header: header_of(Side::Batch),
+                    changelog: None,
                 },
                 stream: SourceSpec {
                     url: stream,
@@ -955,6 +1050,7 @@ impl Plan {
                     delta_version: None,
                     delta_as_of: None,
                     csv_header: header_of(Side::Stream),
+                    changelog: None,
                 },
                 name,
                 watermark: None,
@@ -1121,6 +1217,11 @@ impl Plan {
                     delta_version: table.version,
                     delta_as_of: as_of.clone(),
                     csv_header: table.batch_csv_header.or(table.csv_header).unwrap_or(true),
+                    changelog: table
+                        .batch_changelog
+                        .as_ref()
+                        .map(|c| c.resolve(&format!("[tables.{name}] batch_changelog"), &params))
+                        .transpose()?,
                 },
                 stream: SourceSpec {
                     url: resolve_location(base, &table.stream),
@@ -1129,6 +1230,11 @@ impl Plan {
                     delta_version: table.version,
                     delta_as_of: as_of,
                     csv_header: table.stream_csv_header.or(table.csv_header).unwrap_or(true),
+                    changelog: table
+                        .stream_changelog
+                        .as_ref()
+                        .map(|c| c.resolve(&format!("[tables.{name}] stream_changelog"), &params))
+                        .transpose()?,
                 },
                 name,
                 watermark,

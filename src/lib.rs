@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod catalog;
+pub mod changelog;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "delta")]

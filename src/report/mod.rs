@@ -7,6 +7,7 @@ mod text;
 
 use serde::Serialize;
 
+use crate::changelog::ChangelogStats;
 use crate::cli::OutputFormat;
 use crate::diff::{ColumnDiff, Counts, DiffResult, RowCounts, Samples, SchemaDiff};
 use crate::engine::lint::Hazard;
@@ -63,6 +64,9 @@ pub struct CheckReport {
     /// The control runs, when the check asks for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlReport>,
+    /// What compacting each change log the check reads did, per side.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changelog: Vec<ChangelogStats>,
     pub error: Option<String>,
 }
 
@@ -71,6 +75,7 @@ pub struct Compared {
     pub diff: DiffResult,
     pub nondeterministic: Vec<Hazard>,
     pub control: Option<ControlReport>,
+    pub changelog: Vec<ChangelogStats>,
 }
 
 impl CheckReport {
@@ -86,6 +91,7 @@ impl CheckReport {
             diff,
             nondeterministic,
             control,
+            changelog,
         } = compared;
         let stable = control.as_ref().is_none_or(|c| c.stable);
         CheckReport {
@@ -93,6 +99,7 @@ impl CheckReport {
             status: verdict::check_status(&diff, evidence, stable),
             nondeterministic,
             control,
+            changelog,
             query: query.to_string(),
             key: key.to_vec(),
             divergence_ratio: verdict::divergence_ratio(&diff),
@@ -150,6 +157,7 @@ impl CheckReport {
             histogram: None,
             nondeterministic: Vec::new(),
             control: None,
+            changelog: Vec::new(),
             duration_seconds: seconds,
             error: Some(crate::redact::scrub(&error)),
         }

@@ -172,6 +172,21 @@ fn render_check(out: &mut String, check: &CheckReport, color: bool, width: usize
         let words: Vec<&str> = super::EMPTY_EXPLANATION.split(' ').collect();
         out.push_str(&wrap(&words, " ", width, "  ", "  "));
     }
+    for log in &check.changelog {
+        let parts = [
+            format!("changelog ({} {}):", log.side, log.table),
+            format!("{} change rows", log.change_rows),
+            format!("({} replayed)", log.replayed_rows),
+            format!(
+                "· {} after the as-of bound ignored",
+                log.ignored_after_as_of
+            ),
+            format!("· {} keys", log.keys),
+            format!("· {} deletes applied", log.deletes_applied),
+            format!("→ {} rows", log.rows),
+        ];
+        out.push_str(&wrap(&parts, " ", width, "  ", "    "));
+    }
     render_control(out, check, color, width);
     for hazard in &check.nondeterministic {
         let head = format!(

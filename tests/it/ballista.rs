@@ -76,7 +76,7 @@ fn demo_checks_give_the_same_verdicts_on_ballista() {
     assert_eq!(embedded.code, 1, "the demo diverges: {}", embedded.stderr);
     assert_eq!(distributed.code, 1, "{}", distributed.stderr);
     let (embedded, distributed) = (verdicts(&embedded.json()), verdicts(&distributed.json()));
-    assert_eq!(embedded.len(), 8);
+    assert_eq!(embedded.len(), 9);
     assert!(
         embedded.iter().all(|c| c["error"].is_null()),
         "{embedded:#?}"
@@ -282,4 +282,41 @@ fn memory_limit_is_refused_on_ballista_in_one_line() {
     assert_trouble(&run, "a memory limit applies to embedded runs only");
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert_eq!(run.json()["status"], "error");
+}
+
+/// A check reading a change log is refused up front on a cluster, naming the fix.
+#[test]
+fn a_changelog_check_on_ballista_is_refused_up_front() {
+    let ws = Workspace::new();
+    let rows = "SELECT * FROM (VALUES (1, 'a', 1), (2, 'b', 1), (2, 'b', 1)) AS t(id, name, seq)";
+    ws.table("b/t", Fmt::Parquet, rows);
+    ws.table("s/t", Fmt::Parquet, rows);
+    ws.write(
+        "dualrun.toml",
+        r#"
+[tables.t]
+batch = "b/t/"
+stream = "s/t/"
+stream_changelog = { shape = "dedup", key = ["id"], order_by = ["seq"], as_of = "none" }
+[[checks]]
+name = "t"
+sql = "SELECT id, name FROM t"
+key = ["id"]
+"#,
+    );
+    let run = ws.run(&[
+        "run",
+        "--no-history",
+        "--format",
+        "json",
+        "--engine",
+        "ballista://standalone",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let error = run.check()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("table 't' (stream side) is a change log")
+            && error.contains("engine = \"embedded\""),
+        "{error}"
+    );
 }

@@ -5,6 +5,7 @@ mod common;
 
 #[cfg(feature = "ballista")]
 mod ballista;
+mod changelog;
 mod cli;
 mod determinism;
 mod gate;

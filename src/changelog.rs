@@ -1,0 +1,396 @@
+//! Stream tables in stream shapes: a side whose files are a change log (upserts, Flink row
+//! kinds, flattened Debezium events) or at-least-once appends is read as the table the batch
+//! side holds: the latest version of each key as of the batch cut-off, deletes removed. The
+//! compaction is SQL that DataFusion plans and runs (a window over a sort that spills), registered
+//! as a view under the table's name; the raw changes stay under `<table>__changes` on that side
+//! only. Replayed events (identical rows) count once; two different latest versions of a key tied
+//! on the ordering, or a version without an ordering value, are an error naming keys, never a
+//! coin toss.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
+use datafusion::catalog::view::ViewTable;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::config::{ChangelogShape, ChangelogSpec, Side};
+
+/// Where the raw change rows of `table` are registered (on their side only).
+pub fn raw_name(table: &str) -> String {
+    format!("{table}__changes")
+}
+
+/// What compacting one side's change log did, for the report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ChangelogStats {
+    pub table: String,
+    pub side: &'static str,
+    /// Change rows in the files.
+    pub change_rows: u64,
+    /// Rows that repeat another row exactly (replayed events), counted once.
+    pub replayed_rows: u64,
+    /// Changes after the as-of bound, ignored.
+    pub ignored_after_as_of: u64,
+    /// Keys with a latest version at or before the bound.
+    pub keys: u64,
+    /// Keys whose latest version is a delete: not in the logical table.
+    pub deletes_applied: u64,
+    /// Rows of the logical table.
+    pub rows: u64,
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SQL pieces of one change log over the raw table's schema.
+struct Pieces {
+    raw: String,
+    /// Rows that are changes at all (Flink's -U before-images are not).
+    changes: String,
+    /// At or before the as-of bound.
+    in_bound: String,
+    /// The latest version of a key is a delete.
+    is_delete: String,
+    /// Columns of the logical table.
+    output: Vec<String>,
+    /// Values the marker column must hold, and the column (Flink and Debezium).
+    markers: Option<(String, &'static [&'static str])>,
+}
+
+fn pieces(table: &str, side: Side, spec: &ChangelogSpec, schema: &Schema) -> Result<Pieces> {
+    let what = format!("table '{table}' ({} side) changelog", side.name());
+    let has = |c: &str| schema.column_with_name(c).is_some();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut required: Vec<(&str, &String)> = spec.key.iter().map(|k| ("key", k)).collect();
+    required.extend(spec.order_by.iter().map(|o| ("order_by", o)));
+    required.push(("as_of_column", &spec.as_of_column));
+    if let Some(deleted) = &spec.deleted {
+        required.push(("deleted", deleted));
+    }
+    if spec.shape == ChangelogShape::Flink {
+        required.push(("op", &spec.op));
+    }
+    for (role, column) in required {
+        if !has(column) {
+            bail!(
+                "{what}: {role} column '{column}' is not in the change rows (columns: {})",
+                names.join(", ")
+            );
+        }
+    }
+    for column in &spec.order_by {
+        let data_type = schema.field_with_name(column)?.data_type();
+        if !(data_type.is_primitive()
+            || matches!(
+                data_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ))
+        {
+            bail!("{what}: order_by column '{column}' is {data_type}, which has no order");
+        }
+    }
+    if let Some(deleted) = &spec.deleted {
+        let data_type = schema.field_with_name(deleted)?.data_type();
+        if data_type != &DataType::Boolean {
+            bail!("{what}: deleted column '{deleted}' is {data_type}, not a boolean");
+        }
+    }
+    let as_of_type = schema.field_with_name(&spec.as_of_column)?.data_type();
+    let bound_column = if as_of_type.is_integer() {
+        // Epoch milliseconds, as Debezium and Kafka write them.
+        format!("to_timestamp_millis({})", quote(&spec.as_of_column))
+    } else {
+        quote(&spec.as_of_column)
+    };
+    let in_bound = match &spec.as_of {
+        Some(bound) => format!("{bound_column} <= ({bound})"),
+        None => "TRUE".to_string(),
+    };
+    let raw = quote(&raw_name(table));
+    let (changes, is_delete, output, markers) = match spec.shape {
+        ChangelogShape::Dedup => ("TRUE".to_string(), "FALSE".to_string(), names.clone(), None),
+        ChangelogShape::Upsert => {
+            let is_delete = match &spec.deleted {
+                Some(deleted) => format!("{} IS TRUE", quote(deleted)),
+                None => {
+                    let values: Vec<String> = names
+                        .iter()
+                        .filter(|n| !spec.key.contains(n) && !spec.order_by.contains(n))
+                        .map(|n| format!("{} IS NULL", quote(n)))
+                        .collect();
+                    if values.is_empty() {
+                        "FALSE".to_string()
+                    } else {
+                        values.join(" AND ")
+                    }
+                }
+            };
+            let output = names
+                .iter()
+                .filter(|n| Some(*n) != spec.deleted.as_ref())
+                .cloned()
+                .collect();
+            ("TRUE".to_string(), is_delete, output, None)
+        }
+        ChangelogShape::Flink => {
+            let op = quote(&spec.op);
+            let output = names.iter().filter(|n| **n != spec.op).cloned().collect();
+            (
+                format!("{op} <> '-U'"),
+                format!("{op} = '-D'"),
+                output,
+                Some((spec.op.clone(), &["+I", "-U", "+U", "-D"][..])),
+            )
+        }
+        ChangelogShape::Debezium => {
+            if !has("__op") {
+                bail!(
+                    "{what}: shape = \"debezium\" reads the flattened form (ExtractNewRecordState with add.fields=op,source.ts_ms): no __op column (columns: {})",
+                    names.join(", ")
+                );
+            }
+            let mut is_delete = "\"__op\" = 'd'".to_string();
+            if has("__deleted") {
+                is_delete.push_str(" OR CAST(\"__deleted\" AS VARCHAR) = 'true'");
+            }
+            let output = names
+                .iter()
+                .filter(|n| !n.starts_with("__"))
+                .cloned()
+                .collect();
+            (
+                "TRUE".to_string(),
+                is_delete,
+                output,
+                Some(("__op".to_string(), &["c", "u", "d", "r"][..])),
+            )
+        }
+    };
+    Ok(Pieces {
+        raw,
+        changes,
+        in_bound,
+        is_delete,
+        output,
+        markers,
+    })
+}
+
+/// The ranked versions of each key at or before the bound: `__dualrun_rank` 1 is the latest.
+fn ranked(p: &Pieces, spec: &ChangelogSpec, extra: &str) -> String {
+    let order: Vec<String> = spec
+        .order_by
+        .iter()
+        .map(|o| format!("{} DESC", quote(o)))
+        .collect();
+    format!(
+        "SELECT *{extra}, row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS \"__dualrun_rank\" \
+         FROM (SELECT DISTINCT * FROM {raw} WHERE {changes}) AS changes WHERE {in_bound}",
+        keys = list(&spec.key),
+        order = order.join(", "),
+        raw = p.raw,
+        changes = p.changes,
+        in_bound = p.in_bound,
+    )
+}
+
+/// The view that compacts the raw changes of `table` on `side` (registered under [`raw_name`]),
+/// to register under the table's name.
+pub async fn view(
+    ctx: &SessionContext,
+    side: Side,
+    table: &str,
+    spec: &ChangelogSpec,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    let state = side_state(ctx, side);
+    let raw = state
+        .schema_for_ref(raw_name(table).as_str())?
+        .table(&raw_name(table))
+        .await?
+        .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
+    let p = pieces(table, side, spec, &raw.schema())?;
+    let sql = format!(
+        "SELECT {output} FROM ({ranked}) AS ranked WHERE \"__dualrun_rank\" = 1 AND ({is_delete}) IS NOT TRUE",
+        output = list(&p.output),
+        ranked = ranked(&p, spec, ""),
+        is_delete = p.is_delete,
+    );
+    let plan = state
+        .create_logical_plan(&sql)
+        .await
+        .with_context(|| format!("table '{table}' ({} side) changelog", side.name()))?;
+    Ok(Arc::new(ViewTable::new(plan, Some(sql))))
+}
+
+fn side_state(
+    ctx: &SessionContext,
+    side: Side,
+) -> datafusion::execution::session_state::SessionState {
+    let mut state = ctx.state();
+    state.config_mut().options_mut().catalog.default_schema = side.name().to_string();
+    state
+}
+
+async fn numbers(ctx: &SessionContext, side: Side, sql: &str) -> Result<Vec<u64>> {
+    let state = side_state(ctx, side);
+    let plan = state.create_logical_plan(sql).await?;
+    let batches = datafusion::prelude::DataFrame::new(state, plan)
+        .collect()
+        .await?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .context("internal: changelog statistics returned no row")?;
+    (0..batch.num_columns())
+        .map(|i| {
+            let column = datafusion::arrow::compute::cast(batch.column(i), &DataType::Int64)?;
+            let column = column.as_primitive::<Int64Type>();
+            Ok(if column.is_null(0) {
+                0
+            } else {
+                column.value(0) as u64
+            })
+        })
+        .collect()
+}
+
+async fn sample_keys(ctx: &SessionContext, side: Side, sql: &str) -> Result<String> {
+    let state = side_state(ctx, side);
+    let plan = state.create_logical_plan(sql).await?;
+    let batches = datafusion::prelude::DataFrame::new(state, plan)
+        .collect()
+        .await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let values = batch
+                .columns()
+                .iter()
+                .map(|c| datafusion::arrow::util::display::array_value_to_string(c, row))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            rows.push(values.join(", "));
+        }
+    }
+    Ok(rows.join("; "))
+}
+
+/// Reads what the compaction of `table` on `side` does, and refuses a change log whose latest
+/// versions cannot be told apart (ties, missing ordering values) or whose markers are unknown.
+pub async fn stats(
+    ctx: &SessionContext,
+    side: Side,
+    table: &str,
+    spec: &ChangelogSpec,
+) -> Result<ChangelogStats> {
+    let what = format!("table '{table}' ({} side) changelog", side.name());
+    let state = side_state(ctx, side);
+    let raw = state
+        .schema_for_ref(raw_name(table).as_str())?
+        .table(&raw_name(table))
+        .await?
+        .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
+    let p = pieces(table, side, spec, &raw.schema())?;
+    if let Some((column, allowed)) = &p.markers {
+        let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
+        let unknown = format!(
+            "SELECT count(*) FROM {raw} WHERE {col} IS NULL OR {col} NOT IN ({values})",
+            raw = p.raw,
+            col = quote(column),
+            values = values.join(", ")
+        );
+        if numbers(ctx, side, &unknown).await?[0] > 0 {
+            let sample = format!(
+                "SELECT DISTINCT {col} FROM {raw} WHERE {col} IS NULL OR {col} NOT IN ({values}) LIMIT 5",
+                raw = p.raw,
+                col = quote(column),
+                values = values.join(", ")
+            );
+            bail!(
+                "{what}: column '{column}' holds values other than {} (e.g. {})",
+                allowed.join(", "),
+                sample_keys(ctx, side, &sample).await?
+            );
+        }
+    }
+    let null_order: Vec<String> = spec
+        .order_by
+        .iter()
+        .map(|o| format!("{} IS NULL", quote(o)))
+        .collect();
+    let null_rows = format!(
+        "SELECT count(*) FROM {raw} WHERE {changes} AND ({nulls})",
+        raw = p.raw,
+        changes = p.changes,
+        nulls = null_order.join(" OR ")
+    );
+    if numbers(ctx, side, &null_rows).await?[0] > 0 {
+        let sample = format!(
+            "SELECT DISTINCT {keys} FROM {raw} WHERE {changes} AND ({nulls}) ORDER BY {keys} LIMIT 5",
+            keys = list(&spec.key),
+            raw = p.raw,
+            changes = p.changes,
+            nulls = null_order.join(" OR ")
+        );
+        bail!(
+            "{what}: change rows without a value in order_by ({}) cannot be ordered, e.g. keys {}",
+            spec.order_by.join(", "),
+            sample_keys(ctx, side, &sample).await?
+        );
+    }
+    let tie = format!(
+        ", count(*) OVER (PARTITION BY {keys}, {order}) AS \"__dualrun_tied\"",
+        keys = list(&spec.key),
+        order = list(&spec.order_by)
+    );
+    let ranked_with_ties = ranked(&p, spec, &tie);
+    let ties = format!(
+        "SELECT {keys} FROM ({ranked_with_ties}) AS ranked WHERE \"__dualrun_rank\" = 1 AND \"__dualrun_tied\" > 1 ORDER BY {keys} LIMIT 5",
+        keys = list(&spec.key),
+    );
+    let tied = sample_keys(ctx, side, &ties).await?;
+    if !tied.is_empty() {
+        bail!(
+            "{what}: keys whose latest versions differ but tie on order_by ({}): {tied}; add a column that breaks the tie (e.g. the log offset) to order_by",
+            spec.order_by.join(", ")
+        );
+    }
+    let figures = format!(
+        "SELECT \
+           (SELECT count(*) FROM {raw}) AS change_rows, \
+           (SELECT count(*) FROM (SELECT DISTINCT * FROM {raw}) AS d) AS distinct_rows, \
+           (SELECT count(*) FROM (SELECT DISTINCT * FROM {raw} WHERE {changes}) AS c WHERE ({in_bound}) IS NOT TRUE) AS after_bound, \
+           count(*) AS keys, \
+           count(*) FILTER (WHERE ({is_delete}) IS TRUE) AS deletes \
+         FROM ({ranked}) AS ranked WHERE \"__dualrun_rank\" = 1",
+        raw = p.raw,
+        changes = p.changes,
+        in_bound = p.in_bound,
+        is_delete = p.is_delete,
+        ranked = ranked(&p, spec, ""),
+    );
+    let n = numbers(ctx, side, &figures)
+        .await
+        .with_context(|| what.clone())?;
+    Ok(ChangelogStats {
+        table: table.to_string(),
+        side: side.name(),
+        change_rows: n[0],
+        replayed_rows: n[0] - n[1],
+        ignored_after_as_of: n[2],
+        keys: n[3],
+        deletes_applied: n[4],
+        rows: n[3] - n[4],
+    })
+}

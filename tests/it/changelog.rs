@@ -1,0 +1,255 @@
+//! Stream tables written as change logs: compacted to the latest version per key as of the batch
+//! cut-off, deletes removed, replays counted once, ties and unknown markers refused by name.
+
+use crate::common::*;
+
+const BATCH: &str = "SELECT * FROM (VALUES
+    (1, 'paid', 30.0), (3, 'new', 7.5), (4, 'new', 40.0), (5, 'paid', 5.0)
+) AS t(order_id, status, amount)";
+
+/// A Flink changelog (+I, -U, +U, -D) with every case of the rules, cut off at 2026-11-25 24:00.
+const FLINK: &str = "SELECT order_id, status, amount, op, CAST(ts AS TIMESTAMP) AS ts FROM (VALUES
+    (1, 'new', 30.0, '+I', '2026-11-24 10:00:00'),
+    (1, 'new', 30.0, '-U', '2026-11-24 11:00:00'),
+    (1, 'paid', 30.0, '+U', '2026-11-24 11:00:00'),
+    (2, 'new', 12.0, '+I', '2026-11-24 10:00:00'),
+    (2, 'new', 12.0, '-D', '2026-11-25 09:00:00'),
+    (3, 'new', 9.0, '+I', '2026-11-23 10:00:00'),
+    (3, 'new', 9.0, '-D', '2026-11-24 10:00:00'),
+    (3, 'new', 7.5, '+I', '2026-11-25 10:00:00'),
+    (4, 'new', 40.0, '+I', '2026-11-24 10:00:00'),
+    (4, 'paid', 40.0, '+U', '2026-11-26 08:00:00'),
+    (5, 'paid', 5.0, '+I', '2026-11-25 23:59:59'),
+    (5, 'paid', 5.0, '+I', '2026-11-25 23:59:59'),
+    (6, 'new', 1.0, '+I', '2026-11-26 00:00:01')
+) AS t(order_id, status, amount, op, ts)";
+
+fn config(ws: &Workspace, changelog: &str) {
+    ws.write(
+        "dualrun.toml",
+        &format!(
+            r#"
+[params]
+run_date = "2026-11-25"
+
+[tables.orders]
+batch = "b/orders/"
+stream = "s/orders/"
+stream_changelog = {changelog}
+
+[[checks]]
+name = "orders"
+sql = "SELECT order_id, status, amount FROM orders"
+key = ["order_id"]
+"#
+        ),
+    );
+}
+
+fn run_orders(ws: &Workspace) -> Run {
+    ws.run(&["run", "--no-history", "--format", "json"])
+}
+
+#[test]
+fn flink_changelog_compacts_to_the_snapshot_as_of_the_cut_off() {
+    let ws = Workspace::new();
+    ws.table("b/orders", Fmt::Parquet, BATCH);
+    ws.table("s/orders", Fmt::Parquet, FLINK);
+    config(
+        &ws,
+        r#"{ shape = "flink", key = ["order_id"], order_by = ["ts"] }"#,
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let check = run.check();
+    assert_eq!(check["status"], "match", "{check}");
+    assert_eq!(
+        check["changelog"],
+        serde_json::json!([{
+            "table": "orders", "side": "stream", "change_rows": 13, "replayed_rows": 1,
+            "ignored_after_as_of": 2, "keys": 5, "deletes_applied": 1, "rows": 4
+        }])
+    );
+
+    // Without the bound, key 4's later update and key 6 count: a divergence, as it should be.
+    config(
+        &ws,
+        r#"{ shape = "flink", key = ["order_id"], order_by = ["ts"], as_of = "none" }"#,
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts()[..4], [3, 1, 0, 1]);
+
+    // The raw changes are a table of the stream side only.
+    ws.write(
+        "raw.toml",
+        r#"
+[params]
+run_date = "2026-11-25"
+[tables.orders]
+batch = "b/orders/"
+stream = "s/orders/"
+stream_changelog = { shape = "flink", key = ["order_id"], order_by = ["ts"] }
+[[checks]]
+name = "raw"
+sql = "SELECT count(*) AS n FROM orders__changes"
+"#,
+    );
+    let run = ws.run(&["run", "--config", "raw.toml", "--no-history"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("orders__changes"), "{}", run.stderr);
+}
+
+#[test]
+fn ties_missing_order_and_unknown_markers_are_refused_by_name() {
+    let ws = Workspace::new();
+    ws.table("b/orders", Fmt::Parquet, BATCH);
+    let with = |extra: &str| format!("{FLINK} UNION ALL {extra}");
+    let cases = [
+        (
+            with(
+                "SELECT 7, 'a', 1.0, '+I', CAST('2026-11-24 10:00:00' AS TIMESTAMP) UNION ALL SELECT 7, 'b', 1.0, '+U', CAST('2026-11-24 10:00:00' AS TIMESTAMP)",
+            ),
+            "keys whose latest versions differ but tie on order_by (ts): 7",
+        ),
+        (
+            with("SELECT 8, 'a', 1.0, '+I', CAST(NULL AS TIMESTAMP)"),
+            "change rows without a value in order_by (ts) cannot be ordered, e.g. keys 8",
+        ),
+        (
+            with("SELECT 9, 'a', 1.0, 'U', CAST('2026-11-24 10:00:00' AS TIMESTAMP)"),
+            "column 'op' holds values other than +I, -U, +U, -D (e.g. U)",
+        ),
+    ];
+    for (i, (stream, expected)) in cases.iter().enumerate() {
+        ws.table(&format!("s{i}/orders"), Fmt::Parquet, stream);
+        ws.write(
+            "dualrun.toml",
+            &format!(
+                r#"
+[params]
+run_date = "2026-11-25"
+[tables.orders]
+batch = "b/orders/"
+stream = "s{i}/orders/"
+stream_changelog = {{ shape = "flink", key = ["order_id"], order_by = ["ts"] }}
+[[checks]]
+name = "orders"
+sql = "SELECT order_id, status, amount FROM orders"
+key = ["order_id"]
+"#
+            ),
+        );
+        let run = run_orders(&ws);
+        assert_eq!(run.code, 2, "{}", run.stdout);
+        let error = run.check()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains("table 'orders' (stream side) changelog"),
+            "{error}"
+        );
+        assert!(error.contains(expected), "{error}");
+    }
+    // A spec naming a column the changes do not have: exit 2 naming table, side and column.
+    ws.table("s/orders", Fmt::Parquet, FLINK);
+    config(
+        &ws,
+        r#"{ shape = "flink", key = ["id"], order_by = ["ts"] }"#,
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("table 'orders' (stream side")
+            && run.stderr.contains("key column 'id'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn upsert_debezium_and_dedup_shapes() {
+    let ws = Workspace::new();
+    ws.table("b/orders", Fmt::Parquet, BATCH);
+    // Upsert with tombstones (every value NULL) and, separately, with a delete flag.
+    ws.table(
+        "s/orders",
+        Fmt::Parquet,
+        "SELECT order_id, status, amount, CAST(ts AS TIMESTAMP) AS ts FROM (VALUES
+            (1, 'paid', 30.0, '2026-11-24 10:00:00'), (2, 'new', 12.0, '2026-11-24 10:00:00'),
+            (2, NULL, NULL, '2026-11-24 12:00:00'), (3, 'new', 7.5, '2026-11-24 10:00:00'),
+            (4, 'new', 40.0, '2026-11-24 10:00:00'), (5, 'paid', 5.0, '2026-11-24 10:00:00'),
+            (5, 'paid', 5.0, '2026-11-24 10:00:00')) AS t(order_id, status, amount, ts)",
+    );
+    config(
+        &ws,
+        r#"{ shape = "upsert", key = ["order_id"], order_by = ["ts"] }"#,
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.check()["status"], "match", "{}", run.stdout);
+    assert_eq!(run.check()["changelog"][0]["deletes_applied"], 1);
+
+    ws.table(
+        "s2/orders",
+        Fmt::Parquet,
+        "SELECT order_id, status, amount, gone, CAST(ts AS TIMESTAMP) AS ts FROM (VALUES
+            (1, 'paid', 30.0, false, '2026-11-24 10:00:00'), (2, 'new', 12.0, true, '2026-11-24 10:00:00'),
+            (3, 'new', 7.5, false, '2026-11-24 10:00:00'), (4, 'new', 40.0, false, '2026-11-24 10:00:00'),
+            (5, 'paid', 5.0, false, '2026-11-24 10:00:00')) AS t(order_id, status, amount, gone, ts)",
+    );
+    let text = std::fs::read_to_string(ws.path("dualrun.toml")).unwrap();
+    ws.write(
+        "dualrun.toml",
+        &text.replace("s/orders/", "s2/orders/").replace(
+            r#"order_by = ["ts"] }"#,
+            r#"order_by = ["ts"], deleted = "gone" }"#,
+        ),
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.check()["status"], "match", "{}", run.stdout);
+
+    // Debezium's flattened events: __op c/u/d/r, __deleted, __source_ts_ms in epoch millis.
+    ws.table(
+        "s3/orders",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES
+            (1, 'new', 30.0, 'c', 'false', 1795514400000), (1, 'paid', 30.0, 'u', 'false', 1795514460000),
+            (2, 'new', 12.0, 'r', 'false', 1795514400000), (2, 'new', 12.0, 'd', 'true', 1795514460000),
+            (3, 'new', 7.5, 'c', 'false', 1795514400000), (4, 'new', 40.0, 'c', 'false', 1795514400000),
+            (4, 'paid', 40.0, 'u', 'false', 1795680000000), (5, 'paid', 5.0, 'c', 'false', 1795514400000)
+        ) AS t(order_id, status, amount, __op, __deleted, __source_ts_ms)",
+    );
+    config(&ws, r#"{ shape = "debezium", key = ["order_id"] }"#);
+    let text = std::fs::read_to_string(ws.path("dualrun.toml")).unwrap();
+    ws.write("dualrun.toml", &text.replace("s/orders/", "s3/orders/"));
+    let run = run_orders(&ws);
+    assert_eq!(
+        run.check()["status"],
+        "match",
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.check()["changelog"][0]["ignored_after_as_of"], 1);
+
+    // At-least-once appends: one row per event id.
+    ws.table(
+        "s4/orders",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 'paid', 30.0, 1), (3, 'new', 7.5, 1), (3, 'new', 7.5, 1),
+            (4, 'new', 40.0, 1), (5, 'paid', 5.0, 1), (5, 'paid', 5.0, 1)) AS t(order_id, status, amount, seq)",
+    );
+    config(
+        &ws,
+        r#"{ shape = "dedup", key = ["order_id"], order_by = ["seq"], as_of = "none" }"#,
+    );
+    let text = std::fs::read_to_string(ws.path("dualrun.toml")).unwrap();
+    ws.write("dualrun.toml", &text.replace("s/orders/", "s4/orders/"));
+    let run = run_orders(&ws);
+    assert_eq!(
+        run.check()["status"],
+        "match",
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.check()["changelog"][0]["replayed_rows"], 2);
+}
