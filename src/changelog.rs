@@ -188,21 +188,33 @@ fn pieces(table: &str, side: Side, spec: &ChangelogSpec, schema: &Schema) -> Res
     })
 }
 
-/// The ranked versions of each key at or before the bound: `__dualrun_rank` 1 is the latest.
-fn ranked(p: &Pieces, spec: &ChangelogSpec, extra: &str) -> String {
-    let order: Vec<String> = spec
-        .order_by
-        .iter()
-        .map(|o| format!("{} DESC", quote(o)))
-        .collect();
+/// The latest version of each key at or before the bound, one hash aggregate that spills:
+/// `last_value(column ORDER BY order_by)` per column, and whether that version is a delete
+/// (`__dualrun_deleted`). Exact ties on the ordering are refused by [`stats`] beforehand.
+fn latest(p: &Pieces, spec: &ChangelogSpec) -> String {
+    let order = list(&spec.order_by);
+    let mut columns: Vec<String> = Vec::new();
+    for column in &p.output {
+        if spec.key.contains(column) {
+            columns.push(quote(column));
+        } else {
+            columns.push(format!(
+                "last_value({c} ORDER BY {order}) AS {c}",
+                c = quote(column)
+            ));
+        }
+    }
+    columns.push(format!(
+        "last_value(({is_delete}) IS TRUE ORDER BY {order}) AS \"__dualrun_deleted\"",
+        is_delete = p.is_delete
+    ));
     format!(
-        "SELECT *{extra}, row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS \"__dualrun_rank\" \
-         FROM (SELECT DISTINCT * FROM {raw} WHERE {changes}) AS changes WHERE {in_bound}",
-        keys = list(&spec.key),
-        order = order.join(", "),
+        "SELECT {columns} FROM {raw} WHERE ({changes}) AND ({in_bound}) GROUP BY {keys}",
+        columns = columns.join(", "),
         raw = p.raw,
         changes = p.changes,
         in_bound = p.in_bound,
+        keys = list(&spec.key),
     )
 }
 
@@ -222,10 +234,9 @@ pub async fn view(
         .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
     let p = pieces(table, side, spec, &raw.schema())?;
     let sql = format!(
-        "SELECT {output} FROM ({ranked}) AS ranked WHERE \"__dualrun_rank\" = 1 AND ({is_delete}) IS NOT TRUE",
+        "SELECT {output} FROM ({latest}) AS latest WHERE NOT \"__dualrun_deleted\"",
         output = list(&p.output),
-        ranked = ranked(&p, spec, ""),
-        is_delete = p.is_delete,
+        latest = latest(&p, spec),
     );
     let plan = state
         .create_logical_plan(&sql)
@@ -349,20 +360,19 @@ pub async fn stats(
             sample_keys(ctx, side, &sample).await?
         );
     }
-    let tie = format!(
-        ", count(*) OVER (PARTITION BY {keys}, {order}) AS \"__dualrun_tied\"",
-        keys = list(&spec.key),
-        order = list(&spec.order_by)
-    );
-    let ranked_with_ties = ranked(&p, spec, &tie);
     let ties = format!(
-        "SELECT {keys} FROM ({ranked_with_ties}) AS ranked WHERE \"__dualrun_rank\" = 1 AND \"__dualrun_tied\" > 1 ORDER BY {keys} LIMIT 5",
+        "SELECT {keys} FROM (SELECT DISTINCT * FROM {raw} WHERE ({changes}) AND ({in_bound})) AS d \
+         GROUP BY {keys}, {order} HAVING count(*) > 1 ORDER BY {keys} LIMIT 5",
         keys = list(&spec.key),
+        order = list(&spec.order_by),
+        raw = p.raw,
+        changes = p.changes,
+        in_bound = p.in_bound,
     );
     let tied = sample_keys(ctx, side, &ties).await?;
     if !tied.is_empty() {
         bail!(
-            "{what}: keys whose latest versions differ but tie on order_by ({}): {tied}; add a column that breaks the tie (e.g. the log offset) to order_by",
+            "{what}: keys with two different changes tied on order_by ({}): {tied}; add a column that breaks the tie (e.g. the log offset) to order_by",
             spec.order_by.join(", ")
         );
     }
@@ -372,13 +382,15 @@ pub async fn stats(
            (SELECT count(*) FROM (SELECT DISTINCT * FROM {raw}) AS d) AS distinct_rows, \
            (SELECT count(*) FROM (SELECT DISTINCT * FROM {raw} WHERE {changes}) AS c WHERE ({in_bound}) IS NOT TRUE) AS after_bound, \
            count(*) AS keys, \
-           count(*) FILTER (WHERE ({is_delete}) IS TRUE) AS deletes \
-         FROM ({ranked}) AS ranked WHERE \"__dualrun_rank\" = 1",
+           count(*) FILTER (WHERE \"__dualrun_deleted\") AS deletes \
+         FROM (SELECT last_value(({is_delete}) IS TRUE ORDER BY {order}) AS \"__dualrun_deleted\" \
+               FROM {raw} WHERE ({changes}) AND ({in_bound}) GROUP BY {keys}) AS latest",
         raw = p.raw,
         changes = p.changes,
         in_bound = p.in_bound,
         is_delete = p.is_delete,
-        ranked = ranked(&p, spec, ""),
+        order = list(&spec.order_by),
+        keys = list(&spec.key),
     );
     let n = numbers(ctx, side, &figures)
         .await

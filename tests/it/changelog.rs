@@ -110,7 +110,7 @@ fn ties_missing_order_and_unknown_markers_are_refused_by_name() {
             with(
                 "SELECT 7, 'a', 1.0, '+I', CAST('2026-11-24 10:00:00' AS TIMESTAMP) UNION ALL SELECT 7, 'b', 1.0, '+U', CAST('2026-11-24 10:00:00' AS TIMESTAMP)",
             ),
-            "keys whose latest versions differ but tie on order_by (ts): 7",
+            "keys with two different changes tied on order_by (ts): 7",
         ),
         (
             with("SELECT 8, 'a', 1.0, '+I', CAST(NULL AS TIMESTAMP)"),
