@@ -238,13 +238,7 @@ pub async fn view(
     table: &str,
     spec: &ChangelogSpec,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
-    let state = side_state(ctx, side);
-    let raw = state
-        .schema_for_ref(raw_name(table).as_str())?
-        .table(&raw_name(table))
-        .await?
-        .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
-    let p = pieces(table, side, spec, &raw.schema())?;
+    let (state, p) = raw_pieces(ctx, side, table, spec).await?;
     let sql = format!(
         "SELECT {output} FROM ({latest}) AS latest WHERE ({is_delete}) IS NOT TRUE",
         output = list(&p.output),
@@ -256,6 +250,23 @@ pub async fn view(
         .await
         .with_context(|| format!("table '{table}' ({} side) changelog", side.name()))?;
     Ok(Arc::new(ViewTable::new(plan, Some(sql))))
+}
+
+/// The side's session and the SQL pieces over the raw changes of `table`.
+async fn raw_pieces(
+    ctx: &SessionContext,
+    side: Side,
+    table: &str,
+    spec: &ChangelogSpec,
+) -> Result<(datafusion::execution::session_state::SessionState, Pieces)> {
+    let state = side_state(ctx, side);
+    let raw = state
+        .schema_for_ref(raw_name(table).as_str())?
+        .table(&raw_name(table))
+        .await?
+        .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
+    let p = pieces(table, side, spec, &raw.schema())?;
+    Ok((state, p))
 }
 
 fn side_state(
@@ -319,13 +330,7 @@ pub async fn stats(
     spec: &ChangelogSpec,
 ) -> Result<ChangelogStats> {
     let what = format!("table '{table}' ({} side) changelog", side.name());
-    let state = side_state(ctx, side);
-    let raw = state
-        .schema_for_ref(raw_name(table).as_str())?
-        .table(&raw_name(table))
-        .await?
-        .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
-    let p = pieces(table, side, spec, &raw.schema())?;
+    let (_, p) = raw_pieces(ctx, side, table, spec).await?;
     if let Some((column, allowed)) = &p.markers {
         let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
         let unknown = format!(

@@ -25,6 +25,11 @@ const FLINK: &str = "SELECT order_id, status, amount, op, CAST(ts AS TIMESTAMP) 
 ) AS t(order_id, status, amount, op, ts)";
 
 fn config(ws: &Workspace, changelog: &str) {
+    config_at(ws, "s/orders/", changelog);
+}
+
+/// The orders check with the stream's change log at `stream`.
+fn config_at(ws: &Workspace, stream: &str, changelog: &str) {
     ws.write(
         "dualrun.toml",
         &format!(
@@ -34,7 +39,7 @@ run_date = "2026-11-25"
 
 [tables.orders]
 batch = "b/orders/"
-stream = "s/orders/"
+stream = "{stream}"
 stream_changelog = {changelog}
 
 [[checks]]
@@ -44,6 +49,14 @@ key = ["order_id"]
 "#
         ),
     );
+}
+
+/// Runs the orders check and requires a match.
+fn matching(ws: &Workspace) -> Run {
+    let run = run_orders(ws);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.check()["status"], "match", "{}", run.stdout);
+    run
 }
 
 fn run_orders(ws: &Workspace) -> Run {
@@ -59,10 +72,7 @@ fn flink_changelog_compacts_to_the_snapshot_as_of_the_cut_off() {
         &ws,
         r#"{ shape = "flink", key = ["order_id"], order_by = ["ts"] }"#,
     );
-    let run = run_orders(&ws);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let check = run.check();
-    assert_eq!(check["status"], "match", "{check}");
+    let check = matching(&ws).check();
     assert_eq!(
         check["changelog"],
         serde_json::json!([{
@@ -183,8 +193,7 @@ fn upsert_debezium_and_dedup_shapes() {
         &ws,
         r#"{ shape = "upsert", key = ["order_id"], order_by = ["ts"] }"#,
     );
-    let run = run_orders(&ws);
-    assert_eq!(run.check()["status"], "match", "{}", run.stdout);
+    let run = matching(&ws);
     assert_eq!(run.check()["changelog"][0]["deletes_applied"], 1);
 
     ws.table(
@@ -195,16 +204,12 @@ fn upsert_debezium_and_dedup_shapes() {
             (3, 'new', 7.5, false, '2026-11-24 10:00:00'), (4, 'new', 40.0, false, '2026-11-24 10:00:00'),
             (5, 'paid', 5.0, false, '2026-11-24 10:00:00')) AS t(order_id, status, amount, gone, ts)",
     );
-    let text = std::fs::read_to_string(ws.path("dualrun.toml")).unwrap();
-    ws.write(
-        "dualrun.toml",
-        &text.replace("s/orders/", "s2/orders/").replace(
-            r#"order_by = ["ts"] }"#,
-            r#"order_by = ["ts"], deleted = "gone" }"#,
-        ),
+    config_at(
+        &ws,
+        "s2/orders/",
+        r#"{ shape = "upsert", key = ["order_id"], order_by = ["ts"], deleted = "gone" }"#,
     );
-    let run = run_orders(&ws);
-    assert_eq!(run.check()["status"], "match", "{}", run.stdout);
+    matching(&ws);
 
     // Debezium's flattened events: __op c/u/d/r, __deleted, __source_ts_ms in epoch millis.
     ws.table(
@@ -217,17 +222,12 @@ fn upsert_debezium_and_dedup_shapes() {
             (4, 'paid', 40.0, 'u', 'false', 1795680000000), (5, 'paid', 5.0, 'c', 'false', 1795514400000)
         ) AS t(order_id, status, amount, __op, __deleted, __source_ts_ms)",
     );
-    config(&ws, r#"{ shape = "debezium", key = ["order_id"] }"#);
-    let text = std::fs::read_to_string(ws.path("dualrun.toml")).unwrap();
-    ws.write("dualrun.toml", &text.replace("s/orders/", "s3/orders/"));
-    let run = run_orders(&ws);
-    assert_eq!(
-        run.check()["status"],
-        "match",
-        "{}\n{}",
-        run.stdout,
-        run.stderr
+    config_at(
+        &ws,
+        "s3/orders/",
+        r#"{ shape = "debezium", key = ["order_id"] }"#,
     );
+    let run = matching(&ws);
     assert_eq!(run.check()["changelog"][0]["ignored_after_as_of"], 1);
 
     // At-least-once appends: one row per event id.
@@ -237,19 +237,11 @@ fn upsert_debezium_and_dedup_shapes() {
         "SELECT * FROM (VALUES (1, 'paid', 30.0, 1), (3, 'new', 7.5, 1), (3, 'new', 7.5, 1),
             (4, 'new', 40.0, 1), (5, 'paid', 5.0, 1), (5, 'paid', 5.0, 1)) AS t(order_id, status, amount, seq)",
     );
-    config(
+    config_at(
         &ws,
+        "s4/orders/",
         r#"{ shape = "dedup", key = ["order_id"], order_by = ["seq"], as_of = "none" }"#,
     );
-    let text = std::fs::read_to_string(ws.path("dualrun.toml")).unwrap();
-    ws.write("dualrun.toml", &text.replace("s/orders/", "s4/orders/"));
-    let run = run_orders(&ws);
-    assert_eq!(
-        run.check()["status"],
-        "match",
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    let run = matching(&ws);
     assert_eq!(run.check()["changelog"][0]["replayed_rows"], 2);
 }
