@@ -278,12 +278,21 @@ fn side_state(
     state
 }
 
-async fn numbers(ctx: &SessionContext, side: Side, sql: &str) -> Result<Vec<u64>> {
+/// Runs one of the change log's own queries on its side.
+async fn collect(
+    ctx: &SessionContext,
+    side: Side,
+    sql: &str,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
     let state = side_state(ctx, side);
     let plan = state.create_logical_plan(sql).await?;
-    let batches = datafusion::prelude::DataFrame::new(state, plan)
+    Ok(datafusion::prelude::DataFrame::new(state, plan)
         .collect()
-        .await?;
+        .await?)
+}
+
+async fn numbers(ctx: &SessionContext, side: Side, sql: &str) -> Result<Vec<u64>> {
+    let batches = collect(ctx, side, sql).await?;
     let batch = batches
         .iter()
         .find(|b| b.num_rows() > 0)
@@ -302,11 +311,7 @@ async fn numbers(ctx: &SessionContext, side: Side, sql: &str) -> Result<Vec<u64>
 }
 
 async fn sample_keys(ctx: &SessionContext, side: Side, sql: &str) -> Result<String> {
-    let state = side_state(ctx, side);
-    let plan = state.create_logical_plan(sql).await?;
-    let batches = datafusion::prelude::DataFrame::new(state, plan)
-        .collect()
-        .await?;
+    let batches = collect(ctx, side, sql).await?;
     let mut rows = Vec::new();
     for batch in &batches {
         for row in 0..batch.num_rows() {
@@ -394,14 +399,18 @@ pub async fn stats(
             spec.order_by.join(", ")
         );
     }
+    // Two one-row aggregates: the replays and late changes from one DISTINCT pass, the keys
+    // and deletes from the compaction.
     let figures = format!(
         "SELECT \
            (SELECT count(*) FROM {raw}) AS change_rows, \
-           (SELECT count(*) FROM (SELECT DISTINCT * FROM {raw}) AS d) AS distinct_rows, \
-           (SELECT count(*) FROM (SELECT DISTINCT * FROM {raw} WHERE {changes}) AS c WHERE ({in_bound}) IS NOT TRUE) AS after_bound, \
-           count(*) AS keys, \
-           count(*) FILTER (WHERE ({is_delete}) IS TRUE) AS deletes \
-         FROM ({latest}) AS latest",
+           changes.rows, changes.after_bound, latest.keys, latest.deletes \
+         FROM \
+           (SELECT count(*) AS rows, \
+                   count(*) FILTER (WHERE ({changes}) AND ({in_bound}) IS NOT TRUE) AS after_bound \
+            FROM (SELECT DISTINCT * FROM {raw}) AS d) AS changes, \
+           (SELECT count(*) AS keys, count(*) FILTER (WHERE ({is_delete}) IS TRUE) AS deletes \
+            FROM ({latest}) AS l) AS latest",
         raw = p.raw,
         changes = p.changes,
         in_bound = p.in_bound,

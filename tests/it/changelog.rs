@@ -133,22 +133,10 @@ fn ties_missing_order_and_unknown_markers_are_refused_by_name() {
     ];
     for (i, (stream, expected)) in cases.iter().enumerate() {
         ws.table(&format!("s{i}/orders"), Fmt::Parquet, stream);
-        ws.write(
-            "dualrun.toml",
-            &format!(
-                r#"
-[params]
-run_date = "2026-11-25"
-[tables.orders]
-batch = "b/orders/"
-stream = "s{i}/orders/"
-stream_changelog = {{ shape = "flink", key = ["order_id"], order_by = ["ts"] }}
-[[checks]]
-name = "orders"
-sql = "SELECT order_id, status, amount FROM orders"
-key = ["order_id"]
-"#
-            ),
+        config_at(
+            &ws,
+            &format!("s{i}/orders/"),
+            r#"{ shape = "flink", key = ["order_id"], order_by = ["ts"] }"#,
         );
         let run = run_orders(&ws);
         assert_eq!(run.code, 2, "{}", run.stdout);
