@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,13 +111,7 @@ const COMPLETIONS_EXAMPLE: &str = "Example:
 
 Exit codes: 0 printed, 2 unknown shell.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum OutputFormat {
-    #[default]
-    Text,
-    Json,
-    Markdown,
-}
+pub use crate::report::OutputFormat;
 
 /// Flags shared by every command that produces a report.
 #[derive(Debug, Args)]

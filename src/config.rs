@@ -650,11 +650,20 @@ pub struct Plan {
     pub all_checks: Vec<CheckSpec>,
 }
 
+/// Where and how to push a run's metrics.
+#[derive(Debug, Clone)]
+pub struct PushgatewaySpec {
+    pub url: String,
+    pub job: String,
+    pub grouping: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
 /// Where a run's metrics go; empty means nowhere.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsSpec {
     pub textfile: Option<PathBuf>,
-    pub pushgateway: Option<crate::metrics::Pushgateway>,
+    pub pushgateway: Option<PushgatewaySpec>,
 }
 
 impl MetricsSpec {
@@ -688,7 +697,7 @@ impl MetricsSpec {
                         );
                     }
                 }
-                Some(crate::metrics::Pushgateway {
+                Some(PushgatewaySpec {
                     url: url.to_string(),
                     job: config.job.clone().unwrap_or_else(|| "dualrun".to_string()),
                     grouping: config.grouping.clone(),
@@ -880,7 +889,7 @@ impl EngineSpec {
     ) -> Result<EngineSpec> {
         let url = engine_flag
             .or(config.url.as_deref())
-            .map(crate::distributed::parse_url)
+            .map(parse_engine_url)
             .transpose()?;
         let memory_limit = match memory_flag.or(config.memory_limit.as_deref()) {
             Some(text) => {
@@ -1452,6 +1461,22 @@ fn resolve_location(base: &Path, location: &str) -> String {
         text.push('/');
     }
     text
+}
+
+/// The engine URL that starts an in-process scheduler and executor (tests, trying it out).
+pub const STANDALONE: &str = "ballista://standalone";
+
+/// Checks an `--engine` / `[engine] url` value: `ballista://HOST[:PORT]` or
+/// `ballista://standalone`.
+pub fn parse_engine_url(url: &str) -> Result<String> {
+    let Some(rest) = url.strip_prefix("ballista://") else {
+        bail!("engine URL '{url}': expected ballista://HOST:PORT or {STANDALONE}");
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        bail!("engine URL '{url}': expected ballista://HOST:PORT or {STANDALONE}");
+    }
+    Ok(format!("ballista://{host}"))
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@ use datafusion::prelude::{SessionContext, col, lit};
 use object_store::{PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog;
 use crate::config::CheckSpec;
 use crate::redact::redact_url;
-use crate::report::CheckReport;
+use crate::sources::store;
+use crate::verdict::CheckReport;
 use crate::verdict::CheckStatus;
 
 /// One check run. Field names are the history table's columns.
@@ -162,8 +162,8 @@ impl History {
             location.push('/');
         }
         let url =
-            catalog::table_url(&location).with_context(|| format!("history location {shown}"))?;
-        catalog::register_object_store(ctx, &url, store)
+            store::table_url(&location).with_context(|| format!("history location {shown}"))?;
+        store::register_object_store(ctx, &url, store)
             .with_context(|| format!("history location {shown}"))?;
         Ok(History { url, shown })
     }

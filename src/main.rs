@@ -1,16 +1,15 @@
 //! dualrun: run identical SQL on the batch and the stream tables of a migration and prove the
 //! answers are the same. This file only sets up logging and the runtime, runs the command and
-//! prints a failure once; `app` does the work and `verdict::Exit` decides the exit code.
+//! prints a failure once; `commands` does the work and `verdict::Exit` decides the exit code.
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use dualrun::cli::{Cli, Command};
-use dualrun::config::{CompareInput, Plan, RunFlags};
-use dualrun::trouble::Trouble;
+use dualrun::commands;
+use dualrun::report::OutputFormat;
 use dualrun::verdict::Exit;
-use dualrun::{app, cli, config, serve};
 
 /// What the panic hook saw, for the JSON error report printed after the unwind.
 static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -82,9 +81,9 @@ fn main() -> ExitCode {
             .and_then(|mut m| m.take())
             .unwrap_or_else(|| "internal error (please report it)".to_string());
         if let Some((format, output, names)) = &report_target
-            && *format == cli::OutputFormat::Json
+            && *format == OutputFormat::Json
         {
-            app::print_error_report(*format, output.as_deref(), names, &message);
+            commands::print_error_report(*format, output.as_deref(), names, &message);
         }
         Exit::Trouble
     });
@@ -112,125 +111,5 @@ async fn dispatch(cli: Cli) -> Exit {
     if std::env::var_os("DUALRUN_TEST_PANIC").is_some() {
         panic!("injected by DUALRUN_TEST_PANIC");
     }
-    let outcome = match cli.command {
-        Command::Compare(args) => {
-            let plan = Plan::from_compare(CompareInput {
-                batch: &args.batch,
-                stream: &args.stream,
-                input_formats: &args.input_formats,
-                csv_headers: &args.csv_headers,
-                sql: args.sql.as_deref(),
-                query: args.query.as_deref(),
-                key: &args.key,
-                tolerances: &args.tolerances,
-                ignore: &args.ignore,
-                sample: args.sample,
-                name: &args.name,
-                params: &args.report.params,
-                memory_limit: args.report.memory_limit.as_deref(),
-                engine: args.report.engine.as_deref(),
-                metrics_textfile: args.metrics.metrics_textfile.as_deref(),
-                pushgateway: args.metrics.pushgateway.as_deref(),
-                time_column: args.time_column.as_deref(),
-                window_column: args.window_column.as_deref(),
-                timeout: args.timeout.as_deref(),
-                redact: &args.redact,
-                min_rows: Some(args.min_rows),
-                allow_empty: args.allow_empty,
-                allow_nondeterministic: &args.allow_nondeterministic,
-                control: args.control,
-            });
-            let names = [args.name.clone()];
-            return run_and_emit(plan, &args.report, &names).await;
-        }
-        Command::Run(args) => {
-            let plan = Plan::from_config_file(
-                &args.config,
-                &RunFlags {
-                    checks: &args.checks,
-                    params: &args.report.params,
-                    memory_limit: args.report.memory_limit.as_deref(),
-                    engine: args.report.engine.as_deref(),
-                    metrics_textfile: args.metrics.metrics_textfile.as_deref(),
-                    pushgateway: args.metrics.pushgateway.as_deref(),
-                },
-            )
-            .map(|mut plan| {
-                if args.no_history {
-                    plan.history = None;
-                }
-                plan
-            });
-            return run_and_emit(plan, &args.report, &args.checks).await;
-        }
-        Command::Validate(args) => {
-            let flags = RunFlags {
-                params: &args.params,
-                ..Default::default()
-            };
-            match Plan::from_config_file(&args.config, &flags) {
-                Ok(plan) => app::validate(&plan).await,
-                Err(e) => Err(e),
-            }
-        }
-        Command::Serve(args) => serve::serve(args).await,
-        Command::History(args) => {
-            match Plan::from_config_file(&args.config, &RunFlags::default()) {
-                Ok(plan) => app::show_history(&plan, args.check.as_deref(), args.format).await,
-                Err(e) => Err(e),
-            }
-        }
-        Command::Gate(args) => match Plan::from_config_file(&args.config, &RunFlags::default()) {
-            Ok(plan) => app::show_gate(&plan, args.format, args.output.as_deref()).await,
-            Err(e) => Err(e),
-        },
-        Command::Init(args) => app::init(&args.output).map(|()| Exit::Match),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "dualrun",
-                &mut std::io::stdout(),
-            );
-            Ok(Exit::Match)
-        }
-    };
-    outcome.unwrap_or_else(|error| {
-        eprintln!("dualrun: error: {}", Trouble::of(&error).message);
-        Exit::Trouble
-    })
-}
-
-async fn run_and_emit(
-    plan: anyhow::Result<Plan>,
-    args: &cli::ReportArgs,
-    names: &[String],
-) -> Exit {
-    let mut metrics = config::MetricsSpec::default();
-    let outcome = match plan {
-        Ok(plan) => {
-            metrics = plan.metrics.clone();
-            app::run_plan(&plan).await
-        }
-        Err(e) => Err(e),
-    };
-    let emitted = match outcome {
-        Ok(report) => app::emit(&report, args).map(|exit| (report, exit)),
-        Err(e) => Err(e),
-    };
-    match emitted {
-        // The report is out before metrics are published: a failed push never hides it.
-        Ok((report, exit)) => match app::publish_metrics(&report, &metrics).await {
-            Ok(()) => exit,
-            Err(error) => {
-                eprintln!("dualrun: error: {}", Trouble::of(&error).message);
-                if exit == Exit::Match {
-                    Exit::Trouble
-                } else {
-                    exit
-                }
-            }
-        },
-        Err(error) => app::report_failure(args.format, args.output.as_deref(), names, &error),
-    }
+    commands::execute(cli.command).await
 }

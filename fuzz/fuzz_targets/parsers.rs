@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = dualrun::redact::scrub(text);
     let _ = dualrun::redact::redact_url(text);
     if text.contains("://") {
-        let _ = dualrun::catalog::table_url(text);
+        let _ = dualrun::sources::table_url(text);
     }
 });

@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
-use serde::Serialize;
 
+use super::result::{SchemaDiff, TypeChange};
 use crate::config::{CheckSpec, Tolerance};
 
 /// One compared column: its type on each side and the type both are compared in.
@@ -19,27 +19,6 @@ pub struct AlignedColumn {
     pub stream_type: DataType,
     pub common: DataType,
     pub tolerance: Option<Tolerance>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct SchemaDiff {
-    pub only_in_batch: Vec<String>,
-    pub only_in_stream: Vec<String>,
-    pub type_changes: Vec<TypeChange>,
-}
-
-impl SchemaDiff {
-    /// A column on one side only is a divergence; a type change alone is not.
-    pub fn diverges(&self) -> bool {
-        !self.only_in_batch.is_empty() || !self.only_in_stream.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TypeChange {
-    pub column: String,
-    pub batch: String,
-    pub stream: String,
 }
 
 #[derive(Debug, Clone)]

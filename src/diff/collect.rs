@@ -12,80 +12,15 @@ use datafusion::arrow::compute::kernels::cmp::gt;
 use datafusion::arrow::compute::sum;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
-use serde::Serialize;
-use serde_json::Value;
 
 use super::align::Alignment;
+use super::cell::cell_json;
+use super::columns::*;
 use super::explain::Explainer;
-use super::plan::*;
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Counts {
-    pub matched: u64,
-    pub missing_in_stream: u64,
-    pub extra_in_stream: u64,
-    pub mismatched: u64,
-    pub duplicate_keys_batch: u64,
-    pub duplicate_keys_stream: u64,
-}
-
-impl Counts {
-    pub fn divergent(&self) -> u64 {
-        self.missing_in_stream + self.extra_in_stream + self.mismatched
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct RowCounts {
-    pub batch: u64,
-    pub stream: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ColumnDiff {
-    pub name: String,
-    pub mismatched: u64,
-    #[serde(rename = "type")]
-    pub data_type: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tolerance: Option<String>,
-    /// How the mismatched values differ (absent when the column has none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<super::explain::DiffStats>,
-}
-
-/// One differing value of a mismatched row.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ValueDiff {
-    pub column: String,
-    pub batch: Value,
-    pub stream: Value,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RowSample {
-    /// The key of the row (keyed) or the whole row (keyless).
-    pub key: BTreeMap<String, Value>,
-    /// Values of the row on the side that has it (missing/extra), absent for keyless.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub values: BTreeMap<String, Value>,
-    /// The differing columns (mismatched rows only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub differences: Vec<ValueDiff>,
-    /// How many times this row is missing or extra (keyless duplicates).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Samples {
-    pub missing_in_stream: Vec<RowSample>,
-    pub extra_in_stream: Vec<RowSample>,
-    pub mismatched: Vec<RowSample>,
-}
+use super::result::{Counts, RowCounts, RowSample, Samples, ValueDiff};
 
 #[derive(Debug, Clone, Default)]
 pub struct Collected {
@@ -153,43 +88,6 @@ fn true_count(array: &BooleanArray) -> u64 {
     array.true_count() as u64
 }
 
-/// A cell as JSON: numbers and booleans as themselves, NULL as null, the rest as arrow prints it.
-pub fn cell_json(array: &ArrayRef, index: usize) -> Value {
-    if array.is_null(index) {
-        return Value::Null;
-    }
-    let options = FormatOptions::default();
-    let text = match ArrayFormatter::try_new(array.as_ref(), &options) {
-        Ok(formatter) => formatter.value(index).to_string(),
-        Err(_) => return Value::String(format!("<{}>", array.data_type())),
-    };
-    match array.data_type() {
-        DataType::Boolean => Value::Bool(array.as_boolean().value(index)),
-        t if t.is_integer() => text
-            .parse::<i128>()
-            .ok()
-            .and_then(serde_json::Number::from_i128)
-            .map(Value::Number)
-            .unwrap_or(Value::String(text)),
-        t if t.is_floating() => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .unwrap_or(Value::String(text)),
-        _ => Value::String(text),
-    }
-}
-
-/// A cell as people read it: NULL spelled out, everything else as arrow prints it.
-pub fn cell_text(array: &ArrayRef, index: usize) -> String {
-    match cell_json(array, index) {
-        Value::Null => "NULL".to_string(),
-        Value::String(s) => s,
-        other => other.to_string(),
-    }
-}
-
 fn row_converter(batch: &RecordBatch, names: &[String]) -> Result<(RowConverter, Vec<ArrayRef>)> {
     let arrays: Vec<ArrayRef> = names
         .iter()
@@ -236,7 +134,7 @@ impl<'a> KeyedCollector<'a> {
             .map(differs_name)
             .collect();
         if packing.is_some() {
-            differs_columns.push(super::pack::PACKED_DIFFERS.to_string());
+            differs_columns.push(PACKED_DIFFERS.to_string());
         }
         let mut order_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
         order_names.push(BATCH_OCCURRENCE.to_string());
@@ -576,12 +474,12 @@ impl<'a> KeylessCollector<'a> {
         let Some(packing) = &self.packing else {
             return Ok(batch);
         };
-        let packed = column(&batch, super::pack::PACKED)?.clone();
+        let packed = column(&batch, PACKED)?.clone();
         let values = packing.decode(&packed)?;
         let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-            if field.name() != super::pack::PACKED {
+            if field.name() != PACKED {
                 fields.push(field.clone());
                 columns.push(array.clone());
             }

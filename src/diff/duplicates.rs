@@ -39,11 +39,10 @@ use futures::StreamExt;
 
 use super::align::Alignment;
 use super::collect::{KeyedCollector, and_not};
+use super::columns::{self, BATCH_PRESENT, BATCH_ROW_ID, STREAM_PRESENT, STREAM_ROW_ID};
 use super::explain::Explainer;
 use super::pack::Packing;
-use super::plan::{
-    self, BATCH_PRESENT, BATCH_ROW_ID, KeyedShape, RowIds, STREAM_PRESENT, STREAM_ROW_ID,
-};
+use super::plan::{self, KeyedShape, RowIds};
 
 /// Unpaired rows whose key hashes are remembered per side; beyond it the pass gives up.
 const MAX_UNPAIRED_KEYS: usize = 4_000_000;
@@ -519,8 +518,8 @@ fn rebuild_sides(
             fields.push(Field::new(&key.name, key.common.clone(), true));
         }
         for (v, value) in alignment.values.iter().enumerate() {
-            let b = column(&unpacked, &plan::batch_value_name(v))?;
-            let s = column(&unpacked, &plan::stream_value_name(v))?;
+            let b = column(&unpacked, &columns::batch_value_name(v))?;
+            let s = column(&unpacked, &columns::stream_value_name(v))?;
             let picks: Vec<(usize, usize)> = rows.to_vec();
             columns.push(interleave(&[b.as_ref(), s.as_ref()], &picks)?);
             fields.push(Field::new(&value.name, value.common.clone(), true));

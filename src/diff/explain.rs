@@ -15,10 +15,10 @@ use anyhow::Result;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::align::{AlignedColumn, SchemaDiff, is_numeric, is_temporal};
+use super::align::{AlignedColumn, is_numeric, is_temporal};
+use super::result::{Bucket, DiffStats, Finding, FindingKind, Histogram, SchemaDiff, ValuePair};
 
 /// Distinct (batch → stream) pairs remembered per column; beyond it new pairs are not tracked.
 const MAX_PAIRS: usize = 1000;
@@ -26,57 +26,6 @@ const MAX_PAIRS: usize = 1000;
 const TOP_PAIRS: usize = 5;
 /// Windows (values of the window column) tracked for late data and the histogram.
 const MAX_WINDOWS: usize = 10_000;
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Finding {
-    pub kind: String,
-    pub columns: Vec<String>,
-    pub rows: u64,
-    /// One sentence a person can act on.
-    pub evidence: String,
-    /// The figures behind the sentence.
-    pub details: Value,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct DiffStats {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_abs_diff: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mean_abs_diff: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_rel_diff: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mean_rel_diff: Option<f64>,
-    /// Most frequent (batch value → stream value) pairs among the mismatched rows.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub top_pairs: Vec<ValuePair>,
-}
-
-/// A NULL is `None` (JSON `null`), never the text "NULL", which may be a real value.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ValuePair {
-    pub batch: Option<String>,
-    pub stream: Option<String>,
-    pub rows: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Histogram {
-    /// What the buckets are: `hour(event_time)` or a column name.
-    pub dimension: String,
-    pub buckets: Vec<Bucket>,
-    /// True when more buckets existed than were kept.
-    pub truncated: bool,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Bucket {
-    pub value: String,
-    pub missing_in_stream: u64,
-    pub extra_in_stream: u64,
-    pub mismatched: u64,
-}
 
 /// Where the time and window columns are found in the diff output.
 #[derive(Debug, Clone)]
@@ -194,7 +143,7 @@ fn text_of(array: &ArrayRef) -> Option<Vec<Option<String>>> {
 }
 
 fn display(array: &ArrayRef, index: usize) -> String {
-    super::collect::cell_text(array, index)
+    super::cell::cell_text(array, index)
 }
 
 fn round_to(value: f64, decimals: usize) -> f64 {
@@ -426,7 +375,7 @@ impl Explainer {
         self.late_data(missing_total, &mut out);
         if self.duplicate_extra > 0 {
             out.push(Finding {
-                kind: "duplicates".into(),
+                kind: FindingKind::Duplicates,
                 columns: Vec::new(),
                 rows: self.duplicate_extra,
                 evidence: if keyed {
@@ -482,7 +431,7 @@ impl Explainer {
                 ));
             }
             out.push(Finding {
-                kind: "schema_drift".into(),
+                kind: FindingKind::SchemaDrift,
                 columns,
                 rows: 0,
                 evidence: format!("the results' schemas differ: {}", parts.join("; ")),
@@ -527,7 +476,7 @@ impl Explainer {
             " of the compared window"
         };
         out.push(Finding {
-            kind: "late_data".into(),
+            kind: FindingKind::LateData,
             columns: vec![time_name.clone()],
             rows: missing_total,
             evidence: format!(
@@ -611,8 +560,8 @@ fn observe_text(t: &mut TextStats, b: &ArrayRef, s: &ArrayRef) {
 fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Vec<Finding>) {
     let name = &column.name;
     let rows = acc.rows;
-    let one = |kind: &str, evidence: String, details: Value| Finding {
-        kind: kind.into(),
+    let one = |kind: FindingKind, evidence: String, details: Value| Finding {
+        kind,
         columns: vec![name.clone()],
         rows,
         evidence,
@@ -627,7 +576,7 @@ fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Ve
         if total == rows && nulls.len() == 1 {
             let (value, _) = nulls.iter().next().expect("one entry");
             out.push(one(
-                "null_vs_default",
+                FindingKind::NullVsDefault,
                 format!("all {rows} differences in {name} are NULL in {side} where {other} has {value:?}: one side writes a default for a missing value"),
                 json!({"null_side": side, "value": value}),
             ));
@@ -652,7 +601,7 @@ fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Ve
                 let close = |r: f64| (r / factor - 1.0).abs() < 1e-6;
                 if close(lo) && close(hi) {
                     out.push(one(
-                        "unit_shift",
+                        FindingKind::UnitShift,
                         format!("every differing {name} in stream is {} × the batch value: a unit mix-up (e.g. ms vs s, cents vs units)", trim_float(factor)),
                         json!({"factor": factor}),
                     ));
@@ -663,7 +612,7 @@ fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Ve
         if n.max_rel <= 1e-6 {
             let tolerance = format!("rel:{}", trim_float(suggest(n.max_rel)));
             out.push(one(
-                "precision",
+                FindingKind::Precision,
                 format!(
                     "all {rows} differences in {name} are below {} (relative {}): floating-point precision; tolerance {tolerance} would accept them",
                     trim_float(suggest(n.max_abs)),
@@ -675,7 +624,7 @@ fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Ve
         }
         if let Some(k) = (0..n.rounding.len()).find(|&k| n.rounding[k] == rows) {
             out.push(one(
-                "precision",
+                FindingKind::Precision,
                 format!("all {rows} differences in {name} are rounding to {k} decimal places; tolerance abs:{} would accept them", trim_float(suggest(n.max_abs))),
                 json!({"rounding_decimals": k, "max_abs_diff": n.max_abs, "suggested_tolerance": format!("abs:{}", trim_float(suggest(n.max_abs)))}),
             ));
@@ -691,7 +640,7 @@ fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Ve
             .map(|(h, n)| format!("{h:+}h: {n}"))
             .collect();
         out.push(one(
-            "timezone_shift",
+            FindingKind::TimezoneShift,
             format!("every difference in {name} is a whole number of hours ({}): a timezone or DST handling difference", offsets.join(", ")),
             json!({"hours": t.whole_hours}),
         ));
@@ -706,7 +655,7 @@ fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Ve
         ] {
             if count == rows {
                 out.push(one(
-                    "text_normalisation",
+                    FindingKind::TextNormalisation,
                     format!("all {rows} differences in {name} vanish under {what}"),
                     json!({"normalisation": what}),
                 ));

@@ -2,12 +2,15 @@
 //! rows, and consume it once into counts, per-column statistics and samples.
 
 pub mod align;
+mod cell;
 pub mod collect;
+pub mod columns;
 pub mod duplicates;
 pub mod explain;
 pub mod pack;
 pub mod partition;
 pub mod plan;
+mod result;
 pub mod scan;
 
 use std::sync::Arc;
@@ -21,29 +24,12 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execut
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 
-pub use align::SchemaDiff;
-pub use collect::{ColumnDiff, Counts, RowCounts, Samples};
+pub use cell::{cell_json, cell_text};
+pub use result::*;
 
-use crate::catalog::Catalog;
 use crate::config::{CheckSpec, Side, Tolerance};
 use crate::engine::{Engine, scanned_tables};
-
-#[derive(Debug, Clone)]
-pub struct DiffResult {
-    pub rows: RowCounts,
-    pub counts: Counts,
-    pub columns: Vec<ColumnDiff>,
-    pub schema: SchemaDiff,
-    pub samples: Samples,
-    /// Whether duplicate keys made the diff pair rows by occurrence.
-    pub paired_by_occurrence: bool,
-    /// What the diff plan read, per side.
-    pub scan: scan::ScanStats,
-    /// Causes the statistics point to.
-    pub findings: Vec<explain::Finding>,
-    /// Where divergent rows fall along the time or window column.
-    pub histogram: Option<explain::Histogram>,
-}
+use crate::sources::Catalog;
 
 async fn execute(state: &SessionState, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
     DataFrame::new(state.clone(), plan)
@@ -141,7 +127,7 @@ pub async fn run(
         + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
     let state = engine.diff_state(input_bytes);
     if engine.remote.is_some() {
-        crate::distributed::ensure_distributable(&check.name, &batch, &stream)?;
+        crate::engine::ballista::ensure_distributable(&check.name, &batch, &stream)?;
     }
     for (what, column) in [
         ("time_column", &check.time_column),
@@ -171,8 +157,8 @@ pub async fn run(
     let mut explainer = explain::Explainer::new(
         &alignment.values,
         explain::Dimensions {
-            time: dimension(&check.time_column, plan::TIME),
-            window: dimension(&check.window_column, plan::WINDOW),
+            time: dimension(&check.time_column, columns::TIME),
+            window: dimension(&check.window_column, columns::WINDOW),
         },
     );
     let packing = choose_packing(engine, &alignment, check);
@@ -182,7 +168,7 @@ pub async fn run(
     // (On Ballista the cluster spreads the work over its executors instead of buckets.)
     let buckets = partition::bucket_count(engine.spec.buckets, engine.memory_budget(), input_bytes)
         .filter(|_| engine.remote.is_none());
-    let mut scan = scan::ScanStats::default();
+    let mut scan = ScanStats::default();
     let (collected, paired_by_occurrence) = match buckets {
         Some(buckets) => {
             tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
@@ -296,7 +282,7 @@ pub async fn run(
         catalog.files_of(Side::Batch, batch_tables.iter().map(String::as_str));
     scan.stream.files_listed =
         catalog.files_of(Side::Stream, stream_tables.iter().map(String::as_str));
-    let mut result = DiffResult {
+    let result = DiffResult {
         findings,
         histogram,
         scan,
@@ -307,7 +293,6 @@ pub async fn run(
         samples: collected.samples,
         paired_by_occurrence,
     };
-    redact(&mut result, &check.redact);
     Ok(result)
 }
 
@@ -455,63 +440,6 @@ async fn keyed_pass(
         with_occurrence,
         physical: Some(physical),
     })
-}
-
-/// Masks the values of personal-data columns wherever a report could show them: samples,
-/// value pairs and the details of findings. Counts stay exact.
-fn redact(result: &mut DiffResult, columns: &[String]) {
-    use serde_json::Value;
-    if columns.is_empty() {
-        return;
-    }
-    let hidden = || Value::String("***".into());
-    let samples = &mut result.samples;
-    for sample in samples
-        .missing_in_stream
-        .iter_mut()
-        .chain(samples.extra_in_stream.iter_mut())
-        .chain(samples.mismatched.iter_mut())
-    {
-        for column in columns {
-            if let Some(value) = sample.key.get_mut(column) {
-                *value = hidden();
-            }
-            if let Some(value) = sample.values.get_mut(column) {
-                *value = hidden();
-            }
-        }
-        for difference in sample
-            .differences
-            .iter_mut()
-            .filter(|d| columns.contains(&d.column))
-        {
-            difference.batch = hidden();
-            difference.stream = hidden();
-        }
-    }
-    for column in result
-        .columns
-        .iter_mut()
-        .filter(|c| columns.contains(&c.name))
-    {
-        if let Some(stats) = &mut column.stats {
-            stats.top_pairs.clear();
-        }
-    }
-    for finding in result
-        .findings
-        .iter_mut()
-        .filter(|f| f.columns.iter().any(|c| columns.contains(c)))
-    {
-        if finding.kind == "null_vs_default" {
-            finding.evidence = format!(
-                "all {} differences in {} are NULL on one side where the other has one constant (value redacted)",
-                finding.rows,
-                finding.columns.join(", ")
-            );
-            finding.details = serde_json::json!({"value": "***"});
-        }
-    }
 }
 
 #[cfg(test)]

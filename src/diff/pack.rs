@@ -34,14 +34,9 @@ use datafusion::logical_expr::{
 };
 
 use super::align::AlignedColumn;
-use super::plan::{batch_value_name, differs_name, stream_value_name};
-
-/// Output columns of a packed diff: both sides' packed values, and whether they differ.
-pub const BATCH_PACKED: &str = "__dr_bpk";
-pub const STREAM_PACKED: &str = "__dr_spk";
-pub const PACKED_DIFFERS: &str = "__dr_pkd";
-/// The packed column on each side before the join.
-pub const PACKED: &str = "__dr_pk";
+use super::columns::{
+    BATCH_PACKED, PACKED_DIFFERS, STREAM_PACKED, batch_value_name, differs_name, stream_value_name,
+};
 
 /// The largest data buffer a binary view can address (offsets are 32-bit).
 const MAX_BLOCK: u64 = u32::MAX as u64;

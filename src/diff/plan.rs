@@ -23,38 +23,9 @@ use datafusion::logical_expr::{
 };
 
 use super::align::{AlignedColumn, Alignment, is_float};
-use super::pack::{BATCH_PACKED, PACKED, PACKED_DIFFERS, Packing, STREAM_PACKED};
+use super::columns::*;
+use super::pack::Packing;
 use crate::config::Tolerance;
-
-pub const PRESENT: &str = "__dr_present";
-pub const OCCURRENCE: &str = "__dr_occ";
-pub const COUNT: &str = "__dr_n";
-pub const BATCH_PRESENT: &str = "__dr_bp";
-pub const STREAM_PRESENT: &str = "__dr_sp";
-pub const BATCH_OCCURRENCE: &str = "__dr_bocc";
-/// Each side's row number (see [`RowIds`]), and both in the keyed output.
-pub const ROW_ID: &str = "__dr_id";
-pub const BATCH_ROW_ID: &str = "__dr_bid";
-pub const STREAM_ROW_ID: &str = "__dr_sid";
-pub const STREAM_OCCURRENCE: &str = "__dr_socc";
-pub const BATCH_COUNT: &str = "__dr_bn";
-pub const STREAM_COUNT: &str = "__dr_sn";
-pub const MATCHED_COUNT: &str = "__dr_matched";
-pub const MISSING_COUNT: &str = "__dr_missing";
-pub const EXTRA_COUNT: &str = "__dr_extra";
-/// The time and window columns of the findings, whichever side has the row (batch first).
-pub const TIME: &str = "__dr_time";
-pub const WINDOW: &str = "__dr_window";
-
-pub fn differs_name(i: usize) -> String {
-    format!("__dr_d{i}")
-}
-pub fn batch_value_name(i: usize) -> String {
-    format!("__dr_b{i}")
-}
-pub fn stream_value_name(i: usize) -> String {
-    format!("__dr_s{i}")
-}
 
 fn qualified(side: &str, name: &str) -> Expr {
     Expr::Column(Column::new(Some(side), name))

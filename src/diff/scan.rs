@@ -7,29 +7,11 @@ use std::sync::Arc;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::ExecutionPlan;
-use serde::Serialize;
 
-use crate::catalog::Catalog;
 use crate::config::Side;
+use crate::sources::Catalog;
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct SideScan {
-    /// Files the plan read.
-    pub files: u64,
-    /// Files listed for the tables the query reads (before pruning).
-    pub files_listed: u64,
-    /// Size of the files read.
-    pub bytes: u64,
-    /// Bytes actually fetched (Parquet reads only the needed columns and row groups), where the
-    /// format reports it.
-    pub bytes_scanned: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct ScanStats {
-    pub batch: SideScan,
-    pub stream: SideScan,
-}
+use super::result::ScanStats;
 
 fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<(String, u64)>, u64)>) {
     if let Some(exec) = plan.downcast_ref::<DataSourceExec>()

@@ -44,7 +44,7 @@ async fn diff_with(
     let s = state.create_logical_plan(stream).await?;
     run(
         &engine,
-        &crate::catalog::Catalog::default(),
+        &crate::sources::Catalog::default(),
         spec,
         b,
         s,
@@ -458,13 +458,13 @@ async fn samples_are_the_smallest_keys() {
 }
 
 fn kinds(d: &DiffResult) -> Vec<&str> {
-    d.findings.iter().map(|f| f.kind.as_str()).collect()
+    d.findings.iter().map(|f| f.kind.name()).collect()
 }
 
-fn finding<'a>(d: &'a DiffResult, kind: &str) -> &'a explain::Finding {
+fn finding<'a>(d: &'a DiffResult, kind: &str) -> &'a Finding {
     d.findings
         .iter()
-        .find(|f| f.kind == kind)
+        .find(|f| f.kind.name() == kind)
         .unwrap_or_else(|| panic!("no {kind} finding in {:?}", d.findings))
 }
 
@@ -850,7 +850,7 @@ mod properties {
             let spec = check(key, &[], &[]);
             run(
                 &engine,
-                &crate::catalog::Catalog::default(),
+                &crate::sources::Catalog::default(),
                 &spec,
                 b,
                 s,

@@ -121,7 +121,12 @@ pub fn render(report: &RunReport) -> String {
         if !check.findings.is_empty() {
             let _ = writeln!(out, "\n**Findings**\n");
             for finding in &check.findings {
-                let _ = writeln!(out, "- **{}**: {}", finding.kind, cell(&finding.evidence));
+                let _ = writeln!(
+                    out,
+                    "- **{}**: {}",
+                    finding.kind.name(),
+                    cell(&finding.evidence)
+                );
             }
         }
         if let Some(histogram) = &check.histogram {

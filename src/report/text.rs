@@ -6,7 +6,7 @@ use std::fmt::Write;
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use similar::{ChangeTag, TextDiff};
 
-use super::{CheckReport, RunReport, TextStyle, show, show_key, show_text};
+use super::{CheckReport, RunReport, TextStyle, gate, show, show_key, show_text};
 use crate::verdict::CheckStatus;
 use crate::words::plural;
 
@@ -100,7 +100,7 @@ pub fn render(report: &RunReport, style: TextStyle) -> String {
         out.push('\n');
     }
     if let Some(gate) = &report.gate {
-        out.push_str(&crate::gate::render_text(gate, width));
+        out.push_str(&gate::text(gate, width));
         out.push('\n');
     }
     for problem in &report.problems {
@@ -307,7 +307,7 @@ fn render_control(out: &mut String, check: &CheckReport, color: bool, width: usi
     out.push_str(&wrap(&words, " ", width, "  ", "    "));
 }
 
-fn describe_stats(stats: Option<&crate::diff::explain::DiffStats>) -> String {
+fn describe_stats(stats: Option<&crate::diff::DiffStats>) -> String {
     let Some(stats) = stats else {
         return String::new();
     };
@@ -342,7 +342,7 @@ fn render_findings(out: &mut String, check: &CheckReport, color: bool, width: us
         } else {
             format!(" [{}]", finding.columns.join(", "))
         };
-        let head = format!("{}{columns}:", paint(&finding.kind, "1;36", color));
+        let head = format!("{}{columns}:", paint(finding.kind.name(), "1;36", color));
         let mut words = vec![head.as_str()];
         words.extend(finding.evidence.split(' '));
         out.push_str(&wrap(&words, " ", width, "    • ", "      "));
@@ -354,8 +354,7 @@ fn render_histogram(out: &mut String, check: &CheckReport, width: usize) {
         return;
     };
     const MAX_LINES: usize = 30;
-    let total =
-        |b: &crate::diff::explain::Bucket| b.missing_in_stream + b.extra_in_stream + b.mismatched;
+    let total = |b: &crate::diff::Bucket| b.missing_in_stream + b.extra_in_stream + b.mismatched;
     let largest = histogram
         .buckets
         .iter()
@@ -386,7 +385,7 @@ fn render_histogram(out: &mut String, check: &CheckReport, width: usize) {
 }
 
 fn scanned_line(check: &CheckReport) -> String {
-    let side = |s: &crate::diff::scan::SideScan| {
+    let side = |s: &crate::diff::SideScan| {
         format!(
             "{} of {} files ({} bytes, {} read)",
             s.files, s.files_listed, s.bytes, s.bytes_scanned

@@ -10,5 +10,6 @@ mod cli;
 mod determinism;
 mod gate;
 mod hardening;
+mod layers;
 mod monitoring;
 mod storage;

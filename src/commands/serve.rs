@@ -125,19 +125,19 @@ async fn shutdown_signal() {
 /// One run of every check: the config is re-read, the report kept, metrics published.
 async fn run_once(shared: &Shared) -> Option<RunReport> {
     let report = match plan(&shared.args) {
-        Ok(plan) => match crate::app::run_plan(&plan).await {
+        Ok(plan) => match super::run_plan(&plan).await {
             Ok(report) => {
-                if let Err(e) = crate::app::publish_metrics(&report, &plan.metrics).await {
+                if let Err(e) = super::publish_metrics(&report, &plan.metrics).await {
                     tracing::error!(
                         "publishing metrics: {}",
-                        crate::trouble::Trouble::of(&e).message
+                        crate::error::Trouble::of(&e).message
                     );
                 }
                 report
             }
-            Err(e) => crate::app::error_report(&[], &crate::trouble::Trouble::of(&e).message),
+            Err(e) => super::error_report(&[], &crate::error::Trouble::of(&e).message),
         },
-        Err(e) => crate::app::error_report(&[], &crate::trouble::Trouble::of(&e).message),
+        Err(e) => super::error_report(&[], &crate::error::Trouble::of(&e).message),
     };
     if let Some(error) = &report.error {
         tracing::error!("run failed: {error}");
@@ -163,7 +163,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}\n", crate::trouble::Trouble::of(&e).message),
+            format!("{}\n", crate::error::Trouble::of(&e).message),
         )
             .into_response(),
     }

@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod check;
+pub mod readiness;
+
+pub use check::{CheckReport, Compared};
+
 use crate::config::Evidence;
 use crate::diff::{DiffResult, Samples};
 

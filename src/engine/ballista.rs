@@ -10,21 +10,7 @@ use anyhow::{Result, bail};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 
-/// The engine URL that starts an in-process scheduler and executor (tests, trying it out).
-pub const STANDALONE: &str = "ballista://standalone";
-
-/// Checks an `--engine` / `[engine] url` value: `ballista://HOST[:PORT]` or
-/// `ballista://standalone`.
-pub fn parse_url(url: &str) -> Result<String> {
-    let Some(rest) = url.strip_prefix("ballista://") else {
-        bail!("engine URL '{url}': expected ballista://HOST:PORT or {STANDALONE}");
-    };
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains('/') {
-        bail!("engine URL '{url}': expected ballista://HOST:PORT or {STANDALONE}");
-    }
-    Ok(format!("ballista://{host}"))
-}
+pub use crate::config::STANDALONE;
 
 /// A session state that runs its plans on the Ballista scheduler at `url`, with `local`'s
 /// catalog and settings.
@@ -119,7 +105,7 @@ fn ensure_serializable(plan: &LogicalPlan, side: &str) -> Result<()> {
             anyhow!(
                 "the {side} side cannot run on Ballista (tables: {}): {}; Ballista runs listing tables (Parquet, CSV, NDJSON, Avro, Arrow) only, not Delta tables",
                 tables.join(", "),
-                crate::engine::clean_df_error(&e.to_string())
+                crate::error::clean_df_error(&e.to_string())
             )
         })
 }

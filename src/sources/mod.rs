@@ -22,15 +22,16 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::http::HttpBuilder;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
-use url::Url;
 
 use crate::config::{Format, Side, SourceSpec, StoreOptions, TableSpec};
 use crate::redact::redact_url;
+
+pub mod changelog;
+#[cfg(feature = "delta")]
+pub mod delta;
+pub mod store;
+
+pub use store::{register_object_store, table_url};
 
 /// The catalog name every table is registered under.
 pub const CATALOG: &str = "datafusion";
@@ -113,10 +114,12 @@ pub async fn register_tables(
             let registered = match &source.changelog {
                 None => register_one(ctx, side, &table.name, source, store).await,
                 Some(changelog) => {
-                    let raw = crate::changelog::raw_name(&table.name);
+                    let raw = crate::sources::changelog::raw_name(&table.name);
                     match register_one(ctx, side, &raw, source, store).await {
                         Ok(listed) => {
-                            match crate::changelog::view(ctx, side, &table.name, changelog).await {
+                            match crate::sources::changelog::view(ctx, side, &table.name, changelog)
+                                .await
+                            {
                                 Ok(view) => catalog
                                     .schema(side.name())
                                     .ok_or_else(|| {
@@ -294,7 +297,7 @@ async fn register_one(
 
 #[cfg(feature = "delta")]
 async fn is_delta_location(ctx: &SessionContext, url: &ListingTableUrl) -> bool {
-    crate::delta::is_delta(ctx, url).await
+    crate::sources::delta::is_delta(ctx, url).await
 }
 
 #[cfg(not(feature = "delta"))]
@@ -309,7 +312,7 @@ async fn register_delta(
     source: &SourceSpec,
     register: impl FnOnce(Arc<dyn datafusion::catalog::TableProvider>) -> Result<()>,
 ) -> Result<Listed> {
-    crate::delta::register(ctx, url, source, register).await
+    crate::sources::delta::register(ctx, url, source, register).await
 }
 
 #[cfg(not(feature = "delta"))]
@@ -369,141 +372,6 @@ fn file_format(format: Format, csv_header: bool) -> Arc<dyn FileFormat> {
         Format::Arrow => Arc::new(ArrowFormat),
         Format::Delta => unreachable!("Delta tables are registered by the delta module"),
     }
-}
-
-/// Parses a table location. Local paths must exist (the message says which); a directory gets a
-/// trailing slash so DataFusion lists it as a collection.
-pub fn table_url(location: &str) -> Result<ListingTableUrl> {
-    if let Some((scheme, _)) = location.split_once("://") {
-        let scheme = scheme.to_ascii_lowercase();
-        if !matches!(
-            scheme.as_str(),
-            "file"
-                | "s3"
-                | "s3a"
-                | "gs"
-                | "gcs"
-                | "az"
-                | "azure"
-                | "abfs"
-                | "abfss"
-                | "http"
-                | "https"
-        ) {
-            bail!(
-                "unsupported URL scheme '{scheme}://' (supported: a local path, file://, s3://, gs://, az://, abfss://, http(s)://)"
-            );
-        }
-        if scheme != "file" {
-            return ListingTableUrl::parse(location).map_err(|e| anyhow!("bad URL: {e}"));
-        }
-    }
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("path {path} does not exist"),
-        _ => anyhow!("path {path} cannot be read: {e}"),
-    })?;
-    let mut text = path.to_string();
-    if meta.is_dir() && !text.ends_with('/') {
-        text.push('/');
-    }
-    ListingTableUrl::parse(&text).map_err(|e| anyhow!("bad path {path}: {e}"))
-}
-
-/// Registers the object store of a remote URL, built from the standard environment of its
-/// cloud (AWS_*, GOOGLE_*, AZURE_*), once per bucket.
-pub fn register_object_store(
-    ctx: &SessionContext,
-    url: &ListingTableUrl,
-    options: &StoreOptions,
-) -> Result<()> {
-    let url: &Url = url.as_ref();
-    let scheme = url.scheme();
-    if scheme == "file" {
-        return Ok(());
-    }
-    let base = Url::parse(&format!("{}://{}", scheme, url.authority()))
-        .map_err(|e| anyhow!("bad URL: {e}"))?;
-    if ctx
-        .runtime_env()
-        .object_store_registry
-        .get_store(&base)
-        .is_ok()
-    {
-        return Ok(());
-    }
-    // Bounded retries with exponential backoff and a per-request timeout; set as config keys so
-    // the client options the environment gave (AWS_ALLOW_HTTP, proxies, …) are kept.
-    let retry = RetryConfig {
-        backoff: BackoffConfig::default(),
-        max_retries: options.retries,
-        retry_timeout: options.request_timeout * (options.retries as u32 + 1),
-    };
-    let timeout = humantime::format_duration(options.request_timeout).to_string();
-    let connect = humantime::format_duration(
-        options
-            .request_timeout
-            .min(std::time::Duration::from_secs(10)),
-    )
-    .to_string();
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => Arc::new(
-            AmazonS3Builder::from_env()
-                .with_url(base.as_str())
-                .with_retry(retry)
-                .with_config(
-                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                    &timeout,
-                )
-                .with_config(
-                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    &connect,
-                )
-                .build()
-                .map_err(|e| anyhow!("S3 configuration: {e}"))?,
-        ),
-        "gs" | "gcs" => Arc::new(
-            GoogleCloudStorageBuilder::from_env()
-                .with_url(base.as_str())
-                .with_retry(retry)
-                .with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), &timeout)
-                .with_config(
-                    GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    &connect,
-                )
-                .build()
-                .map_err(|e| anyhow!("GCS configuration: {e}"))?,
-        ),
-        "az" | "azure" | "abfs" | "abfss" => Arc::new(
-            MicrosoftAzureBuilder::from_env()
-                .with_url(url.as_str())
-                .with_retry(retry)
-                .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), &timeout)
-                .with_config(
-                    AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    &connect,
-                )
-                .build()
-                .map_err(|e| anyhow!("Azure configuration: {e}"))?,
-        ),
-        "http" | "https" => Arc::new(
-            HttpBuilder::new()
-                .with_url(base.as_str())
-                .with_retry(retry)
-                // The user asked for this very URL; plain http:// is only refused by default.
-                .with_config(
-                    ClientConfigKey::AllowHttp,
-                    if scheme == "http" { "true" } else { "false" },
-                )
-                .with_config(ClientConfigKey::Timeout, &timeout)
-                .with_config(ClientConfigKey::ConnectTimeout, &connect)
-                .build()
-                .map_err(|e| anyhow!("HTTP store: {e}"))?,
-        ),
-        other => bail!("unsupported URL scheme '{other}://'"),
-    };
-    ctx.register_object_store(&base, store);
-    Ok(())
 }
 
 /// Skips what pipelines leave beside their data: `_SUCCESS`, `_temporary/`, `.crc`, `.inprogress`

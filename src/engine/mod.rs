@@ -17,12 +17,14 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+pub mod ballista;
 mod exact;
 pub use exact::ExactSum;
 pub mod lint;
 
-use crate::catalog::{CATALOG, Catalog};
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side};
+use crate::error::clean_df_error;
+use crate::sources::{CATALOG, Catalog};
 
 pub struct Engine {
     /// The local session: catalog, planning, readiness probes and history.
@@ -230,7 +232,7 @@ impl Engine {
             exact::register(&ctx);
         }
         let remote = match &spec.url {
-            Some(url) => Some(crate::distributed::connect(ctx.state(), url).await?),
+            Some(url) => Some(crate::engine::ballista::connect(ctx.state(), url).await?),
             None => None,
         };
         Ok(Engine {
@@ -598,30 +600,4 @@ fn cte_names(statement: &DfStatement) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// DataFusion's messages carry a category prefix ("Error during planning: ") that helps its
-/// developers more than dualrun's users; keep the substance.
-pub fn clean_df_error(message: &str) -> String {
-    let mut text = message.trim();
-    for prefix in [
-        "Error during planning: ",
-        "SQL error: ",
-        "Schema error: ",
-        "This feature is not implemented: ",
-        "Arrow error: ",
-        "External error: ",
-    ] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            text = rest;
-        }
-    }
-    // sqlparser errors arrive as `ParserError("…")`.
-    if let Some(inner) = text
-        .strip_prefix("ParserError(\"")
-        .and_then(|t| t.strip_suffix("\")"))
-    {
-        text = inner;
-    }
-    text.to_string()
 }

@@ -10,8 +10,8 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTableBuilder;
 
-use crate::catalog::Listed;
 use crate::config::SourceSpec;
+use crate::sources::Listed;
 
 /// Whether the location holds a Delta log.
 pub async fn is_delta(ctx: &SessionContext, url: &ListingTableUrl) -> bool {

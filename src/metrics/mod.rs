@@ -1,5 +1,6 @@
 //! Prometheus metrics of a run, from one `prometheus` registry, and the three ways out: a
-//! node_exporter textfile, a Pushgateway, and the `/metrics` endpoint of `dualrun serve`.
+//! node_exporter textfile (`textfile`), a Pushgateway (`pushgateway`), and the `/metrics`
+//! endpoint of `dualrun serve` (which encodes [`registry`] itself).
 //!
 //! The one subtle rule: last-success timestamps only move forward when a check (or the whole
 //! run) reached a verdict, so a failed night never erases the evidence of the last good one.
@@ -7,16 +8,18 @@
 //! Pushgateway keeps them in groups that only successful runs replace, `serve` keeps them in memory.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
+use anyhow::Result;
 use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::report::RunReport;
 use crate::verdict::CheckStatus;
+
+mod pushgateway;
+mod textfile;
+
+pub use pushgateway::push;
+pub use textfile::write_textfile;
 
 pub const CHECK_LAST_SUCCESS: &str = "dualrun_check_last_success_timestamp_seconds";
 pub const RUN_LAST_SUCCESS: &str = "dualrun_last_success_timestamp_seconds";
@@ -294,7 +297,7 @@ pub fn registry(
     Ok(registry)
 }
 
-fn register_last_success(registry: &Registry, last_success: &LastSuccess) -> Result<()> {
+pub(crate) fn register_last_success(registry: &Registry, last_success: &LastSuccess) -> Result<()> {
     if !last_success.checks.is_empty() {
         let vec = gauge_vec(
             registry,
@@ -323,182 +326,11 @@ pub fn encode(registry: &Registry) -> Result<String> {
     Ok(String::from_utf8(buffer)?)
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// Writes the node_exporter textfile atomically: a temporary file in the same directory, then a
-/// rename, so a scrape never sees half a file. Last-success timestamps of the previous file are
-/// carried over for checks that did not reach a verdict this time.
-pub fn write_textfile(path: &Path, report: &RunReport) -> Result<()> {
-    let mut last_success = match std::fs::read_to_string(path) {
-        Ok(text) => LastSuccess::parse_exposition(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LastSuccess::default(),
-        Err(e) => bail!(
-            "cannot read the previous metrics textfile {}: {e}",
-            path.display()
-        ),
-    };
-    last_success.advance(report, unix_now());
-    let text = encode(&registry(report, &last_success, Families::All)?)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if path.file_name().is_none() {
-        bail!("metrics textfile {} has no file name", path.display());
-    }
-    // Written beside the target and renamed over it, so node_exporter never reads half a file;
-    // its name starts with a dot and does not end in .prom, which node_exporter skips.
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".dualrun-metrics-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write the metrics textfile in {}", dir.display()))?;
-    temporary
-        .write_all(text.as_bytes())
-        .with_context(|| format!("cannot write the metrics textfile {}", path.display()))?;
-    temporary.persist(path).map_err(|e| {
-        anyhow!(
-            "cannot move the metrics textfile into place at {}: {}",
-            path.display(),
-            e.error
-        )
-    })?;
-    Ok(())
-}
-
-/// Where and how to push.
-#[derive(Debug, Clone)]
-pub struct Pushgateway {
-    pub url: String,
-    pub job: String,
-    pub grouping: BTreeMap<String, String>,
-    pub timeout: Duration,
-}
-
-fn path_segment(name: &str, value: &str) -> String {
-    // base64 keeps any label value (slashes included) a single path segment.
-    let encoded = base64::engine::general_purpose::URL_SAFE.encode(value.as_bytes());
-    format!(
-        "/{name}@base64/{}",
-        if encoded.is_empty() {
-            "=".to_string()
-        } else {
-            encoded
-        }
-    )
-}
-
-impl Pushgateway {
-    fn group_url(&self, check: Option<&str>) -> String {
-        let mut url = self.url.trim_end_matches('/').to_string();
-        url.push_str("/metrics");
-        url.push_str(&path_segment("job", &self.job));
-        for (name, value) in &self.grouping {
-            url.push_str(&path_segment(name, value));
-        }
-        if let Some(check) = check {
-            url.push_str(&path_segment("check", check));
-        }
-        url
-    }
-
-    /// Pushes a run with PUT into three kinds of groups:
-    /// - `{job, …grouping}`: the run's results, replaced whole by every run (no stale series);
-    /// - `{job, …grouping, check=NAME}`: that check's last-success time, replaced only when the
-    ///   check reached a verdict;
-    /// - `{job, …grouping, check=""}`: the run's last-success time, replaced only when the whole
-    ///   run completed (an empty label is no label to Prometheus).
-    ///
-    /// So a failed run updates `up`/`passed` but leaves the last-success timestamps alone.
-    pub async fn push(&self, report: &RunReport) -> Result<()> {
-        let client = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| anyhow!("pushgateway client: {e}"))?;
-        let now = unix_now();
-        let results = encode(&registry(
-            report,
-            &LastSuccess::default(),
-            Families::ResultsOnly,
-        )?)?;
-        self.put(&client, self.group_url(None), results).await?;
-        for check in report
-            .checks
-            .iter()
-            .filter(|c| c.status != CheckStatus::Error)
-        {
-            let only = LastSuccess {
-                checks: [(check.name.clone(), now)].into(),
-                run: None,
-            };
-            self.put(
-                &client,
-                self.group_url(Some(&check.name)),
-                encode_last_success(&only)?,
-            )
-            .await?;
-        }
-        if run_completed(report) {
-            let only = LastSuccess {
-                checks: BTreeMap::new(),
-                run: Some(now),
-            };
-            self.put(
-                &client,
-                self.group_url(Some("")),
-                encode_last_success(&only)?,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn put(&self, client: &reqwest::Client, url: String, body: String) -> Result<()> {
-        let shown = crate::redact::redact_url(&self.url);
-        let response = client
-            .put(&url)
-            .header("Content-Type", "text/plain; version=0.0.4")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "push to the Pushgateway at {shown} failed: {}",
-                    describe_reqwest(e)
-                )
-            })?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            bail!(
-                "the Pushgateway at {shown} answered {status}: {}",
-                text.trim()
-            );
-        }
-        Ok(())
-    }
-}
-
-fn describe_reqwest(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".to_string()
-    } else if error.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        error.without_url().to_string()
-    }
-}
-
-/// Only the last-success families, for their own Pushgateway groups.
-fn encode_last_success(last_success: &LastSuccess) -> Result<String> {
-    let registry = Registry::new();
-    register_last_success(&registry, last_success)?;
-    encode(&registry)
 }
 
 #[cfg(test)]
@@ -517,11 +349,5 @@ mod tests {
         assert_eq!(parsed.checks.get("a\"b"), Some(&1.7e9));
         assert_eq!(parsed.checks.get("plain"), Some(&1.7e9));
         assert_eq!(parsed.checks.len(), 2);
-    }
-
-    #[test]
-    fn label_values_become_single_path_segments() {
-        assert_eq!(path_segment("check", "a/b"), "/check@base64/YS9i");
-        assert_eq!(path_segment("check", ""), "/check@base64/=");
     }
 }

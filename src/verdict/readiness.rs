@@ -14,9 +14,9 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
 use datafusion::prelude::DataFrame;
 use serde::Serialize;
 
-use crate::catalog::Catalog;
 use crate::config::{CheckSpec, Side, TableSpec};
 use crate::engine::Engine;
+use crate::sources::Catalog;
 
 pub const DEFAULT_WINDOW_END: &str = "CAST($run_date AS TIMESTAMP) + INTERVAL '1 day'";
 

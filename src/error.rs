@@ -64,7 +64,7 @@ impl Trouble {
             if let Some(df) = link.downcast_ref::<DataFusionError>() {
                 let root = df.find_root();
                 cause = Some(datafusion_cause(root));
-                parts.push(crate::engine::clean_df_error(&root.to_string()));
+                parts.push(clean_df_error(&root.to_string()));
                 break;
             }
             if link.downcast_ref::<object_store::Error>().is_some() {
@@ -105,6 +105,32 @@ fn datafusion_cause(error: &DataFusionError) -> Cause {
         DataFusionError::Internal(_) => Cause::Internal,
         _ => Cause::Query,
     }
+}
+
+/// DataFusion's messages carry a category prefix ("Error during planning: ") that helps its
+/// developers more than dualrun's users; keep the substance.
+pub fn clean_df_error(message: &str) -> String {
+    let mut text = message.trim();
+    for prefix in [
+        "Error during planning: ",
+        "SQL error: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "Arrow error: ",
+        "External error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            text = rest;
+        }
+    }
+    // sqlparser errors arrive as `ParserError("…")`.
+    if let Some(inner) = text
+        .strip_prefix("ParserError(\"")
+        .and_then(|t| t.strip_suffix("\")"))
+    {
+        text = inner;
+    }
+    text.to_string()
 }
 
 #[cfg(test)]
