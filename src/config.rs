@@ -615,18 +615,38 @@ impl Default for CheckGate {
 }
 
 impl CheckSpec {
-    /// Identifies what the check compares: its SQL, key, tolerances and ignored columns. A new
-    /// fingerprint restarts the check's clean streak. FNV-1a: stable across builds and platforms.
-    pub fn fingerprint(&self) -> String {
+    /// The text the fingerprint hashes, spelled out field by field so that renaming a field or
+    /// a variant in the code cannot change it (and silently reset every streak). It keeps the
+    /// form the first histories were written with: lists and strings quoted as Rust quotes
+    /// them, tolerances as `Numeric { abs: A, rel: R }` or `Temporal { abs: D }`.
+    pub fn canonical(&self) -> String {
+        let list = |items: &[String]| {
+            let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
         let mut text = format!(
-            "sql={}\nkey={:?}\nignore={:?}\n",
+            "sql={}\nkey={}\nignore={}\n",
             self.sql.trim(),
-            self.key,
-            self.ignore
+            list(&self.key),
+            list(&self.ignore)
         );
         for (column, tolerance) in &self.tolerances {
-            text.push_str(&format!("tolerance={column}:{tolerance:?}\n"));
+            let tolerance = match tolerance {
+                Tolerance::Numeric { abs, rel } => {
+                    format!("Numeric {{ abs: {abs:?}, rel: {rel:?} }}")
+                }
+                Tolerance::Temporal { abs } => format!("Temporal {{ abs: {abs:?} }}"),
+            };
+            text.push_str(&format!("tolerance={column}:{tolerance}\n"));
         }
+        text
+    }
+
+    /// Identifies what the check compares: its SQL, key, tolerances and ignored columns. A new
+    /// fingerprint restarts the check's clean streak. FNV-1a over [`CheckSpec::canonical`]:
+    /// stable across builds and platforms.
+    pub fn fingerprint(&self) -> String {
+        let text = self.canonical();
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in text.bytes() {
             hash ^= u64::from(byte);
@@ -1482,6 +1502,41 @@ pub fn parse_engine_url(url: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fingerprint decides which history records count for a check's streak: these values
+    /// were written by released builds, so a refactor that changes them would silently reset
+    /// every streak. They must never change.
+    #[test]
+    fn fingerprints_of_known_checks_are_pinned() {
+        let plan = Plan::from_config_text(
+            r#"
+            [tables.orders]
+            batch = "b/"
+            stream = "s/"
+
+            [[checks]]
+            name = "pinned"
+            sql = "SELECT order_id, amount, status FROM orders"
+            key = ["order_id"]
+            ignore = ["status"]
+            tolerance = { amount = "abs:0.01,rel:0.001" }
+
+            [[checks]]
+            name = "pinned_time"
+            sql = "SELECT order_id, status FROM orders"
+            key = ["order_id"]
+            tolerance = { status = "abs:2s" }
+            "#,
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!(plan.checks[0].fingerprint(), "581b7a622d8c2256");
+        assert_eq!(plan.checks[1].fingerprint(), "86ffc743ca2b41b9");
+        assert_eq!(
+            plan.checks[0].canonical(),
+            "sql=SELECT order_id, amount, status FROM orders\nkey=[\"order_id\"]\nignore=[\"status\"]\ntolerance=amount:Numeric { abs: 0.01, rel: 0.001 }\n"
+        );
+    }
 
     /// The fingerprint is stored in every history record: if it changed between versions, every
     /// check's clean streak would silently restart. Pinned; change it only on purpose.
