@@ -1,9 +1,11 @@
 //! Command-line surface: clap definitions only. Everything here is parsed into plain values and
-//! handed to `app`, so the flags stay a contract that is easy to read in one place.
+//! handed to `commands`, so the flags stay a contract that is easy to read in one place.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ByteSize, ColumnTolerance, HumanDuration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,7 +129,7 @@ pub struct ReportArgs {
     pub params: Vec<String>,
     /// Upper bound of the memory pool (e.g. 512MiB, 2GiB); operators spill to disk beyond it.
     #[arg(long, value_name = "SIZE")]
-    pub memory_limit: Option<String>,
+    pub memory_limit: Option<ByteSize>,
     /// Where the plans run: embedded DataFusion when absent, or a Ballista scheduler
     /// (ballista://HOST:PORT; ballista://standalone starts one in-process). Needs a build with
     /// the `ballista` feature.
@@ -176,7 +178,7 @@ pub struct CompareArgs {
     pub key: Vec<String>,
     /// Accepted difference for a column: COL=abs:X, COL=rel:X or COL=abs:X,rel:Y (temporal: abs:1s).
     #[arg(long = "tolerance", value_name = "COL=SPEC")]
-    pub tolerances: Vec<String>,
+    pub tolerances: Vec<ColumnTolerance>,
     /// Leave a column out of the comparison.
     #[arg(long = "ignore", value_name = "COL")]
     pub ignore: Vec<String>,
@@ -191,7 +193,7 @@ pub struct CompareArgs {
     pub window_column: Option<String>,
     /// Cancel the comparison when it runs longer than this (e.g. 30m).
     #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    pub timeout: Option<HumanDuration>,
     /// Never show this column's values in samples or findings (personal data).
     #[arg(long = "redact", value_name = "COL")]
     pub redact: Vec<String>,
@@ -255,7 +257,7 @@ pub struct ServeArgs {
     pub params: Vec<String>,
     /// Upper bound of the memory pool (e.g. 512MiB, 2GiB).
     #[arg(long, value_name = "SIZE")]
-    pub memory_limit: Option<String>,
+    pub memory_limit: Option<ByteSize>,
 }
 
 #[derive(Debug, Args)]

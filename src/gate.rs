@@ -169,3 +169,164 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
         checks: out,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The gate rules, one by one, on records built in memory.
+
+    use super::*;
+    use crate::config::Plan;
+
+    fn checks(extra: &str) -> Vec<CheckSpec> {
+        let text = format!(
+            "[gate]\nclean_runs = 3\n{extra}\n[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\n\
+             [[checks]]\nname = \"c\"\nsql = \"SELECT id, v FROM t\"\nkey = [\"id\"]\n\
+             [[checks]]\nname = \"other\"\nsql = \"SELECT id FROM t\"\n"
+        );
+        Plan::from_config_text(&text, std::path::Path::new(""))
+            .unwrap()
+            .all_checks
+    }
+
+    /// One night of check `c`: `status` on `day` (2026-11-DAY), run at `minute` past midnight.
+    fn night(
+        check: &CheckSpec,
+        day: u32,
+        status: CheckStatus,
+        ratio: f64,
+        minute: u32,
+    ) -> RunRecord {
+        let divergent = u64::from(status == CheckStatus::Diverged);
+        RunRecord {
+            run_id: format!("run-{day}-{minute}"),
+            check_name: check.name.clone(),
+            params: format!("{{\"run_date\":\"2026-11-{day:02}\"}}"),
+            run_date: Some(format!("2026-11-{day:02}")),
+            started_at: format!("2026-12-{day:02}T00:{minute:02}:00.000000Z"),
+            ended_at: format!("2026-12-{day:02}T00:{minute:02}:30.000000Z"),
+            status,
+            rows_batch: if status == CheckStatus::Empty { 0 } else { 100 },
+            rows_stream: if status == CheckStatus::Empty { 0 } else { 100 },
+            matched: 100 - divergent,
+            mismatched: divergent,
+            missing_in_stream: 0,
+            extra_in_stream: 0,
+            duplicate_keys_batch: 0,
+            duplicate_keys_stream: 0,
+            divergence_ratio: ratio,
+            schema_diverged: false,
+            dualrun_version: "test".into(),
+            config_hash: check.fingerprint(),
+            error: None,
+        }
+    }
+
+    fn gate_of(checks: &[CheckSpec], records: &[RunRecord]) -> GateCheck {
+        evaluate(checks, records).checks.remove(0)
+    }
+
+    use CheckStatus::*;
+
+    #[test]
+    fn clean_nights_in_a_row_prove_a_check() {
+        let checks = checks("");
+        let c = &checks[0];
+        let two: Vec<_> = (1..=2).map(|d| night(c, d, Match, 0.0, 0)).collect();
+        let gate = gate_of(&checks, &two);
+        assert_eq!(
+            (gate.clean_streak, gate.open, gate.stage),
+            (2, false, Stage::Proving)
+        );
+        let three: Vec<_> = (1..=3).map(|d| night(c, d, Match, 0.0, 0)).collect();
+        let gate = gate_of(&checks, &three);
+        assert_eq!(
+            (gate.clean_streak, gate.open, gate.stage),
+            (3, true, Stage::Proven)
+        );
+        // The other check has no runs: batch removal waits for it.
+        let report = evaluate(&checks, &three);
+        assert_eq!(
+            (report.ready, report.proven, report.required),
+            (false, 1, 2)
+        );
+        assert_eq!(report.checks[1].stage, Stage::NoRuns);
+    }
+
+    #[test]
+    fn a_divergence_resets_and_a_rerun_replaces_the_night() {
+        let checks = checks("");
+        let c = &checks[0];
+        let mut records = vec![
+            night(c, 1, Match, 0.0, 0),
+            night(c, 2, Diverged, 0.01, 0),
+            night(c, 3, Match, 0.0, 0),
+        ];
+        let gate = gate_of(&checks, &records);
+        assert_eq!((gate.clean_streak, gate.stage), (1, Stage::Proving));
+        assert_eq!(
+            gate.last_divergence.as_ref().map(|d| d.divergence_ratio),
+            Some(0.01)
+        );
+        // Night 2 run again after a fix: its latest record counts.
+        records.push(night(c, 2, Match, 0.0, 30));
+        let gate = gate_of(&checks, &records);
+        assert_eq!((gate.clean_streak, gate.open), (3, true));
+        assert!(gate.last_divergence.is_none());
+        // The newest night diverging: diverging, closed.
+        records.push(night(c, 4, Diverged, 0.5, 0));
+        let gate = gate_of(&checks, &records);
+        assert_eq!(
+            (gate.clean_streak, gate.open, gate.stage),
+            (0, false, Stage::Diverging)
+        );
+    }
+
+    #[test]
+    fn errors_not_ready_and_empty_nights_are_no_verdict() {
+        let checks = checks("");
+        let c = &checks[0];
+        let mut records = vec![
+            night(c, 1, Match, 0.0, 0),
+            night(c, 2, Error, 0.0, 0),
+            night(c, 3, Match, 0.0, 0),
+            night(c, 4, Empty, 0.0, 0),
+            night(c, 5, Match, 0.0, 0),
+        ];
+        let gate = gate_of(&checks, &records);
+        assert_eq!(
+            (gate.clean_streak, gate.empty_nights, gate.open),
+            (3, 1, true)
+        );
+        // Failing tonight: never proven, whatever the streak.
+        records.push(night(c, 6, NotReady, 0.0, 0));
+        let gate = gate_of(&checks, &records);
+        assert_eq!(
+            (gate.clean_streak, gate.open, gate.stage),
+            (3, false, Stage::Proving)
+        );
+        // An unstable night is dirty.
+        records.push(night(c, 7, Unstable, 0.0, 0));
+        assert_eq!(gate_of(&checks, &records).clean_streak, 0);
+    }
+
+    #[test]
+    fn tolerated_ratio_is_clean_and_a_new_definition_restarts() {
+        let tolerant = checks("max_divergence_ratio = 0.02");
+        let c = &tolerant[0];
+        let records: Vec<_> = (1..=3).map(|d| night(c, d, Diverged, 0.01, 0)).collect();
+        assert!(gate_of(&tolerant, &records).open);
+        // A column on one side only is never clean.
+        let mut drifted = records.clone();
+        drifted[2].schema_diverged = true;
+        assert_eq!(gate_of(&tolerant, &drifted).stage, Stage::Diverging);
+        // The policy of today judges old records: without the tolerance they diverge.
+        let strict = checks("");
+        assert_eq!(gate_of(&strict, &records).stage, Stage::Diverging);
+        // Records of another definition of the check (other SQL, key, tolerance) do not count.
+        let mut changed = records.clone();
+        for record in &mut changed {
+            record.config_hash = "0000000000000000".into();
+        }
+        assert_eq!(gate_of(&tolerant, &changed).stage, Stage::NoRuns);
+    }
+}

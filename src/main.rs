@@ -15,7 +15,10 @@ use dualrun::verdict::Exit;
 static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     // Where a report goes, kept aside so a panic still yields the report the flags asked for.
     let report_target = match &cli.command {
         Command::Compare(args) => Some((
@@ -88,6 +91,37 @@ fn main() -> ExitCode {
         Exit::Trouble
     });
     ExitCode::from(code.code())
+}
+
+/// A flag clap could not parse: its own message and exit code 2, and, when the command line asked
+/// for JSON, the JSON error report too, so a consumer of `--format json` always gets a document.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let wants_json = args
+        .windows(2)
+        .any(|pair| pair[0] == "--format" && pair[1] == "json")
+        || args.iter().any(|a| a == "--format=json");
+    let reports = args.iter().any(|a| a == "compare" || a == "run");
+    let _ = error.print();
+    if wants_json && reports {
+        let text = error.to_string();
+        let message = text
+            .lines()
+            .next()
+            .unwrap_or("bad command line")
+            .trim_start_matches("error: ");
+        commands::print_error_report(OutputFormat::Json, None, &[], message);
+    }
+    ExitCode::from(Exit::Trouble.code())
 }
 
 async fn interrupted() {

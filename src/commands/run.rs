@@ -29,7 +29,7 @@ pub async fn run(args: RunArgs) -> Exit {
         &RunFlags {
             checks: &args.checks,
             params: &args.report.params,
-            memory_limit: args.report.memory_limit.as_deref(),
+            memory_limit: args.report.memory_limit,
             engine: args.report.engine.as_deref(),
             metrics_textfile: args.metrics.metrics_textfile.as_deref(),
             pushgateway: args.metrics.pushgateway.as_deref(),

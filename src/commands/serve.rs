@@ -98,7 +98,7 @@ fn plan(args: &ServeArgs) -> Result<Plan> {
         &args.config,
         &RunFlags {
             params: &args.params,
-            memory_limit: args.memory_limit.as_deref(),
+            memory_limit: args.memory_limit,
             ..Default::default()
         },
     )
