@@ -300,3 +300,28 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE", default_value = "dualrun.toml")]
     pub output: PathBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Exit;
+
+    /// `--help` documents every exit code the commands can end with.
+    #[test]
+    fn help_lists_every_exit_code() {
+        for exit in [
+            Exit::Match,
+            Exit::Diverged,
+            Exit::Trouble,
+            Exit::NotReady,
+            Exit::Empty,
+            Exit::Interrupted,
+        ] {
+            let line = format!("\n  {:<4} ", exit.code());
+            assert!(
+                RUN_EXIT_CODES.contains(&line),
+                "{exit:?} missing from --help"
+            );
+        }
+    }
+}

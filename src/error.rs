@@ -30,6 +30,41 @@ pub enum Cause {
     Internal,
 }
 
+/// How a command ends, as a process exit code: like diff(1), 0 match, 1 diverged, 2 trouble;
+/// 3 when a stream was not ready (nothing diverged, nothing failed: run again later); 4 when a
+/// result was empty (nothing diverged, but nothing was compared either: no evidence); 130 when
+/// interrupted. `gate` ends Match when batch removal is ready, Diverged when not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Match,
+    Diverged,
+    Trouble,
+    NotReady,
+    Empty,
+    Interrupted,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Match => 0,
+            Exit::Diverged => 1,
+            Exit::Trouble => 2,
+            Exit::NotReady => 3,
+            Exit::Empty => 4,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+impl Cause {
+    /// Every failure ends the same way for the caller: trouble (2), whatever its cause; the
+    /// cause tells the user where to look, not the scheduler what to do.
+    pub fn exit(self) -> Exit {
+        Exit::Trouble
+    }
+}
+
 /// A failure with its cause and a one-line message; `chain` keeps every layer for `--verbose`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::json::ArrayWriter;
+use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -53,31 +54,37 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// The Arrow schema the records are read back with, inferred from one record as serde writes
+/// it: [`RunRecord`] is the only definition of the columns, so a field added there is a column
+/// here. The sample has every optional field set and a fractional ratio, so each column infers
+/// to its widest type.
 fn schema() -> Arc<Schema> {
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    let count = |name: &str| Field::new(name, DataType::UInt64, false);
-    Arc::new(Schema::new(vec![
-        text("run_id", false),
-        text("check_name", false),
-        text("params", false),
-        text("run_date", true),
-        text("started_at", false),
-        text("ended_at", false),
-        text("status", false),
-        count("rows_batch"),
-        count("rows_stream"),
-        count("matched"),
-        count("mismatched"),
-        count("missing_in_stream"),
-        count("extra_in_stream"),
-        count("duplicate_keys_batch"),
-        count("duplicate_keys_stream"),
-        Field::new("divergence_ratio", DataType::Float64, false),
-        Field::new("schema_diverged", DataType::Boolean, false),
-        text("dualrun_version", false),
-        text("config_hash", false),
-        text("error", true),
-    ]))
+    let sample = RunRecord {
+        run_id: String::new(),
+        check_name: String::new(),
+        params: String::new(),
+        run_date: Some(String::new()),
+        started_at: String::new(),
+        ended_at: String::new(),
+        status: CheckStatus::Match,
+        rows_batch: 0,
+        rows_stream: 0,
+        matched: 0,
+        mismatched: 0,
+        missing_in_stream: 0,
+        extra_in_stream: 0,
+        duplicate_keys_batch: 0,
+        duplicate_keys_stream: 0,
+        divergence_ratio: 0.5,
+        schema_diverged: false,
+        dualrun_version: String::new(),
+        config_hash: String::new(),
+        error: Some(String::new()),
+    };
+    let value = serde_json::to_value(&sample).unwrap_or_default();
+    let schema = infer_json_schema_from_iterator(std::iter::once(Ok(value)))
+        .unwrap_or_else(|_| Schema::empty());
+    Arc::new(schema)
 }
 
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -228,5 +235,28 @@ impl History {
                     .map_err(|e| anyhow!("a history record does not parse: {e}"))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of a record is a column of the schema it is read back with, with a type
+    /// that holds it (strings as text, counts as integers, the ratio as a float).
+    #[test]
+    fn the_schema_is_the_record() {
+        use datafusion::arrow::datatypes::DataType;
+        let schema = schema();
+        let names: std::collections::BTreeSet<&str> =
+            schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names.len(), 20, "{names:?}");
+        let type_of = |name: &str| schema.field_with_name(name).unwrap().data_type().clone();
+        assert_eq!(type_of("run_date"), DataType::Utf8);
+        assert_eq!(type_of("status"), DataType::Utf8);
+        assert_eq!(type_of("rows_batch"), DataType::Int64);
+        assert_eq!(type_of("divergence_ratio"), DataType::Float64);
+        assert_eq!(type_of("schema_diverged"), DataType::Boolean);
+        assert_eq!(type_of("error"), DataType::Utf8);
     }
 }

@@ -47,8 +47,9 @@ pub async fn execute(command: Command) -> Exit {
         }
     };
     outcome.unwrap_or_else(|error| {
-        eprintln!("dualrun: error: {}", Trouble::of(&error).message);
-        Exit::Trouble
+        let trouble = Trouble::of(&error);
+        eprintln!("dualrun: error: {}", trouble.message);
+        trouble.cause.exit()
     })
 }
 

@@ -5,39 +5,31 @@ use std::time::Duration;
 
 use super::*;
 
-/// The fingerprint decides which history records count for a check's streak: these values
-/// were written by released builds, so a refactor that changes them would silently reset
-/// every streak. They must never change.
+/// The canonical form the fingerprint hashes spells out every field itself (no `Debug`), in the
+/// form released builds wrote; a temporal tolerance too.
 #[test]
-fn fingerprints_of_known_checks_are_pinned() {
+fn canonical_form_is_pinned_for_temporal_tolerances() {
     let plan = Plan::from_config_text(
         r#"
-        [tables.orders]
-        batch = "b/"
-        stream = "s/"
+[tables.orders]
+batch = "b/"
+stream = "s/"
 
-        [[checks]]
-        name = "pinned"
-        sql = "SELECT order_id, amount, status FROM orders"
-        key = ["order_id"]
-        ignore = ["status"]
-        tolerance = { amount = "abs:0.01,rel:0.001" }
-
-        [[checks]]
-        name = "pinned_time"
-        sql = "SELECT order_id, status FROM orders"
-        key = ["order_id"]
-        tolerance = { status = "abs:2s" }
-        "#,
+[[checks]]
+name = "pinned_time"
+sql = "SELECT order_id, status FROM orders"
+key = ["order_id"]
+tolerance = { status = "abs:2s" }
+"#,
         Path::new(""),
     )
     .unwrap();
-    assert_eq!(plan.checks[0].fingerprint(), "581b7a622d8c2256");
-    assert_eq!(plan.checks[1].fingerprint(), "86ffc743ca2b41b9");
+    let check = &plan.checks[0];
     assert_eq!(
-        plan.checks[0].canonical(),
-        "sql=SELECT order_id, amount, status FROM orders\nkey=[\"order_id\"]\nignore=[\"status\"]\ntolerance=amount:Numeric { abs: 0.01, rel: 0.001 }\n"
+        check.canonical(),
+        "sql=SELECT order_id, status FROM orders\nkey=[\"order_id\"]\nignore=[]\ntolerance=status:Temporal { abs: 2s }\n"
     );
+    assert_eq!(check.fingerprint(), "86ffc743ca2b41b9");
 }
 
 /// The fingerprint is stored in every history record: if it changed between versions, every
@@ -147,4 +139,197 @@ fn params_need_identifier_names() {
     assert!(parse_params(&["run_date=2026-11-25".into()]).is_ok());
     assert!(parse_params(&["run-date=1".into()]).is_err());
     assert!(parse_params(&["nodelimiter".into()]).is_err());
+}
+
+/// Config mistakes, each refused with the key or value named (the binary's exit code and JSON
+/// report for them are tested once in tests/it/hardening.rs).
+#[test]
+fn config_mistakes_are_named() {
+    const TABLE: &str = "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\n";
+    const CHECK: &str = "[[checks]]\nname = \"c\"\nsql = \"SELECT * FROM t\"\n";
+    let cases: &[(&str, String, &str)] = &[
+        ("malformed TOML", "[tables.t\nbatch = 1".into(), "line 1"),
+        ("unknown top-level key", "[tabels.t]\n".into(), "tabels"),
+        (
+            "unknown table key",
+            format!("{TABLE}fromat = \"csv\"\n{CHECK}"),
+            "fromat",
+        ),
+        (
+            "unknown check key",
+            format!("{TABLE}{CHECK}keys = [\"id\"]\n"),
+            "keys",
+        ),
+        (
+            "per-check engine",
+            format!("{TABLE}{CHECK}engine = \"ballista://x:1\"\n"),
+            "can only ask for \"embedded\"",
+        ),
+        ("no checks", TABLE.into(), "no [[checks]]"),
+        (
+            "empty location",
+            format!("[tables.t]\nbatch = \"\"\nstream = \"s/\"\n{CHECK}"),
+            "batch is empty",
+        ),
+        (
+            "sql and query",
+            format!("{TABLE}{CHECK}query = \"q.sql\"\n"),
+            "exactly one of",
+        ),
+        (
+            "query file missing",
+            format!("{TABLE}[[checks]]\nname = \"c\"\nquery = \"q/missing.sql\"\n"),
+            "q/missing.sql",
+        ),
+        (
+            "two checks one name",
+            format!("{TABLE}{CHECK}{CHECK}"),
+            "two checks are named 'c'",
+        ),
+        (
+            "gate clean_runs 0",
+            format!("[gate]\nclean_runs = 0\n{TABLE}{CHECK}"),
+            "clean_runs must be at least 1",
+        ),
+        (
+            "gate ratio",
+            format!("[gate]\nmax_divergence_ratio = 2.0\n{TABLE}{CHECK}"),
+            "between 0 and 1",
+        ),
+        (
+            "required unknown",
+            format!("[gate]\nrequired = [\"x\"]\n{TABLE}{CHECK}"),
+            "required names check 'x'",
+        ),
+        (
+            "bad timeout",
+            format!("{TABLE}{CHECK}timeout = \"soon\"\n"),
+            "'soon' is not a duration",
+        ),
+        (
+            "bad format",
+            format!("[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nformat = \"xls\"\n{CHECK}"),
+            "unknown format 'xls'",
+        ),
+        (
+            "lateness without watermark",
+            format!("[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nlateness = \"1h\"\n{CHECK}"),
+            "lateness needs a watermark",
+        ),
+        (
+            "version and as_of",
+            format!(
+                "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nversion = 1\nas_of = \"2026-01-01T00:00:00Z\"\n{CHECK}"
+            ),
+            "version or as_of, not both",
+        ),
+        (
+            "tolerance spec",
+            format!("{TABLE}{CHECK}key = [\"id\"]\ntolerance = {{ v = \"abs\" }}\n"),
+            "tolerance of column 'v'",
+        ),
+        (
+            "key twice",
+            format!("{TABLE}{CHECK}key = [\"id\", \"id\"]\n"),
+            "key: column 'id' is given twice",
+        ),
+        (
+            "empty key column",
+            format!("{TABLE}{CHECK}key = [\" \"]\n"),
+            "key: empty column name",
+        ),
+        (
+            "min_rows and allow_empty",
+            format!("{TABLE}{CHECK}min_rows = 5\nallow_empty = true\n"),
+            "min_rows or allow_empty",
+        ),
+        (
+            "too many control runs",
+            format!("{TABLE}{CHECK}control = 99\n"),
+            "at most 8 control runs",
+        ),
+        (
+            "unknown nondeterminism",
+            format!("{TABLE}{CHECK}allow_nondeterministic = [\"sometimes\"]\n"),
+            "sometimes",
+        ),
+        (
+            "memory limit without unit",
+            format!("[engine]\nmemory_limit = \"512\"\n{TABLE}{CHECK}"),
+            "has no unit",
+        ),
+        (
+            "memory limit too small",
+            format!("[engine]\nmemory_limit = \"1MiB\"\n{TABLE}{CHECK}"),
+            "memory limit '1MiB' is too small",
+        ),
+        (
+            "join",
+            format!("[engine]\njoin = \"nested\"\n{TABLE}{CHECK}"),
+            "join 'nested'",
+        ),
+        (
+            "float aggregates",
+            format!("[engine]\nfloat_aggregates = \"fast\"\n{TABLE}{CHECK}"),
+            "fast",
+        ),
+        (
+            "target partitions 0",
+            format!("[engine]\ntarget_partitions = 0\n{TABLE}{CHECK}"),
+            "target_partitions must be at least 1",
+        ),
+        (
+            "engine URL",
+            format!("[engine]\nurl = \"spark://x\"\n{TABLE}{CHECK}"),
+            "expected ballista://HOST:PORT",
+        ),
+        (
+            "pushgateway scheme",
+            format!("[metrics]\npushgateway = \"ftp://x\"\n{TABLE}{CHECK}"),
+            "must be http:// or https://",
+        ),
+        (
+            "grouping label",
+            format!(
+                "[metrics]\npushgateway = \"http://x\"\ngrouping = {{ job = \"y\" }}\n{TABLE}{CHECK}"
+            ),
+            "grouping label 'job'",
+        ),
+        (
+            "unused param",
+            format!("[params]\nlo = 1\n{TABLE}{CHECK}"),
+            "no query uses $lo",
+        ),
+        (
+            "param not a date",
+            format!("[params]\nrun_date = \"2026-13-45\"\n{TABLE}{CHECK}"),
+            "is not a date",
+        ),
+        (
+            "changelog without key",
+            format!(
+                "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nstream_changelog = {{ shape = \"upsert\", key = [], order_by = [\"ts\"] }}\n{CHECK}"
+            ),
+            "key is empty",
+        ),
+        (
+            "changelog op on upsert",
+            format!(
+                "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nstream_changelog = {{ shape = \"upsert\", key = [\"id\"], order_by = [\"ts\"], op = \"o\" }}\n{CHECK}"
+            ),
+            "op applies to shape = \"flink\" only",
+        ),
+    ];
+    let dir = std::env::temp_dir();
+    for (what, text, expected) in cases {
+        let error = match Plan::from_config_text(text, &dir) {
+            Ok(_) => panic!("{what}: accepted:\n{text}"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(
+            error.contains(expected),
+            "{what}: {error:?} should contain {expected:?}"
+        );
+        assert!(!error.contains('\n'), "{what}: not one line: {error:?}");
+    }
 }

@@ -38,9 +38,10 @@ use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
 use super::align::Alignment;
-use super::collect::{KeyedCollector, and_not};
+use super::collect::and_not;
 use super::columns::{self, BATCH_PRESENT, BATCH_ROW_ID, STREAM_PRESENT, STREAM_ROW_ID};
 use super::explain::Explainer;
+use super::keyed::KeyedCollector;
 use super::pack::Packing;
 use super::plan::{self, KeyedShape, RowIds};
 

@@ -7,18 +7,23 @@
 //! Only divergent rows feed the per-column statistics, so their cost follows the number of
 //! divergences, not the size of the tables. The late-data window needs the time column of every
 //! batch row: that is the one per-row pass, and only when a `time_column` is configured.
+//!
+//! The per-column statistics live in `stats`, the rules that read them in `rules`; this file
+//! drives both and keeps what spans the whole output: late data (with the histogram per
+//! window), duplicates and schema drift.
 
-use crate::engine::ExactSum;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::compute::{cast, filter};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use serde_json::{Value, json};
 
 use super::align::{AlignedColumn, is_numeric, is_temporal};
 use super::result::{Bucket, DiffStats, Finding, FindingKind, Histogram, SchemaDiff, ValuePair};
+use super::rules::{column_findings, format_duration_nanos, format_instant};
+use super::stats::*;
 
 /// Distinct (batch → stream) pairs remembered per column; beyond it new pairs are not tracked.
 const MAX_PAIRS: usize = 1000;
@@ -34,48 +39,6 @@ pub struct Dimensions {
     pub time: Option<(String, String)>,
     /// Output column holding the window value (e.g. `dt`), and its name.
     pub window: Option<(String, String)>,
-}
-
-#[derive(Default, Clone)]
-struct NumericStats {
-    count: u64,
-    /// Exact sums: the means in the report must not change with the order batches arrive in.
-    sum_abs: ExactSum,
-    max_abs: f64,
-    sum_rel: ExactSum,
-    max_rel: f64,
-    /// Smallest and largest stream/batch ratio (both non-zero).
-    ratio: Option<(f64, f64)>,
-    ratio_rows: u64,
-    /// Rows where one side equals the other rounded to k decimals, k = 0..=6.
-    rounding: [u64; 7],
-}
-
-#[derive(Default, Clone)]
-struct TemporalStats {
-    count: u64,
-    /// Differences (stream − batch) that are whole non-zero hours, by hours.
-    whole_hours: BTreeMap<i64, u64>,
-}
-
-#[derive(Default, Clone)]
-struct TextStats {
-    count: u64,
-    trim: u64,
-    case: u64,
-    unicode: u64,
-}
-
-#[derive(Default, Clone)]
-struct ColumnAccumulator {
-    numeric: NumericStats,
-    temporal: TemporalStats,
-    text: TextStats,
-    /// Mismatched rows where exactly one side is NULL, and the other side's values.
-    null_in_batch: BTreeMap<String, u64>,
-    null_in_stream: BTreeMap<String, u64>,
-    pairs: HashMap<(Option<String>, Option<String>), u64>,
-    rows: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -101,73 +64,8 @@ pub struct Explainer {
     extra: u64,
 }
 
-fn as_f64(array: &ArrayRef) -> Option<ArrayRef> {
-    cast(array, &DataType::Float64).ok()
-}
-
-/// Nanoseconds since the epoch of a temporal array (dates at midnight).
-fn as_nanos(array: &ArrayRef) -> Option<Vec<Option<i64>>> {
-    let per_unit = |unit: &TimeUnit| match unit {
-        TimeUnit::Second => 1_000_000_000i64,
-        TimeUnit::Millisecond => 1_000_000,
-        TimeUnit::Microsecond => 1_000,
-        TimeUnit::Nanosecond => 1,
-    };
-    let factor = match array.data_type() {
-        DataType::Timestamp(unit, _)
-        | DataType::Duration(unit)
-        | DataType::Time32(unit)
-        | DataType::Time64(unit) => per_unit(unit),
-        DataType::Date32 => 86_400_000_000_000,
-        DataType::Date64 => 1_000_000,
-        _ => return None,
-    };
-    let ints = cast(array, &DataType::Int64).ok()?;
-    let ints = ints.as_primitive::<Int64Type>();
-    Some(
-        ints.iter()
-            .map(|v| v.map(|v| v.saturating_mul(factor)))
-            .collect(),
-    )
-}
-
-fn text_of(array: &ArrayRef) -> Option<Vec<Option<String>>> {
-    let strings = cast(array, &DataType::Utf8).ok()?;
-    Some(
-        strings
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect(),
-    )
-}
-
 fn display(array: &ArrayRef, index: usize) -> String {
     super::cell::cell_text(array, index)
-}
-
-fn round_to(value: f64, decimals: usize) -> f64 {
-    let scale = 10f64.powi(decimals as i32);
-    (value * scale).round() / scale
-}
-
-fn format_duration_nanos(nanos: i64) -> String {
-    humantime::format_duration(std::time::Duration::from_nanos(nanos.unsigned_abs())).to_string()
-}
-
-fn format_instant(nanos: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(nanos)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
-/// Rounds a tolerance up to one significant digit, so the suggestion reads well and still accepts.
-fn suggest(value: f64) -> f64 {
-    if value <= 0.0 || !value.is_finite() {
-        return value;
-    }
-    let magnitude = 10f64.powf(value.log10().floor());
-    (value / magnitude).ceil() * magnitude
 }
 
 impl Explainer {
@@ -486,195 +384,5 @@ impl Explainer {
             ),
             details: json!({"windows": windows}),
         });
-    }
-}
-
-fn observe_numeric(n: &mut NumericStats, b: &ArrayRef, s: &ArrayRef) {
-    let (Some(bf), Some(sf)) = (as_f64(b), as_f64(s)) else {
-        return;
-    };
-    let (bf, sf) = (
-        bf.as_primitive::<Float64Type>(),
-        sf.as_primitive::<Float64Type>(),
-    );
-    for (x, y) in bf.iter().zip(sf.iter()) {
-        let (Some(x), Some(y)) = (x, y) else { continue };
-        if !(x.is_finite() && y.is_finite()) {
-            continue;
-        }
-        let abs = (y - x).abs();
-        let rel = abs / x.abs().max(y.abs());
-        n.count += 1;
-        n.sum_abs.add_value(abs);
-        n.max_abs = n.max_abs.max(abs);
-        n.sum_rel.add_value(rel);
-        n.max_rel = n.max_rel.max(rel);
-        if x != 0.0 && y != 0.0 {
-            let ratio = y / x;
-            n.ratio = Some(
-                n.ratio
-                    .map_or((ratio, ratio), |(lo, hi)| (lo.min(ratio), hi.max(ratio))),
-            );
-            n.ratio_rows += 1;
-        }
-        for (k, slot) in n.rounding.iter_mut().enumerate() {
-            let (rx, ry) = (round_to(x, k), round_to(y, k));
-            if (rx - y).abs() <= 1e-9 * y.abs().max(1.0)
-                || (ry - x).abs() <= 1e-9 * x.abs().max(1.0)
-            {
-                *slot += 1;
-            }
-        }
-    }
-}
-
-fn observe_temporal(t: &mut TemporalStats, b: &ArrayRef, s: &ArrayRef) {
-    const HOUR: i64 = 3_600_000_000_000;
-    let (Some(bn), Some(sn)) = (as_nanos(b), as_nanos(s)) else {
-        return;
-    };
-    for (x, y) in bn.iter().zip(&sn) {
-        let (Some(x), Some(y)) = (x, y) else { continue };
-        t.count += 1;
-        let delta = y - x;
-        if delta != 0 && delta % HOUR == 0 {
-            *t.whole_hours.entry(delta / HOUR).or_default() += 1;
-        }
-    }
-}
-
-fn observe_text(t: &mut TextStats, b: &ArrayRef, s: &ArrayRef) {
-    let (Some(bt), Some(st)) = (text_of(b), text_of(s)) else {
-        return;
-    };
-    let nfc = icu_normalizer::ComposingNormalizerBorrowed::new_nfc();
-    for (x, y) in bt.iter().zip(&st) {
-        let (Some(x), Some(y)) = (x, y) else { continue };
-        t.count += 1;
-        t.trim += u64::from(x.trim() == y.trim());
-        t.case += u64::from(x.to_lowercase() == y.to_lowercase());
-        t.unicode += u64::from(nfc.normalize(x) == nfc.normalize(y));
-    }
-}
-
-fn column_findings(column: &AlignedColumn, acc: &ColumnAccumulator, out: &mut Vec<Finding>) {
-    let name = &column.name;
-    let rows = acc.rows;
-    let one = |kind: FindingKind, evidence: String, details: Value| Finding {
-        kind,
-        columns: vec![name.clone()],
-        rows,
-        evidence,
-        details,
-    };
-    // NULL on one side where the other holds one constant.
-    for (nulls, side, other) in [
-        (&acc.null_in_batch, "batch", "stream"),
-        (&acc.null_in_stream, "stream", "batch"),
-    ] {
-        let total: u64 = nulls.values().sum();
-        if total == rows && nulls.len() == 1 {
-            let (value, _) = nulls.iter().next().expect("one entry");
-            out.push(one(
-                FindingKind::NullVsDefault,
-                format!("all {rows} differences in {name} are NULL in {side} where {other} has {value:?}: one side writes a default for a missing value"),
-                json!({"null_side": side, "value": value}),
-            ));
-            return;
-        }
-    }
-    let n = &acc.numeric;
-    if n.count == rows && rows > 0 {
-        if let Some((lo, hi)) = n.ratio.filter(|_| n.ratio_rows == rows) {
-            for factor in [
-                1000.0,
-                0.001,
-                100.0,
-                0.01,
-                1_000_000.0,
-                0.000_001,
-                60.0,
-                1.0 / 60.0,
-                3600.0,
-                1.0 / 3600.0,
-            ] {
-                let close = |r: f64| (r / factor - 1.0).abs() < 1e-6;
-                if close(lo) && close(hi) {
-                    out.push(one(
-                        FindingKind::UnitShift,
-                        format!("every differing {name} in stream is {} × the batch value: a unit mix-up (e.g. ms vs s, cents vs units)", trim_float(factor)),
-                        json!({"factor": factor}),
-                    ));
-                    return;
-                }
-            }
-        }
-        if n.max_rel <= 1e-6 {
-            let tolerance = format!("rel:{}", trim_float(suggest(n.max_rel)));
-            out.push(one(
-                FindingKind::Precision,
-                format!(
-                    "all {rows} differences in {name} are below {} (relative {}): floating-point precision; tolerance {tolerance} would accept them",
-                    trim_float(suggest(n.max_abs)),
-                    trim_float(suggest(n.max_rel))
-                ),
-                json!({"max_abs_diff": n.max_abs, "max_rel_diff": n.max_rel, "suggested_tolerance": tolerance}),
-            ));
-            return;
-        }
-        if let Some(k) = (0..n.rounding.len()).find(|&k| n.rounding[k] == rows) {
-            out.push(one(
-                FindingKind::Precision,
-                format!("all {rows} differences in {name} are rounding to {k} decimal places; tolerance abs:{} would accept them", trim_float(suggest(n.max_abs))),
-                json!({"rounding_decimals": k, "max_abs_diff": n.max_abs, "suggested_tolerance": format!("abs:{}", trim_float(suggest(n.max_abs)))}),
-            ));
-            return;
-        }
-    }
-    let t = &acc.temporal;
-    let shifted: u64 = t.whole_hours.values().sum();
-    if t.count == rows && shifted == rows && rows > 0 {
-        let offsets: Vec<String> = t
-            .whole_hours
-            .iter()
-            .map(|(h, n)| format!("{h:+}h: {n}"))
-            .collect();
-        out.push(one(
-            FindingKind::TimezoneShift,
-            format!("every difference in {name} is a whole number of hours ({}): a timezone or DST handling difference", offsets.join(", ")),
-            json!({"hours": t.whole_hours}),
-        ));
-        return;
-    }
-    let x = &acc.text;
-    if x.count == rows && rows > 0 {
-        for (count, what) in [
-            (x.trim, "trimming whitespace"),
-            (x.case, "case folding"),
-            (x.unicode, "Unicode normalisation (NFC)"),
-        ] {
-            if count == rows {
-                out.push(one(
-                    FindingKind::TextNormalisation,
-                    format!("all {rows} differences in {name} vanish under {what}"),
-                    json!({"normalisation": what}),
-                ));
-                return;
-            }
-        }
-    }
-}
-
-fn trim_float(value: f64) -> String {
-    if value != 0.0 && value.abs() < 1e-4 {
-        // One significant digit is what suggest() produced; keep float noise out of it.
-        return format!("{value:.1e}").replace(".0e", "e");
-    }
-    let text = format!("{value:.12}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text.is_empty() || text == "-0" {
-        "0".into()
-    } else {
-        text.to_string()
     }
 }

@@ -7,11 +7,15 @@ pub mod collect;
 pub mod columns;
 pub mod duplicates;
 pub mod explain;
+mod keyed;
+mod keyless;
 pub mod pack;
 pub mod partition;
 pub mod plan;
 mod result;
+mod rules;
 pub mod scan;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,7 +199,7 @@ pub async fn run(
             };
             if alignment.keys.is_empty() {
                 let mut collector =
-                    collect::KeylessCollector::new(&alignment, check.sample, packing.clone());
+                    keyless::KeylessCollector::new(&alignment, check.sample, packing.clone());
                 for index in 0..buckets {
                     let (b, s) = next(index)?;
                     let plan = plan::keyless(b, s, &alignment, packing.as_ref())?;
@@ -229,7 +233,7 @@ pub async fn run(
             let (output, physical) = execute_physical(&state, plan).await?;
             let ticker = track_progress(&physical, progress);
             let mut collector =
-                collect::KeylessCollector::new(&alignment, check.sample, packing.clone());
+                keyless::KeylessCollector::new(&alignment, check.sample, packing.clone());
             let consumed = collector.consume(output, &mut explainer).await;
             if let Some(ticker) = ticker {
                 ticker.abort();
@@ -318,8 +322,8 @@ fn keyed_collector<'a>(
     alignment: &'a align::Alignment,
     check: &CheckSpec,
     packing: Option<pack::Packing>,
-) -> collect::KeyedCollector<'a> {
-    collect::KeyedCollector::new(
+) -> keyed::KeyedCollector<'a> {
+    keyed::KeyedCollector::new(
         alignment,
         check.sample,
         check.time_column.is_some(),
@@ -348,7 +352,7 @@ impl KeyedPass {
         self.with_occurrence |= other.with_occurrence;
     }
 
-    fn finish(&self, collector: collect::KeyedCollector) -> collect::Collected {
+    fn finish(&self, collector: keyed::KeyedCollector) -> collect::Collected {
         let mut collected = collector.finish();
         collected.counts.duplicate_keys_batch = self.batch_dups;
         collected.counts.duplicate_keys_stream = self.stream_dups;
@@ -376,7 +380,7 @@ async fn keyed_pass(
     in_process: bool,
     alignment: &align::Alignment,
     check: &CheckSpec,
-    collector: &mut collect::KeyedCollector<'_>,
+    collector: &mut keyed::KeyedCollector<'_>,
     explainer: &mut explain::Explainer,
     progress: Option<&Arc<dyn Progress>>,
 ) -> Result<KeyedPass> {

@@ -99,19 +99,7 @@ pub fn run_status(checks: impl IntoIterator<Item = CheckStatus>) -> CheckStatus 
     status
 }
 
-/// How a command ends, as a process exit code: like diff(1), 0 match, 1 diverged, 2 trouble;
-/// 3 when a stream was not ready (nothing diverged, nothing failed: run again later); 4 when a
-/// result was empty (nothing diverged, but nothing was compared either: no evidence); 130 when
-/// interrupted. `gate` ends Match when batch removal is ready, Diverged when not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Match,
-    Diverged,
-    Trouble,
-    NotReady,
-    Empty,
-    Interrupted,
-}
+pub use crate::error::Exit;
 
 impl Exit {
     /// The exit of a run whose (worst) status is `status`. Unstable is 1: the check fails and
@@ -123,17 +111,6 @@ impl Exit {
             CheckStatus::Error => Exit::Trouble,
             CheckStatus::NotReady => Exit::NotReady,
             CheckStatus::Empty => Exit::Empty,
-        }
-    }
-
-    pub fn code(self) -> u8 {
-        match self {
-            Exit::Match => 0,
-            Exit::Diverged => 1,
-            Exit::Trouble => 2,
-            Exit::NotReady => 3,
-            Exit::Empty => 4,
-            Exit::Interrupted => 130,
         }
     }
 }
