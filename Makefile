@@ -13,10 +13,19 @@ build:
 
 # The nightly job on the bundled fixtures. They carry planted divergences, so dualrun exits 1
 # (diverged) here: that is the expected verdict, and only another exit code fails the target.
+# The nights before run_date go first (quietly), so the history, the gate and the board have a
+# fortnight's worth to show; then the HTML report, the static board (site/) and their
+# screenshots for the README (docs/img/, when Chromium is installed).
 demo: build
+	@for day in 16 17 18 19 20 21 22 23 24; do \
+	  $(BIN_DEBUG) run --config dualrun.toml --param run_date=2026-11-$$day --format json --output /dev/null 2>/dev/null || true; done
 	@status=0; $(BIN_DEBUG) run --config dualrun.toml || status=$$?; \
 	if [ $$status -eq 1 ]; then echo "demo: dualrun exited 1 (diverged) — the expected verdict on the planted divergences"; \
 	else echo "demo: unexpected exit code $$status (expected 1: diverged)"; exit 1; fi
+	@$(BIN_DEBUG) run --config dualrun.toml --no-history --format html --output demo-report.html 2>/dev/null || [ $$? -eq 1 ]
+	@$(BIN_DEBUG) board --config dualrun.toml --output site
+	@echo "demo: HTML report in demo-report.html, migration board in site/index.html"
+	@scripts/screenshots.sh
 
 test:
 	@scripts/setup.sh test

@@ -2,7 +2,8 @@
 # Installs what building and testing dualrun needs on a fresh Debian machine, only when missing:
 #   build  mold (the linker .cargo/config.toml asks for)
 #   test   + the tools the integration tests run for real: promtool (Debian package prometheus),
-#          prometheus-pushgateway, and moto[server] (an S3-compatible server) in .venv
+#          prometheus-pushgateway, chromium (the board and HTML reports in a real browser), and
+#          in .venv moto[server] (an S3-compatible server) and html5lib (HTML validity)
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
 set -euo pipefail
 want=${1:-build}
@@ -13,6 +14,7 @@ command -v mold >/dev/null 2>&1 || need_apt+=(mold)
 if [ "$want" = test ]; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -32,7 +34,7 @@ venv() {  # venv PYTHON_MODULE_CHECK PIP_PACKAGES...
 }
 if [ "$want" = test ]; then
   # A real S3-compatible server for the object-store tests.
-  venv 'import moto.server, flask' 'moto[server]'
+  venv 'import moto.server, flask, html5lib' 'moto[server]' html5lib
 fi
 if [ "$want" = bench ] || [ "$want" = fixtures ]; then
   venv 'import duckdb, pyarrow, numpy' duckdb pyarrow numpy

@@ -44,6 +44,9 @@ pub enum Command {
     /// The migration gate: which analyses are proven, and whether batch may be switched off.
     #[command(after_help = GATE_EXAMPLE)]
     Gate(GateArgs),
+    /// Write the migration board (the gate, per analysis, over the nights) as a static site.
+    #[command(after_help = BOARD_EXAMPLE)]
+    Board(BoardArgs),
     /// Write a commented starter config.
     #[command(after_help = INIT_EXAMPLE)]
     Init(InitArgs),
@@ -71,6 +74,12 @@ const COMPARE_EXAMPLE: &str = "Example:
   dualrun compare --batch orders=warehouse/orders/ --stream orders=s3://lake/orders/ --key dt,region --sql 'SELECT dt, region, sum(amount) AS revenue FROM orders GROUP BY 1, 2'
 
 Exit codes: 0 match, 1 diverged or unstable, 2 trouble, 4 empty (no rows to compare), 130 interrupted.";
+
+const BOARD_EXAMPLE: &str = "Example:
+  dualrun board --config dualrun.toml --output site/
+  aws s3 sync site/ s3://team-bucket/dualrun/
+
+Exit codes: 0 written, 2 trouble.";
 
 const RUN_EXAMPLE: &str = "Example:
   dualrun run --config dualrun.toml --param run_date=2026-11-25 --format json --output report.json
@@ -292,6 +301,21 @@ pub struct GateArgs {
     /// Write to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Record a step of a check's lifecycle in the history: `migrated` once its consumers read
+    /// the stream tables (the check must be proven), `retired` once its batch job is off (the
+    /// check must be migrated).
+    #[arg(long, num_args = 2, value_names = ["STEP", "CHECK"])]
+    pub mark: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct BoardArgs {
+    /// The config file (checks, [gate] policy and [history] url).
+    #[arg(long, short, value_name = "FILE", default_value = "dualrun.toml")]
+    pub config: PathBuf,
+    /// The directory to write the site to (index.html and checks/*.html).
+    #[arg(long, value_name = "DIR", default_value = "site")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::CheckSpec;
-use crate::history::RunRecord;
+use crate::history::{Mark, RunRecord};
 use crate::verdict::CheckStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +35,33 @@ pub enum Stage {
     Proving,
     /// Enough clean runs in a row: this analysis may move to the stream.
     Proven,
+    /// Its consumers read the stream tables now (recorded by the team); the check keeps running
+    /// as a reconciliation, and a divergence is a stream-pipeline incident.
+    Migrated,
+    /// Its batch job is switched off (recorded by the team).
+    Retired,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::NoRuns,
+        Stage::Diverging,
+        Stage::Proving,
+        Stage::Proven,
+        Stage::Migrated,
+        Stage::Retired,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::NoRuns => "no_runs",
+            Stage::Diverging => "diverging",
+            Stage::Proving => "proving",
+            Stage::Proven => "proven",
+            Stage::Migrated => "migrated",
+            Stage::Retired => "retired",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -58,6 +85,17 @@ pub struct GateCheck {
     /// Status of the newest params' record.
     pub latest_status: Option<CheckStatus>,
     pub latest_params: Option<String>,
+    /// Divergence ratio of the newest run with a verdict.
+    pub latest_ratio: Option<f64>,
+    /// The columns that disagreed most in the newest run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latest_columns: Vec<String>,
+    /// When the current streak reached the required runs (the run that proved the check).
+    pub proven_at: Option<String>,
+    pub migrated_at: Option<String>,
+    pub retired_at: Option<String>,
+    /// Migrated, and the newest verdict diverges: an incident of the stream pipeline.
+    pub incident: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -66,6 +104,8 @@ pub struct GateReport {
     pub ready: bool,
     pub proven: usize,
     pub required: usize,
+    /// Required checks migrated (or retired) already.
+    pub migrated: usize,
     pub checks: Vec<GateCheck>,
 }
 
@@ -107,10 +147,9 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
         let fingerprint = check.fingerprint();
         // Latest record per params; `records` are oldest first, so later ones replace.
         let mut by_params: BTreeMap<&str, &RunRecord> = BTreeMap::new();
-        for record in records
-            .iter()
-            .filter(|r| r.check_name == check.name && r.config_hash == fingerprint)
-        {
+        for record in records.iter().filter(|r| {
+            r.check_name == check.name && r.config_hash == fingerprint && r.mark.is_none()
+        }) {
             let slot = by_params.entry(record.params.as_str()).or_insert(record);
             if record.started_at >= slot.started_at {
                 *slot = record;
@@ -119,6 +158,22 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
         let mut streak = 0;
         let mut empty_nights = 0;
         let mut last_divergence = None;
+        let mut proven_at = None;
+        let clean: Vec<&RunRecord> = by_params
+            .values()
+            .rev()
+            .take_while(|r| !matches!(verdict(r, check), Verdict::Dirty))
+            .filter(|r| matches!(verdict(r, check), Verdict::Clean))
+            .copied()
+            .collect();
+        // The streak's clean runs, newest first: the one that made it long enough proved it.
+        if clean.len() >= check.gate.clean_runs as usize {
+            proven_at = Some(
+                clean[clean.len() - check.gate.clean_runs as usize]
+                    .started_at
+                    .clone(),
+            );
+        }
         for record in by_params.values().rev() {
             match verdict(record, check) {
                 Verdict::Clean => streak += 1,
@@ -137,10 +192,23 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
         let newest = by_params.values().next_back();
         let newest_clean = newest.is_some_and(|r| matches!(verdict(r, check), Verdict::Clean));
         let newest_dirty = newest.is_some_and(|r| matches!(verdict(r, check), Verdict::Dirty));
-        let open = newest_clean && streak >= check.gate.clean_runs;
-        let stage = if newest.is_none() {
+        let marked = |mark: Mark| {
+            records
+                .iter()
+                .filter(|r| r.check_name == check.name && r.mark == Some(mark))
+                .map(|r| r.started_at.clone())
+                .max()
+        };
+        let (migrated_at, retired_at) = (marked(Mark::Migrated), marked(Mark::Retired));
+        let proven = newest_clean && streak >= check.gate.clean_runs;
+        let open = proven || migrated_at.is_some();
+        let stage = if retired_at.is_some() {
+            Stage::Retired
+        } else if migrated_at.is_some() {
+            Stage::Migrated
+        } else if newest.is_none() {
             Stage::NoRuns
-        } else if open {
+        } else if proven {
             Stage::Proven
         } else if newest_dirty {
             Stage::Diverging
@@ -158,16 +226,86 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
             empty_nights,
             latest_status: newest.map(|r| r.status),
             latest_params: newest.map(|r| r.params.clone()),
+            latest_ratio: by_params
+                .values()
+                .rev()
+                .find(|r| !matches!(verdict(r, check), Verdict::None))
+                .map(|r| r.divergence_ratio),
+            latest_columns: newest.map(|r| r.columns.clone()).unwrap_or_default(),
+            proven_at: proven_at.filter(|_| proven || migrated_at.is_some()),
+            incident: migrated_at.is_some() && newest_dirty,
+            migrated_at,
+            retired_at,
         });
     }
     let required = out.iter().filter(|c| c.required).count();
     let proven = out.iter().filter(|c| c.required && c.open).count();
+    let migrated = out
+        .iter()
+        .filter(|c| c.required && matches!(c.stage, Stage::Migrated | Stage::Retired))
+        .count();
     GateReport {
         ready: required > 0 && proven == required,
         proven,
         required,
+        migrated,
         checks: out,
     }
+}
+
+/// How a night counts for the gate, for the board's streak bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NightKind {
+    Clean,
+    Dirty,
+    /// No verdict: error, not ready, or no evidence (empty).
+    NoVerdict,
+}
+
+/// One night of a check as the gate sees it: the latest run of those params.
+#[derive(Debug, Clone, Serialize)]
+pub struct Night {
+    pub params: String,
+    pub run_date: Option<String>,
+    pub status: CheckStatus,
+    pub kind: NightKind,
+    pub divergence_ratio: f64,
+    pub started_at: String,
+    pub columns: Vec<String>,
+    pub findings: Vec<crate::diff::FindingKind>,
+}
+
+/// The nights of a check under its current definition, oldest first: what its streak is made of.
+pub fn nights(check: &CheckSpec, records: &[RunRecord]) -> Vec<Night> {
+    let fingerprint = check.fingerprint();
+    let mut by_params: BTreeMap<&str, &RunRecord> = BTreeMap::new();
+    for record in records
+        .iter()
+        .filter(|r| r.check_name == check.name && r.config_hash == fingerprint && r.mark.is_none())
+    {
+        let slot = by_params.entry(record.params.as_str()).or_insert(record);
+        if record.started_at >= slot.started_at {
+            *slot = record;
+        }
+    }
+    by_params
+        .values()
+        .map(|r| Night {
+            params: r.params.clone(),
+            run_date: r.run_date.clone(),
+            status: r.status,
+            kind: match verdict(r, check) {
+                Verdict::Clean => NightKind::Clean,
+                Verdict::Dirty => NightKind::Dirty,
+                Verdict::Empty | Verdict::None => NightKind::NoVerdict,
+            },
+            divergence_ratio: r.divergence_ratio,
+            started_at: r.started_at.clone(),
+            columns: r.columns.clone(),
+            findings: r.findings.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -218,6 +356,9 @@ mod tests {
             dualrun_version: "test".into(),
             config_hash: check.fingerprint(),
             error: None,
+            columns: Vec::new(),
+            findings: Vec::new(),
+            mark: None,
         }
     }
 

@@ -20,6 +20,7 @@ use object_store::{PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::config::CheckSpec;
+use crate::diff::FindingKind;
 use crate::redact::redact_url;
 use crate::sources::store;
 use crate::verdict::CheckReport;
@@ -52,6 +53,35 @@ pub struct RunRecord {
     /// The check's fingerprint (SQL, key, tolerances, ignore): a change restarts its streak.
     pub config_hash: String,
     pub error: Option<String>,
+    /// The columns that disagreed most (by mismatched rows), at most three.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// The kinds of the findings of the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingKind>,
+    /// Set on the record the team writes when a check moves on in its lifecycle (`dualrun gate
+    /// --mark`): not a run, and no verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+}
+
+/// A step of a check's lifecycle after it is proven, recorded by the team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mark {
+    /// Consumers read the stream tables now; batch stays as a secondary producer.
+    Migrated,
+    /// The batch job of the analysis is switched off.
+    Retired,
+}
+
+impl Mark {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mark::Migrated => "migrated",
+            Mark::Retired => "retired",
+        }
+    }
 }
 
 /// The Arrow schema the records are read back with, inferred from one record as serde writes
@@ -80,6 +110,9 @@ fn schema() -> Arc<Schema> {
         dualrun_version: String::new(),
         config_hash: String::new(),
         error: Some(String::new()),
+        columns: vec![String::new()],
+        findings: vec![FindingKind::Precision],
+        mark: Some(Mark::Migrated),
     };
     let value = serde_json::to_value(&sample).unwrap_or_default();
     let schema = infer_json_schema_from_iterator(std::iter::once(Ok(value)))
@@ -142,8 +175,56 @@ impl RunRecord {
             dualrun_version: env!("CARGO_PKG_VERSION").to_string(),
             config_hash: check.fingerprint(),
             error: report.error.clone(),
+            columns: top_columns(report),
+            findings: report.findings.iter().map(|f| f.kind).collect(),
+            mark: None,
         }
     }
+
+    /// The record of a lifecycle step of `check`, written by `dualrun gate --mark`.
+    pub fn mark(check: &CheckSpec, mark: Mark, at: chrono::DateTime<chrono::Utc>) -> RunRecord {
+        RunRecord {
+            run_id: new_run_id(),
+            check_name: check.name.clone(),
+            params: String::new(),
+            run_date: None,
+            started_at: timestamp(at),
+            ended_at: timestamp(at),
+            status: CheckStatus::Match,
+            rows_batch: 0,
+            rows_stream: 0,
+            matched: 0,
+            mismatched: 0,
+            missing_in_stream: 0,
+            extra_in_stream: 0,
+            duplicate_keys_batch: 0,
+            duplicate_keys_stream: 0,
+            divergence_ratio: 0.0,
+            schema_diverged: false,
+            dualrun_version: env!("CARGO_PKG_VERSION").to_string(),
+            config_hash: check.fingerprint(),
+            error: None,
+            columns: Vec::new(),
+            findings: Vec::new(),
+            mark: Some(mark),
+        }
+    }
+}
+
+/// The columns with the most mismatched rows, most first (ties by name), at most three.
+fn top_columns(report: &CheckReport) -> Vec<String> {
+    let mut columns: Vec<(u64, &str)> = report
+        .columns
+        .iter()
+        .filter(|c| c.mismatched > 0)
+        .map(|c| (c.mismatched, c.name.as_str()))
+        .collect();
+    columns.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    columns
+        .into_iter()
+        .take(3)
+        .map(|(_, name)| name.to_string())
+        .collect()
 }
 
 /// The history location: a local directory (created when missing) or an object store URL.
@@ -250,7 +331,7 @@ mod tests {
         let schema = schema();
         let names: std::collections::BTreeSet<&str> =
             schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names.len(), 20, "{names:?}");
+        assert_eq!(names.len(), 23, "{names:?}");
         let type_of = |name: &str| schema.field_with_name(name).unwrap().data_type().clone();
         assert_eq!(type_of("run_date"), DataType::Utf8);
         assert_eq!(type_of("status"), DataType::Utf8);
@@ -258,5 +339,7 @@ mod tests {
         assert_eq!(type_of("divergence_ratio"), DataType::Float64);
         assert_eq!(type_of("schema_diverged"), DataType::Boolean);
         assert_eq!(type_of("error"), DataType::Utf8);
+        assert!(matches!(type_of("columns"), DataType::List(_)));
+        assert_eq!(type_of("mark"), DataType::Utf8);
     }
 }

@@ -8,6 +8,11 @@ use crate::terminal::write_output;
 use crate::verdict::Exit;
 
 pub async fn history(args: HistoryArgs) -> Result<Exit> {
+    if args.format == crate::report::OutputFormat::Html {
+        bail!(
+            "--format html: the history is text, json or markdown; `dualrun board` draws it as pages"
+        );
+    }
     let plan = super::plan_of(&args.config)?;
     let check = args.check.as_deref();
     let records = super::read_history(&plan, check).await?;

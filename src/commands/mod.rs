@@ -15,6 +15,7 @@ use crate::report::{OutputFormat, RunReport, TextStyle};
 use crate::terminal::{text_style, write_output};
 use crate::verdict::{CheckReport, CheckStatus, Exit};
 
+pub(crate) mod board;
 mod compare;
 mod gate;
 mod history;
@@ -35,6 +36,7 @@ pub async fn execute(command: Command) -> Exit {
         Command::Serve(args) => serve::serve(args).await,
         Command::History(args) => history::history(args).await,
         Command::Gate(args) => gate::gate(args).await,
+        Command::Board(args) => board::board(args).await,
         Command::Init(args) => init::init(&args.output).map(|()| Exit::Match),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -81,6 +81,10 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
     }
 
     let app = Router::new()
+        .route("/", get(board_index))
+        .route("/index.html", get(board_index))
+        .route("/checks/{page}", get(board_check))
+        .route("/report.html", get(report_html))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/report", get(report))
@@ -173,6 +177,47 @@ async fn report(State(shared): State<Arc<Shared>>) -> Response {
     let state = shared.state.lock().await;
     match &state.last_report {
         Some(report) => axum::Json(report.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no run yet\n").into_response(),
+    }
+}
+
+/// The migration board, from the history as it is now.
+async fn board_index(State(shared): State<Arc<Shared>>) -> Response {
+    board_page(&shared, "index.html").await
+}
+
+async fn board_check(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(page): axum::extract::Path<String>,
+) -> Response {
+    board_page(&shared, &format!("checks/{page}")).await
+}
+
+async fn board_page(shared: &Shared, path: &str) -> Response {
+    let pages = async {
+        let plan = plan(&shared.args)?;
+        let records = super::read_history(&plan, None).await?;
+        Ok::<_, anyhow::Error>(super::board::pages(&plan, &records))
+    }
+    .await;
+    match pages {
+        Ok(pages) => match pages.into_iter().find(|(p, _)| p == path) {
+            Some((_, html)) => axum::response::Html(html).into_response(),
+            None => (StatusCode::NOT_FOUND, "no such page\n").into_response(),
+        },
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", crate::error::Trouble::of(&e).message),
+        )
+            .into_response(),
+    }
+}
+
+/// The last run's report as a page.
+async fn report_html(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.state.lock().await;
+    match &state.last_report {
+        Some(report) => axum::response::Html(crate::report::html::report(report)).into_response(),
         None => (StatusCode::NOT_FOUND, "no run yet\n").into_response(),
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// What a finding says is the likely cause of divergent values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// Keys repeat on a side: rows were paired by occurrence.

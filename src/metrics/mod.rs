@@ -273,7 +273,18 @@ pub fn registry(
             "1 when the check is proven (its gate is open), else 0.",
             &["check"],
         )?;
+        let stage = gauge_vec(
+            &registry,
+            "dualrun_check_stage",
+            "1 for the stage each check is in (no_runs, diverging, proving, proven, migrated, retired), 0 for the others.",
+            &["check", "stage"],
+        )?;
         for check in &gate.checks {
+            for each in crate::gate::Stage::ALL {
+                stage
+                    .with_label_values(&[&check.name, each.name()])
+                    .set(if each == check.stage { 1.0 } else { 0.0 });
+            }
             streak
                 .with_label_values(&[&check.name])
                 .set(f64::from(check.clean_streak));

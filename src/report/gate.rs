@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::gate::{GateCheck, GateReport, Stage};
 
-fn stage_text(check: &GateCheck) -> String {
+pub(crate) fn stage_text(check: &GateCheck) -> String {
     match check.stage {
         Stage::NoRuns => "no runs yet".to_string(),
         Stage::Diverging => "diverging".to_string(),
@@ -15,12 +15,20 @@ fn stage_text(check: &GateCheck) -> String {
             check.required_runs
         ),
         Stage::Proven => "proven".to_string(),
+        Stage::Migrated if check.incident => "migrated (stream incident)".to_string(),
+        Stage::Migrated => "migrated".to_string(),
+        Stage::Retired => "batch retired".to_string(),
     }
 }
 
-fn headline(gate: &GateReport) -> String {
+pub(crate) fn headline(gate: &GateReport) -> String {
+    let migrated = if gate.migrated > 0 {
+        format!(", {} migrated", gate.migrated)
+    } else {
+        String::new()
+    };
     format!(
-        "batch removal: {} ({} of {} analyses proven)",
+        "batch removal: {} ({} of {} analyses proven{migrated})",
         if gate.ready { "READY" } else { "NOT READY" },
         gate.proven,
         gate.required

@@ -11,7 +11,8 @@ pub fn render(records: &[RunRecord], format: OutputFormat) -> String {
             "{}\n",
             serde_json::to_string_pretty(records).unwrap_or_else(|e| format!("[\"{e}\"]"))
         ),
-        OutputFormat::Text | OutputFormat::Markdown => {
+        // `history` refuses html (the board is its HTML form); text is the fallback.
+        OutputFormat::Text | OutputFormat::Markdown | OutputFormat::Html => {
             let mut table = comfy_table::Table::new();
             let preset = if format == OutputFormat::Markdown {
                 comfy_table::presets::ASCII_MARKDOWN

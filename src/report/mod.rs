@@ -2,8 +2,10 @@
 //! for machines) and Markdown for pull requests and chat. All three render the same
 //! [`RunReport`], so they cannot disagree.
 
+mod chart;
 pub mod gate;
 pub mod history;
+pub mod html;
 mod markdown;
 mod text;
 pub mod validate;
@@ -21,6 +23,8 @@ pub enum OutputFormat {
     Text,
     Json,
     Markdown,
+    /// One self-contained page (compare and run; `gate` draws the board).
+    Html,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +74,7 @@ impl RunReport {
                 text
             }
             OutputFormat::Markdown => markdown::render(self),
+            OutputFormat::Html => html::report(self),
             OutputFormat::Text => text::render(self, style),
         }
     }

@@ -5,6 +5,7 @@ mod common;
 
 #[cfg(feature = "ballista")]
 mod ballista;
+mod board;
 mod changelog;
 mod cli;
 mod determinism;

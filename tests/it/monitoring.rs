@@ -3,65 +3,11 @@
 //! `make test` installs promtool and prometheus-pushgateway (Debian packages) when missing.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Fmt, Workspace};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http(method: &str, url: &str) -> (u16, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let request = match method {
-            "POST" => client.post(url),
-            _ => client.get(url),
-        };
-        match request.send().await {
-            Ok(response) => (
-                response.status().as_u16(),
-                response.text().await.unwrap_or_default(),
-            ),
-            Err(_) => (0, String::new()),
-        }
-    })
-}
-
-fn wait_until_up(url: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if http("GET", url).0 == 200 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} did not come up");
-}
+use crate::common::{Fmt, Process, Workspace, free_port, http, wait_until_up};
 
 /// `name{labels} value` lines of an exposition, keyed by the series text.
 fn series(text: &str) -> BTreeMap<String, f64> {
