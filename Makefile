@@ -23,7 +23,7 @@ demo: build
 	if [ $$status -eq 1 ]; then echo "demo: dualrun exited 1 (diverged) — the expected verdict on the planted divergences"; \
 	else echo "demo: unexpected exit code $$status (expected 1: diverged)"; exit 1; fi
 	@$(BIN_DEBUG) run --config dualrun.toml --no-history --format html --output demo-report.html 2>/dev/null || [ $$? -eq 1 ]
-	@$(BIN_DEBUG) board --config dualrun.toml --output site
+	@$(BIN_DEBUG) board --config dualrun.toml --output site --report demo-report.html
 	@echo "demo: HTML report in demo-report.html, migration board in site/index.html"
 	@scripts/screenshots.sh
 

@@ -76,7 +76,8 @@ const COMPARE_EXAMPLE: &str = "Example:
 Exit codes: 0 match, 1 diverged or unstable, 2 trouble, 4 empty (no rows to compare), 130 interrupted.";
 
 const BOARD_EXAMPLE: &str = "Example:
-  dualrun board --config dualrun.toml --output site/
+  dualrun run --config dualrun.toml --format html --output report.html
+  dualrun board --config dualrun.toml --output site/ --report report.html
   aws s3 sync site/ s3://team-bucket/dualrun/
 
 Exit codes: 0 written, 2 trouble.";
@@ -316,6 +317,10 @@ pub struct BoardArgs {
     /// The directory to write the site to (index.html and checks/*.html).
     #[arg(long, value_name = "DIR", default_value = "site")]
     pub output: PathBuf,
+    /// The last run's HTML report (`run --format html --output FILE`), copied into the site
+    /// and linked from each analysis.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,17 @@ use crate::verdict::Exit;
 pub async fn board(args: BoardArgs) -> Result<Exit> {
     let plan = super::plan_of(&args.config)?;
     let records = super::read_history(&plan, None).await?;
-    write_site(&args.output, &pages(&plan, &records))?;
+    let mut site = pages(
+        &plan,
+        &records,
+        args.report.is_some().then_some("report.html"),
+    );
+    if let Some(report) = &args.report {
+        let html = std::fs::read_to_string(report)
+            .with_context(|| format!("--report {}: cannot read it", report.display()))?;
+        site.push(("report.html".to_string(), html));
+    }
+    write_site(&args.output, &site)?;
     eprintln!(
         "dualrun: wrote the migration board to {} (open index.html)",
         args.output.display()
@@ -25,8 +35,9 @@ pub async fn board(args: BoardArgs) -> Result<Exit> {
 }
 
 /// Every page of the board, front page first: (path in the site, HTML).
-pub fn pages(plan: &Plan, records: &[RunRecord]) -> Vec<(String, String)> {
-    let report = gate::evaluate(&plan.all_checks, records);
+/// `report`: the path of the last run's HTML report in the site, when there is one.
+pub fn pages(plan: &Plan, records: &[RunRecord], report: Option<&str>) -> Vec<(String, String)> {
+    let gate = gate::evaluate(&plan.all_checks, records);
     let nights: BTreeMap<String, Vec<gate::Night>> = plan
         .all_checks
         .iter()
@@ -35,9 +46,9 @@ pub fn pages(plan: &Plan, records: &[RunRecord]) -> Vec<(String, String)> {
     let generated_at = crate::history::timestamp(chrono::Utc::now());
     let mut pages = vec![(
         "index.html".to_string(),
-        html::board(&report, &nights, &generated_at),
+        html::board(&gate, &nights, &generated_at, report),
     )];
-    for check in &report.checks {
+    for check in &gate.checks {
         pages.push((
             html::check_page(&check.name),
             html::board_check(check, &nights[&check.name], "../index.html"),

@@ -22,7 +22,7 @@ pub async fn gate(args: GateArgs) -> Result<Exit> {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&gate)?),
         OutputFormat::Markdown => report::gate::markdown(&gate),
         OutputFormat::Text => report::gate::text(&gate, width()),
-        OutputFormat::Html => super::board::pages(&plan, &records).remove(0).1,
+        OutputFormat::Html => super::board::pages(&plan, &records, None).remove(0).1,
     };
     write_output(&text, args.output.as_deref())?;
     Ok(if gate.ready {

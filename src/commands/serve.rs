@@ -197,7 +197,7 @@ async fn board_page(shared: &Shared, path: &str) -> Response {
     let pages = async {
         let plan = plan(&shared.args)?;
         let records = super::read_history(&plan, None).await?;
-        Ok::<_, anyhow::Error>(super::board::pages(&plan, &records))
+        Ok::<_, anyhow::Error>(super::board::pages(&plan, &records, Some("/report.html")))
     }
     .await;
     match pages {

@@ -333,10 +333,12 @@ fn kind_name(kind: NightKind) -> &'static str {
 const BOARD_NIGHTS: usize = 30;
 
 /// The board's front page: the headline, then one line per analysis.
+/// `report`: where the last run's HTML report is, relative to the board, if it has one.
 pub fn board(
     gate: &GateReport,
     nights: &BTreeMap<String, Vec<Night>>,
     generated_at: &str,
+    report: Option<&str>,
 ) -> String {
     let checks: Vec<Value> = gate
         .checks
@@ -372,6 +374,7 @@ pub fn board(
                 "ratio": check.latest_ratio.map(|r| format!("{r:.6}")).unwrap_or_else(|| "—".into()),
                 "columns": check.latest_columns.join(", "),
                 "since": since.unwrap_or_default(),
+                "report": report.map(|r| format!("{r}#check-{}", anchor(&check.name))),
             })
         })
         .collect();
@@ -396,6 +399,7 @@ pub fn board(
             migrated => gate.migrated,
             ready => gate.ready,
             generated_at => generated_at,
+            report => report,
             checks => checks,
             version => env!("CARGO_PKG_VERSION"),
         },

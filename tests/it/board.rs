@@ -251,6 +251,21 @@ fn the_board_shows_the_gate_in_a_browser_static_and_served() {
     let served = dom(&format!("{base}/"));
     assert_board(&served, &gate);
     screenshot(&format!("{base}/"), "board-served");
+    // Readable on a phone too: the narrow layout keeps the stage and the nights.
+    chromium(&[
+        "--window-size=390,844",
+        &format!(
+            "--screenshot={}",
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("screenshots/board-phone.png")
+                .display()
+        ),
+        &format!("{base}/"),
+    ]);
+    assert!(
+        served.contains("href=\"/report.html#check-revenue\""),
+        "link to the last report"
+    );
     let (status, _) = http("GET", &format!("{base}/checks/funnel.html"));
     assert_eq!(status, 200);
     assert_eq!(http("GET", &format!("{base}/checks/nosuch.html")).0, 404);
