@@ -164,11 +164,27 @@ pub struct MetricsArgs {
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// A table of the batch side: NAME=URL (local path, file://, s3://, gs://, az://, http(s)://).
-    #[arg(long = "batch", value_name = "NAME=URL", required = true)]
+    #[arg(
+        long = "batch",
+        value_name = "NAME=URL",
+        required_unless_present = "batch_views"
+    )]
     pub batch: Vec<String>,
     /// A table of the stream side: NAME=URL.
-    #[arg(long = "stream", value_name = "NAME=URL", required = true)]
+    #[arg(
+        long = "stream",
+        value_name = "NAME=URL",
+        required_unless_present = "stream_views"
+    )]
     pub stream: Vec<String>,
+    /// The batch side of a table as a view: NAME=SELECT over the batch side's tables (tables
+    /// given with --batch only are raw tables of that side, for its views to read).
+    #[arg(long = "batch-view", value_name = "NAME=SQL")]
+    pub batch_views: Vec<String>,
+    /// The stream side of a table as a view: NAME=SELECT over the stream side's tables, e.g.
+    /// --stream raw=events.ndjson --stream-view 'events=SELECT id, to_timestamp_millis(ts) AS at FROM raw'.
+    #[arg(long = "stream-view", value_name = "NAME=SQL")]
+    pub stream_views: Vec<String>,
     /// Input format of a table when its file extensions do not tell: NAME=FORMAT for both sides,
     /// or batch.NAME=FORMAT / stream.NAME=FORMAT for one (parquet, csv, ndjson, avro, arrow).
     #[arg(long = "input-format", value_name = "[SIDE.]NAME=FORMAT")]

@@ -9,6 +9,8 @@ pub async fn compare(args: CompareArgs) -> Exit {
     let plan = Plan::from_compare(CompareInput {
         batch: &args.batch,
         stream: &args.stream,
+        batch_views: &args.batch_views,
+        stream_views: &args.stream_views,
         input_formats: &args.input_formats,
         csv_headers: &args.csv_headers,
         sql: args.sql.as_deref(),

@@ -73,8 +73,16 @@ pub struct MetricsConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
-    pub batch: String,
-    pub stream: String,
+    /// Where each side's files are (a path or URL). A table with a location on one side only,
+    /// and no view on the other, is a raw table of that side: views of that side read it,
+    /// checks never do.
+    pub batch: Option<String>,
+    pub stream: Option<String>,
+    /// The side's logical table as one read-only SELECT over that side's tables (raw ones
+    /// included), instead of a location: epoch millis to timestamps, cents to decimals,
+    /// renamed or nested fields. `$params` are bound.
+    pub batch_view: Option<String>,
+    pub stream_view: Option<String>,
     /// Input format of both sides; inferred from file extensions when absent.
     pub format: Option<Format>,
     pub batch_format: Option<Format>,

@@ -36,6 +36,17 @@ pub struct SourceSpec {
     pub csv_header: bool,
     /// The files are a change log, compacted into the logical table.
     pub changelog: Option<ChangelogSpec>,
+    /// The side is a view (this SELECT, params bound) over the side's tables, not files; `url`
+    /// is empty then.
+    pub view: Option<String>,
+}
+
+/// A table that exists on one side only, for that side's views to read; no check reads it.
+#[derive(Debug, Clone)]
+pub struct RawTable {
+    pub name: String,
+    pub side: Side,
+    pub source: SourceSpec,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +235,8 @@ impl CheckSpec {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub tables: Vec<TableSpec>,
+    /// Tables of one side only, read by that side's views.
+    pub raw_tables: Vec<RawTable>,
     pub checks: Vec<CheckSpec>,
     pub params: BTreeMap<String, String>,
     pub engine: EngineSpec,

@@ -246,6 +246,9 @@ impl EngineSpec {
 pub struct CompareInput<'a> {
     pub batch: &'a [String],
     pub stream: &'a [String],
+    /// `NAME=SQL`: the side's logical table as a view over that side's tables.
+    pub batch_views: &'a [String],
+    pub stream_views: &'a [String],
     pub input_formats: &'a [String],
     pub csv_headers: &'a [String],
     pub sql: Option<&'a str>,
@@ -310,17 +313,19 @@ impl Origin {
 impl Plan {
     /// The plan of a one-off `dualrun compare`.
     pub fn from_compare(input: CompareInput<'_>) -> Result<Plan> {
-        let mut tables: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
-        for (side, flags) in [(Side::Batch, input.batch), (Side::Stream, input.stream)] {
-            let flag = format!("--{}", side.name());
+        // Per table: batch location, stream location, batch view, stream view.
+        type Sides = [Option<String>; 4];
+        let mut tables: BTreeMap<String, Sides> = BTreeMap::new();
+        for (slot, flag, flags, shape) in [
+            (0, "--batch", input.batch, "NAME=URL"),
+            (1, "--stream", input.stream, "NAME=URL"),
+            (2, "--batch-view", input.batch_views, "NAME=SQL"),
+            (3, "--stream-view", input.stream_views, "NAME=SQL"),
+        ] {
             for text in flags {
-                let (name, url) = split_assignment(text, &flag, "NAME=URL")?;
+                let (name, value) = split_assignment(text, flag, shape)?;
                 let entry = tables.entry(name.to_string()).or_default();
-                let slot = match side {
-                    Side::Batch => &mut entry.0,
-                    Side::Stream => &mut entry.1,
-                };
-                if slot.replace(url.to_string()).is_some() {
+                if entry[slot].replace(value.to_string()).is_some() {
                     bail!("{flag} names table '{name}' twice");
                 }
             }
@@ -343,18 +348,36 @@ impl Plan {
             },
         )?;
         let mut config = ConfigFile::default();
-        for (name, (batch, stream)) in tables {
-            let (Some(batch), Some(stream)) = (batch, stream) else {
+        for (name, [batch, stream, batch_view, stream_view]) in tables {
+            for (side, location, view) in [
+                (Side::Batch, &batch, &batch_view),
+                (Side::Stream, &stream, &stream_view),
+            ] {
+                let side = side.name();
+                if location.is_some() && view.is_some() {
+                    bail!(
+                        "table '{name}': give --{side} {name}=URL or --{side}-view '{name}=SELECT …', not both"
+                    );
+                }
+            }
+            let (batch_defined, stream_defined) = (
+                batch.is_some() || batch_view.is_some(),
+                stream.is_some() || stream_view.is_some(),
+            );
+            if batch_defined != stream_defined && (batch_view.is_some() || stream_view.is_some()) {
+                let missing = if batch_defined { "stream" } else { "batch" };
                 bail!(
-                    "table '{name}' needs both --batch {name}=URL and --stream {name}=URL (the same SQL runs on each side)"
+                    "table '{name}' is a view on one side only: give --{missing} {name}=URL or --{missing}-view '{name}=SELECT …' too"
                 );
-            };
+            }
             let of = |side: Option<Side>| (name.clone(), side);
             config.tables.insert(
                 name.clone(),
                 TableConfig {
                     batch,
                     stream,
+                    batch_view,
+                    stream_view,
                     format: formats.get(&of(None)).copied(),
                     batch_format: formats.get(&of(Some(Side::Batch))).copied(),
                     stream_format: formats.get(&of(Some(Side::Stream))).copied(),
@@ -457,21 +480,50 @@ impl Plan {
         params.extend(flag_params.clone());
 
         let mut tables = Vec::new();
+        let mut raw_tables = Vec::new();
+        // Texts of the tables that may use params: Delta's as_of and the views.
         let as_of_texts: Vec<String> = config
             .tables
             .values()
-            .filter_map(|t| t.as_of.clone())
+            .flat_map(|t| [&t.as_of, &t.batch_view, &t.stream_view])
+            .flatten()
+            .cloned()
             .collect();
         for (name, table) in config.tables {
             let both = table.format;
             let (batch_format, stream_format) = (table.batch_format, table.stream_format);
-            for (key, url) in [("batch", &table.batch), ("stream", &table.stream)] {
-                if url.trim().is_empty() {
+            let sides = [
+                (Side::Batch, &table.batch, &table.batch_view),
+                (Side::Stream, &table.stream, &table.stream_view),
+            ];
+            for (side, location, view) in sides {
+                let key = side.name();
+                if location.as_deref().is_some_and(|l| l.trim().is_empty()) {
                     bail!(
                         "[tables.{name}] {key} is empty: give the table's location (path or URL)"
                     );
                 }
+                if view.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    bail!(
+                        "[tables.{name}] {key}_view is empty: give a SELECT over the {key} side's tables"
+                    );
+                }
+                if location.is_some() && view.is_some() {
+                    bail!("[tables.{name}] give {key} or {key}_view, not both");
+                }
             }
+            let defined = |side: usize| sides[side].1.is_some() || sides[side].2.is_some();
+            let raw_side = match (defined(0), defined(1)) {
+                (true, true) => None,
+                (true, false) if table.batch.is_some() => Some(Side::Batch),
+                (false, true) if table.stream.is_some() => Some(Side::Stream),
+                (false, false) => bail!(
+                    "[tables.{name}] has no location: give batch and stream (paths or URLs), or a view on a side (batch_view, stream_view)"
+                ),
+                _ => bail!(
+                    "[tables.{name}] is a view on one side only: give its other side too (a location, or a view over that side's tables)"
+                ),
+            };
             let watermark = match (&table.watermark, &table.lateness) {
                 (Some(expression), lateness) => Some(Watermark {
                     expression: expression.clone(),
@@ -489,9 +541,16 @@ impl Plan {
                 .as_of
                 .as_deref()
                 .map(|t| substitute_params(t, &params));
-            tables.push(TableSpec {
+            let location = |l: &Option<String>| {
+                l.as_deref()
+                    .map(|l| resolve_location(base, l))
+                    .unwrap_or_default()
+            };
+            let view = |v: &Option<String>| v.as_deref().map(|v| substitute_params(v, &params));
+            let spec = TableSpec {
                 batch: SourceSpec {
-                    url: resolve_location(base, &table.batch),
+                    url: location(&table.batch),
+                    view: view(&table.batch_view),
                     format: batch_format.or(both),
                     partition_cols: table.partition_cols.clone(),
                     delta_version: table.version,
@@ -504,7 +563,8 @@ impl Plan {
                         .transpose()?,
                 },
                 stream: SourceSpec {
-                    url: resolve_location(base, &table.stream),
+                    url: location(&table.stream),
+                    view: view(&table.stream_view),
                     format: stream_format.or(both),
                     partition_cols: table.partition_cols,
                     delta_version: table.version,
@@ -518,7 +578,24 @@ impl Plan {
                 },
                 name,
                 watermark,
-            });
+            };
+            match raw_side {
+                None => tables.push(spec),
+                Some(side) => {
+                    if spec.watermark.is_some() {
+                        bail!(
+                            "[tables.{}] is a raw table of the {} side (no other side): a watermark belongs on the logical table its view defines",
+                            spec.name,
+                            side.name()
+                        );
+                    }
+                    raw_tables.push(RawTable {
+                        source: spec.side(side).clone(),
+                        name: spec.name,
+                        side,
+                    });
+                }
+            }
         }
 
         if config.checks.is_empty() {
@@ -653,6 +730,7 @@ impl Plan {
         check_params(&flag_params, "--param", &texts(&checks, &as_of_texts))?;
         Ok(Plan {
             tables,
+            raw_tables,
             checks,
             params,
             engine: EngineSpec::from_config(&config.engine, flags.memory_limit, flags.engine)?,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
+use datafusion::catalog::view::ViewTable;
 use datafusion::common::ParamValues;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
@@ -22,7 +23,7 @@ mod exact;
 pub use exact::ExactSum;
 pub mod lint;
 
-use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side};
+use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side, TableSpec};
 use crate::error::clean_df_error;
 use crate::sources::{CATALOG, Catalog};
 
@@ -369,11 +370,12 @@ impl Engine {
         params: &BTreeMap<String, String>,
         catalog: &Catalog,
     ) -> Result<LogicalPlan> {
-        self.plan_sql(&check.sql, &check.sql_origin, side, params, catalog)
+        self.plan_query(&check.sql, &check.sql_origin, side, params, catalog, true)
             .await
     }
 
-    /// Plans any read-only query of dualrun's own (readiness probes) under the same rules.
+    /// Plans any read-only query of dualrun's own (readiness probes, views) under the same
+    /// rules; it may read the side's raw tables.
     pub async fn plan_sql(
         &self,
         sql: &str,
@@ -381,6 +383,72 @@ impl Engine {
         side: Side,
         params: &BTreeMap<String, String>,
         catalog: &Catalog,
+    ) -> Result<LogicalPlan> {
+        self.plan_query(sql, origin, side, params, catalog, false)
+            .await
+    }
+
+    /// Registers the sides that are views (`batch_view`, `stream_view`): each SELECT is planned
+    /// under the rules of a check's SQL, against its own side's tables (raw ones included), and
+    /// registered on that side as the logical table. A view that does not plan is recorded like
+    /// a table that does not register: only the checks that read it fail.
+    pub async fn register_views(
+        &self,
+        tables: &[TableSpec],
+        params: &BTreeMap<String, String>,
+        catalog: &mut Catalog,
+    ) -> Result<()> {
+        let mut pending: Vec<(Side, &str, &str)> = tables
+            .iter()
+            .flat_map(|t| {
+                Side::BOTH.into_iter().filter_map(move |side| {
+                    t.side(side)
+                        .view
+                        .as_deref()
+                        .map(|sql| (side, t.name.as_str(), sql))
+                })
+            })
+            .collect();
+        // Views may read views: plan what can be planned until nothing more can.
+        loop {
+            let before = pending.len();
+            let mut failed = Vec::new();
+            for (side, name, sql) in pending {
+                let origin = format!("[tables.{name}] {}_view", side.name());
+                match self.plan_sql(sql, &origin, side, params, catalog).await {
+                    Ok(plan) => {
+                        let view = ViewTable::new(plan, Some(sql.to_string()));
+                        self.ctx
+                            .catalog(CATALOG)
+                            .and_then(|c| c.schema(side.name()))
+                            .ok_or_else(|| anyhow!("internal: schema {} missing", side.name()))?
+                            .register_table(name.to_string(), Arc::new(view))?;
+                    }
+                    Err(error) => failed.push(((side, name, sql), error)),
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            if failed.len() == before {
+                for ((side, name, _), error) in failed {
+                    let message = format!("table '{name}' ({} side, view): {error:#}", side.name());
+                    catalog.record_failure(side, name, message);
+                }
+                return Ok(());
+            }
+            pending = failed.into_iter().map(|(view, _)| view).collect();
+        }
+    }
+
+    async fn plan_query(
+        &self,
+        sql: &str,
+        origin: &str,
+        side: Side,
+        params: &BTreeMap<String, String>,
+        catalog: &Catalog,
+        checks_only: bool,
     ) -> Result<LogicalPlan> {
         let state = self.state_for(side);
         let dialect = state.config().options().sql_parser.dialect;
@@ -401,6 +469,19 @@ impl Engine {
             if let Some(failure) = catalog.failure(side, reference.table()) {
                 bail!("{failure}");
             }
+            if let (Some(raw), true) = (catalog.raw_side(reference.table()), checks_only) {
+                let other = match raw {
+                    Side::Batch => Side::Stream,
+                    Side::Stream => Side::Batch,
+                };
+                bail!(
+                    "query {origin}: table '{}' exists on the {} side only (a raw table, for that side's views): a check reads logical tables; give its {} side too, or define a logical table over it with {}_view",
+                    reference.table(),
+                    raw.name(),
+                    other.name(),
+                    raw.name()
+                );
+            }
             let unqualified = reference.schema().is_none() && reference.catalog().is_none();
             if unqualified
                 && !ctes.contains(&reference.table().to_string())
@@ -410,8 +491,16 @@ impl Engine {
                     .iter()
                     .any(|t| t == reference.table())
             {
+                let elsewhere = match catalog.raw_side(reference.table()) {
+                    Some(raw) if raw != side => format!(
+                        "; '{}' is a raw table of the {} side, and each side reads only its own tables",
+                        reference.table(),
+                        raw.name()
+                    ),
+                    _ => String::new(),
+                };
                 bail!(
-                    "query {origin}: table '{}' is not defined (tables: {})",
+                    "query {origin}: table '{}' is not defined (tables: {}){elsewhere}",
                     reference.table(),
                     self.table_names(side).join(", ")
                 );

@@ -1,5 +1,6 @@
-//! What `dualrun validate` found per check: the columns each side's plan gives, schema drift
-//! between them, and the nondeterminism lint.
+//! What `dualrun validate` found: each table per side (where it comes from and its columns),
+//! then per check the columns each side's plan gives, schema drift between them, and the
+//! nondeterminism lint.
 
 use std::fmt::Write as _;
 
@@ -21,8 +22,40 @@ pub enum Validated {
     },
 }
 
-pub fn render(checks: &[Validated]) -> String {
+/// One side of a table as registered: where it comes from and its columns, or why it failed.
+pub struct TableSide {
+    pub name: String,
+    pub side: &'static str,
+    /// A raw table: on this side only, for its views.
+    pub raw: bool,
+    pub origin: String,
+    pub columns: Result<Vec<(String, String)>, String>,
+}
+
+pub fn render(tables: &[TableSide], checks: &[Validated]) -> String {
     let mut out = String::new();
+    if !tables.is_empty() {
+        let _ = writeln!(out, "tables");
+        for table in tables {
+            let raw = if table.raw { ", raw" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {} ({}{raw}): {}",
+                table.name, table.side, table.origin
+            );
+            match &table.columns {
+                Ok(columns) => {
+                    let columns: Vec<String> =
+                        columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+                    let _ = writeln!(out, "      {}", columns.join(", "));
+                }
+                Err(message) => {
+                    let _ = writeln!(out, "      ERROR {message}");
+                }
+            }
+        }
+        let _ = writeln!(out, "checks");
+    }
     for check in checks {
         match check {
             Validated::Failed { name, message } => {

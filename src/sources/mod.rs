@@ -23,7 +23,7 @@ use datafusion::datasource::listing::{
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
-use crate::config::{Format, Side, SourceSpec, StoreOptions, TableSpec};
+use crate::config::{Format, RawTable, Side, SourceSpec, StoreOptions, TableSpec};
 use crate::redact::redact_url;
 
 pub mod changelog;
@@ -42,6 +42,8 @@ pub const CATALOG: &str = "datafusion";
 pub struct Catalog {
     failures: HashMap<(Side, String), String>,
     listed: HashMap<(Side, String), Listed>,
+    /// Tables of one side only, for that side's views.
+    raw: BTreeSet<(Side, String)>,
 }
 
 /// What listing a table's location found.
@@ -54,6 +56,19 @@ pub struct Listed {
 }
 
 impl Catalog {
+    /// Records that a table could not be registered on a side (a view that does not plan).
+    pub fn record_failure(&mut self, side: Side, table: &str, message: String) {
+        self.failures.insert((side, table.to_string()), message);
+    }
+
+    /// The side a raw table (one side only) belongs to, if `table` is one.
+    pub fn raw_side(&self, table: &str) -> Option<Side> {
+        self.raw
+            .iter()
+            .find(|(_, name)| name == table)
+            .map(|(side, _)| *side)
+    }
+
     /// The registration error of a table, if it has one.
     pub fn failure(&self, side: Side, table: &str) -> Option<&str> {
         self.failures
@@ -99,6 +114,7 @@ impl Catalog {
 pub async fn register_tables(
     ctx: &SessionContext,
     tables: &[TableSpec],
+    raw_tables: &[RawTable],
     store: &StoreOptions,
 ) -> Result<Catalog> {
     let catalog = ctx
@@ -108,52 +124,60 @@ pub async fn register_tables(
         catalog.register_schema(side.name(), Arc::new(MemorySchemaProvider::new()))?;
     }
     let mut result = Catalog::default();
-    for table in tables {
-        for side in Side::BOTH {
-            let source = table.side(side);
-            let registered = match &source.changelog {
-                None => register_one(ctx, side, &table.name, source, store).await,
-                Some(changelog) => {
-                    let raw = crate::sources::changelog::raw_name(&table.name);
-                    match register_one(ctx, side, &raw, source, store).await {
-                        Ok(listed) => {
-                            match crate::sources::changelog::view(ctx, side, &table.name, changelog)
-                                .await
-                            {
-                                Ok(view) => catalog
+    let raw = raw_tables
+        .iter()
+        .map(|r| (r.side, r.name.as_str(), &r.source));
+    let logical = tables.iter().flat_map(|table| {
+        Side::BOTH
+            .into_iter()
+            .map(move |side| (side, table.name.as_str(), table.side(side)))
+    });
+    for (side, name, source) in raw.chain(logical) {
+        // A view is planned by the engine once every table of its side is here.
+        if source.view.is_some() {
+            continue;
+        }
+        let registered = match &source.changelog {
+            None => register_one(ctx, side, name, source, store).await,
+            Some(changelog) => {
+                let changes = changelog::raw_name(name);
+                match register_one(ctx, side, &changes, source, store).await {
+                    Ok(listed) => {
+                        changelog::view(ctx, side, name, changelog)
+                            .await
+                            .and_then(|view| {
+                                catalog
                                     .schema(side.name())
                                     .ok_or_else(|| {
                                         anyhow!("internal: schema {} missing", side.name())
-                                    })
-                                    .and_then(|schema| {
-                                        Ok(schema.register_table(table.name.clone(), view)?)
-                                    })
-                                    .map(|_| listed),
-                                Err(error) => Err(error),
-                            }
-                        }
-                        Err(error) => Err(error),
+                                    })?
+                                    .register_table(name.to_string(), view)?;
+                                Ok(listed)
+                            })
                     }
+                    Err(error) => Err(error),
                 }
-            };
-            match registered {
-                Ok(listed) => {
-                    result.listed.insert((side, table.name.clone()), listed);
-                }
-                Err(error) => {
-                    let message = format!(
-                        "table '{}' ({} side, {}): {:#}",
-                        table.name,
-                        side.name(),
-                        redact_url(&source.url),
-                        error
-                    );
-                    tracing::debug!("{message}");
-                    result.failures.insert((side, table.name.clone()), message);
-                }
+            }
+        };
+        match registered {
+            Ok(listed) => {
+                result.listed.insert((side, name.to_string()), listed);
+            }
+            Err(error) => {
+                let message = format!(
+                    "table '{name}' ({} side, {}): {error:#}",
+                    side.name(),
+                    redact_url(&source.url),
+                );
+                tracing::debug!("{message}");
+                result.failures.insert((side, name.to_string()), message);
             }
         }
     }
+    result.raw = raw_tables
+        .iter()
+        .map(|r| (r.side, r.name.clone()))
+        .collect();
     Ok(result)
 }
 

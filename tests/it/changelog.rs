@@ -233,3 +233,147 @@ fn upsert_debezium_and_dedup_shapes() {
     let run = matching(&ws);
     assert_eq!(run.check()["changelog"][0]["replayed_rows"], 2);
 }
+
+/// Raw events on the stream side (epoch millis, cents, a nested attribute) become the logical
+/// table through a view; the same SQL then compares them with the batch table. Raw tables stay
+/// on their side and out of the checks.
+#[test]
+fn per_side_views_turn_raw_events_into_the_logical_table() {
+    let ws = Workspace::new();
+    ws.table(
+        "batch/events",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES \
+         (1, TIMESTAMP '2025-12-01 00:00:00', CAST(10.50 AS DECIMAL(10, 2)), 'EU'), \
+         (2, TIMESTAMP '2025-12-01 01:00:00', CAST(2.99 AS DECIMAL(10, 2)), 'US'), \
+         (3, TIMESTAMP '2025-12-01 02:00:00', CAST(100.00 AS DECIMAL(10, 2)), 'EU')) \
+         AS t(id, event_time, amount, region)",
+    );
+    // Id 3 arrives one cent off: the view must carry real values through.
+    ws.write(
+        "stream/events.ndjson",
+        "{\"id\": 1, \"ts_ms\": 1764547200000, \"amount_cents\": 1050, \"attrs\": {\"region\": \"EU\"}}\n\
+         {\"id\": 2, \"ts_ms\": 1764550800000, \"amount_cents\": 299, \"attrs\": {\"region\": \"US\"}}\n\
+         {\"id\": 3, \"ts_ms\": 1764554400000, \"amount_cents\": 10001, \"attrs\": {\"region\": \"EU\"}}\n",
+    );
+    let view = "SELECT id, to_timestamp_millis(ts_ms) AS event_time, \
+                CAST(amount_cents AS DECIMAL(12, 2)) / 100 AS amount, \
+                attrs['region'] AS region FROM events_raw";
+    ws.write(
+        "dualrun.toml",
+        &format!(
+            "[tables.events_raw]\nstream = \"stream/\"\n\n\
+             [tables.events]\nbatch = \"batch/events/\"\nstream_view = \"{view}\"\n\n\
+             [[checks]]\nname = \"events\"\nsql = \"SELECT id, event_time, amount, region FROM events\"\nkey = [\"id\"]\n"
+        ),
+    );
+    let run = ws.run(&[
+        "run",
+        "--config",
+        "dualrun.toml",
+        "--no-history",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [2, 1, 0, 0, 0, 0], "{}", run.stdout);
+    let differences = &run.check()["samples"]["mismatched"][0]["differences"];
+    assert_eq!(differences[0]["column"], "amount", "{differences}");
+
+    // validate shows where each side of each table comes from, and its columns.
+    let validated = ws.run(&["validate", "--config", "dualrun.toml"]);
+    assert!(
+        validated
+            .stdout
+            .contains("events (stream): view: SELECT id, to_timestamp_millis(ts_ms)"),
+        "{}",
+        validated.stdout
+    );
+    assert!(
+        validated
+            .stdout
+            .contains("events_raw (stream, raw): files at"),
+        "{}",
+        validated.stdout
+    );
+    assert!(
+        validated.stdout.contains("ts_ms Int64"),
+        "{}",
+        validated.stdout
+    );
+
+    // The same from the command line.
+    let flags = ws.run(&[
+        "compare",
+        "--batch",
+        "events=batch/events/",
+        "--stream",
+        "events_raw=stream/",
+        "--stream-view",
+        &format!("events={view}"),
+        "--sql",
+        "SELECT id, amount FROM events",
+        "--key",
+        "id",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(flags.code, 1, "{}", flags.stderr);
+    assert_eq!(flags.counts(), [2, 1, 0, 0, 0, 0]);
+
+    // A check cannot read a raw table, and a side cannot read the other side's raw tables.
+    assert_trouble(
+        &ws.run(&[
+            "compare",
+            "--batch",
+            "events=batch/events/",
+            "--stream",
+            "events_raw=stream/",
+            "--stream-view",
+            &format!("events={view}"),
+            "--sql",
+            "SELECT * FROM events_raw",
+        ]),
+        "table 'events_raw' exists on the stream side only",
+    );
+    assert_trouble(
+        &ws.run(&[
+            "compare",
+            "--batch-view",
+            "events=SELECT * FROM events_raw",
+            "--stream",
+            "events_raw=stream/",
+            "--stream-view",
+            &format!("events={view}"),
+            "--sql",
+            "SELECT * FROM events",
+        ]),
+        "'events_raw' is a raw table of the stream side, and each side reads only its own tables",
+    );
+    assert_trouble(
+        &ws.run(&[
+            "compare",
+            "--batch",
+            "events=batch/events/",
+            "--stream-view",
+            &format!("events={view}"),
+            "--sql",
+            "SELECT * FROM events",
+        ]),
+        "table 'events_raw' is not defined",
+    );
+    assert_trouble(
+        &ws.run(&[
+            "compare",
+            "--batch",
+            "events=batch/events/",
+            "--stream-view",
+            "events=DELETE FROM x",
+            "--stream",
+            "x=stream/",
+            "--sql",
+            "SELECT * FROM events",
+        ]),
+        "is not a SELECT",
+    );
+}

@@ -405,7 +405,7 @@ fn bad_input_exits_2_naming_the_culprit() {
                 "--sql",
                 "SELECT * FROM t",
             ],
-            "table 't' needs both",
+            "table 't' exists on the batch side only",
         ),
         (
             vec![
