@@ -160,7 +160,7 @@ fn pieces(table: &str, side: Side, spec: &ChangelogSpec, schema: &Schema) -> Res
         ChangelogShape::Debezium => {
             if !has("__op") {
                 bail!(
-                    "{what}: shape = \"debezium\" reads the flattened form (ExtractNewRecordState with add.fields=op,source.ts_ms): no __op column (columns: {})",
+                    "{what}: shape = \"debezium\" reads the flattened form (ExtractNewRecordState with add.fields=op,source.ts_ms) or the envelope: no __op column (columns: {})",
                     names.join(", ")
                 );
             }
@@ -265,8 +265,90 @@ async fn raw_pieces(
         .table(&raw_name(table))
         .await?
         .with_context(|| format!("internal: {} not registered", raw_name(table)))?;
-    let p = pieces(table, side, spec, &raw.schema())?;
+    let schema = raw.schema();
+    if spec.shape != ChangelogShape::Debezium || schema.column_with_name("__op").is_some() {
+        let p = pieces(table, side, spec, &schema)?;
+        return Ok((state, p));
+    }
+    // Debezium's own envelope: the change rows are what its flattened form would be.
+    let flat = envelope(table, side, &schema)?;
+    let plan = state.create_logical_plan(&flat).await.with_context(|| {
+        format!(
+            "table '{table}' ({} side) changelog: the Debezium envelope",
+            side.name()
+        )
+    })?;
+    let flat_schema: Schema = plan.schema().as_arrow().clone();
+    let mut p = pieces(table, side, spec, &flat_schema)?;
+    p.raw = format!("({flat}) AS envelope");
     Ok((state, p))
+}
+
+/// Debezium's change event as Kafka Connect's JSON converter writes it, with or without the
+/// `schema`/`payload` wrapper: `before` and `after` (the row's state, structs), `op` (c, u, d,
+/// r), `ts_ms` and `source.ts_ms`. Read as its flattened form (what `ExtractNewRecordState`
+/// would write): the row's columns from `after` (from `before` for a delete, whose `after` is
+/// null), `__op`, and `__source_ts_ms` (the database's commit time, else the event's `ts_ms`).
+fn envelope(table: &str, side: Side, schema: &Schema) -> Result<String> {
+    let what = format!("table '{table}' ({} side) changelog", side.name());
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let (prefix, fields) = match schema.field_with_name("payload").map(|f| f.data_type()) {
+        Ok(DataType::Struct(fields)) => ("\"payload\"".to_string(), fields.clone()),
+        _ => (String::new(), schema.fields().clone()),
+    };
+    let path = |name: &str| {
+        if prefix.is_empty() {
+            quote(name)
+        } else {
+            format!("{prefix}['{name}']")
+        }
+    };
+    let field = |name: &str| fields.iter().find(|f| f.name() == name);
+    let row_fields = match (field("after"), field("before")) {
+        (Some(f), _) | (None, Some(f)) => match f.data_type() {
+            DataType::Struct(row) => row.clone(),
+            other => bail!("{what}: Debezium's '{}' is {other}, not a row", f.name()),
+        },
+        (None, None) => bail!(
+            "{what}: shape = \"debezium\" needs its flattened form (__op, __source_ts_ms) or its envelope (before, after, op, ts_ms), optionally inside payload; the change rows have {}",
+            names.join(", ")
+        ),
+    };
+    if field("op").is_none() {
+        bail!("{what}: the Debezium envelope has no op field");
+    }
+    let value = |column: &str| match (field("after"), field("before")) {
+        (Some(_), Some(_)) => format!(
+            "coalesce({}['{column}'], {}['{column}'])",
+            path("after"),
+            path("before")
+        ),
+        (Some(_), None) => format!("{}['{column}']", path("after")),
+        _ => format!("{}['{column}']", path("before")),
+    };
+    let mut columns: Vec<String> = row_fields
+        .iter()
+        .map(|f| format!("{} AS {}", value(f.name()), quote(f.name())))
+        .collect();
+    columns.push(format!("{} AS \"__op\"", path("op")));
+    let source_ts = match field("source").map(|f| f.data_type()) {
+        Some(DataType::Struct(source)) if source.iter().any(|f| f.name() == "ts_ms") => {
+            Some(format!("{}['ts_ms']", path("source")))
+        }
+        _ => None,
+    };
+    let ts = match (source_ts, field("ts_ms")) {
+        (Some(source), Some(_)) => format!("coalesce({source}, {})", path("ts_ms")),
+        (Some(source), None) => source,
+        (None, Some(_)) => path("ts_ms"),
+        (None, None) => bail!("{what}: the Debezium envelope has neither source.ts_ms nor ts_ms"),
+    };
+    columns.push(format!("{ts} AS \"__source_ts_ms\""));
+    Ok(format!(
+        "SELECT {} FROM {}",
+        columns.join(", "),
+        quote(&raw_name(table))
+    ))
 }
 
 fn side_state(

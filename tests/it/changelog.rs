@@ -218,6 +218,62 @@ fn upsert_debezium_and_dedup_shapes() {
     let run = matching(&ws);
     assert_eq!(run.check()["changelog"][0]["ignored_after_as_of"], 1);
 
+    // The same events in Debezium's own envelope (before/after/op/source.ts_ms), as Kafka
+    // Connect's JSON converter writes them, without and with the schema/payload wrapper.
+    let events = [
+        (None, Some((1, "new", 30.0)), "c", 1795514400000u64),
+        (
+            Some((1, "new", 30.0)),
+            Some((1, "paid", 30.0)),
+            "u",
+            1795514460000,
+        ),
+        (None, Some((2, "new", 12.0)), "r", 1795514400000),
+        (Some((2, "new", 12.0)), None, "d", 1795514460000),
+        (None, Some((3, "new", 7.5)), "c", 1795514400000),
+        (None, Some((4, "new", 40.0)), "c", 1795514400000),
+        (
+            Some((4, "new", 40.0)),
+            Some((4, "paid", 40.0)),
+            "u",
+            1795680000000,
+        ),
+        (None, Some((5, "paid", 5.0)), "c", 1795514400000),
+    ];
+    let row = |r: Option<(i32, &str, f64)>| match r {
+        Some((id, status, amount)) => {
+            format!("{{\"order_id\": {id}, \"status\": \"{status}\", \"amount\": {amount:.1}}}")
+        }
+        None => "null".to_string(),
+    };
+    let (mut plain, mut wrapped) = (String::new(), String::new());
+    for (before, after, op, ts) in events {
+        let payload = format!(
+            "{{\"before\": {}, \"after\": {}, \"op\": \"{op}\", \"ts_ms\": {}, \"source\": {{\"db\": \"shop\", \"ts_ms\": {ts}}}}}",
+            row(before),
+            row(after),
+            ts + 7
+        );
+        plain.push_str(&payload);
+        plain.push('\n');
+        wrapped.push_str(&format!(
+            "{{\"schema\": {{\"type\": \"struct\", \"name\": \"shop.orders.Envelope\"}}, \"payload\": {payload}}}\n"
+        ));
+    }
+    for (dir, text) in [("s5/orders", &plain), ("s6/orders", &wrapped)] {
+        ws.write(&format!("{dir}/events.json"), text);
+        config_at(
+            &ws,
+            &format!("{dir}/"),
+            r#"{ shape = "debezium", key = ["order_id"] }"#,
+        );
+        let run = matching(&ws);
+        let stats = &run.check()["changelog"][0];
+        assert_eq!(stats["ignored_after_as_of"], 1, "{dir}: {stats}");
+        assert_eq!(stats["deletes_applied"], 1, "{dir}: {stats}");
+        assert_eq!(stats["change_rows"], 8, "{dir}: {stats}");
+    }
+
     // At-least-once appends: one row per event id.
     ws.table(
         "s4/orders",
