@@ -10,7 +10,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 mkdir -p docs/img
 shot() {  # shot PAGE PNG HEIGHT
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run \
+  chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --no-first-run \
     --window-size=1280,"$3" --screenshot="$2" "file://$PWD/$1" >/dev/null 2>&1
 }
 shot site/index.html docs/img/board.png 620

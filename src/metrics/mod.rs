@@ -141,7 +141,7 @@ pub fn registry(
     let ratio = gauge_vec(
         &registry,
         "dualrun_check_divergence_ratio",
-        "Divergent rows divided by the larger side's row count (0 to 1).",
+        "Rows without an equal partner: (2 x mismatched + missing + extra) / (batch rows + stream rows), 0 to 1.",
         &["check"],
     )?;
     let columns = gauge_vec(

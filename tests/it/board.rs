@@ -20,6 +20,8 @@ fn chromium(args: &[&str]) -> String {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Containers give /dev/shm 64 MiB: Chromium writes to /tmp instead.
+            "--disable-dev-shm-usage",
             "--hide-scrollbars",
             "--no-first-run",
             "--window-size=1280,1000",

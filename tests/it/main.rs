@@ -9,6 +9,7 @@ mod board;
 mod changelog;
 mod cli;
 mod determinism;
+mod docs;
 mod gate;
 mod hardening;
 mod layers;
