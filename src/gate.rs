@@ -253,7 +253,9 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
     }
 }
 
-/// How a night counts for the gate, for the board's streak bar.
+/// How a night shows on the board's streak bar: clean, diverged, or no verdict (not ready,
+/// error, empty, and unstable, which resets the streak but is the query's fault, not the
+/// stream's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NightKind {
@@ -295,10 +297,12 @@ pub fn nights(check: &CheckSpec, records: &[RunRecord]) -> Vec<Night> {
             params: r.params.clone(),
             run_date: r.run_date.clone(),
             status: r.status,
-            kind: match verdict(r, check) {
-                Verdict::Clean => NightKind::Clean,
-                Verdict::Dirty => NightKind::Dirty,
-                Verdict::Empty | Verdict::None => NightKind::NoVerdict,
+            kind: match (verdict(r, check), r.status) {
+                // Unstable resets the streak, but the stream is not what moved: grey, not red.
+                (_, CheckStatus::Unstable) => NightKind::NoVerdict,
+                (Verdict::Clean, _) => NightKind::Clean,
+                (Verdict::Dirty, _) => NightKind::Dirty,
+                (Verdict::Empty | Verdict::None, _) => NightKind::NoVerdict,
             },
             divergence_ratio: r.divergence_ratio,
             started_at: r.started_at.clone(),

@@ -419,10 +419,11 @@ pub fn board_check(check: &GateCheck, nights: &[Night], back: &str) -> String {
                 "night": night_label(n),
                 "status": n.status.name(),
                 "kind": kind_name(n.kind),
-                "kind_text": match n.kind {
-                    NightKind::Clean => "clean",
-                    NightKind::Dirty => "resets the streak",
-                    NightKind::NoVerdict => "no verdict",
+                "kind_text": match (n.kind, n.status) {
+                    (_, CheckStatus::Unstable) => "unstable: resets the streak",
+                    (NightKind::Clean, _) => "clean",
+                    (NightKind::Dirty, _) => "resets the streak",
+                    (NightKind::NoVerdict, _) => "no verdict",
                 },
                 "ratio": format!("{:.6}", n.divergence_ratio),
                 "columns": n.columns.join(", "),
