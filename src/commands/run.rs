@@ -255,7 +255,10 @@ async fn run_check(
             }
         }
     }
-    let diff = diff::run(engine, catalog, check, batch.clone(), stream, progress).await?;
+    let mut diff = diff::run(engine, catalog, check, batch.clone(), stream, progress).await?;
+    if let Some(finding) = missed_deletes(engine, check, plan, &changelog, &diff).await? {
+        diff.findings.push(finding);
+    }
     let control = if check.control > 0 {
         Some(control_runs(engine, catalog, check, &batch).await?)
     } else {
@@ -296,3 +299,82 @@ async fn control_runs(
 
 /// How long a check may run on a Ballista cluster when it sets no timeout of its own.
 pub const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+
+/// The finding for rows extra in a stream that is a change log: when the check pairs rows by the
+/// change log's own key and none of the extra keys (those in the samples: every one when there
+/// are no more than the sample size) has a delete anywhere in the log, while the batch snapshot
+/// no longer has them, the stream pipeline missed their deletes.
+async fn missed_deletes(
+    engine: &Engine,
+    check: &CheckSpec,
+    plan: &Plan,
+    changelog: &[sources::changelog::ChangelogStats],
+    diff: &diff::DiffResult,
+) -> Result<Option<diff::Finding>> {
+    let extra = diff.counts.extra_in_stream;
+    if extra == 0 || diff.paired_by_occurrence {
+        return Ok(None);
+    }
+    for stats in changelog.iter().filter(|s| s.side == Side::Stream.name()) {
+        let Some(spec) = plan
+            .tables
+            .iter()
+            .find(|t| t.name == stats.table)
+            .and_then(|t| t.stream.changelog.as_ref())
+        else {
+            continue;
+        };
+        if spec.key != check.key {
+            continue;
+        }
+        let literal = |value: &serde_json::Value| match value {
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::String(s) => Some(format!("'{}'", s.replace('\'', "''"))),
+            _ => None,
+        };
+        let keys: Option<Vec<Vec<String>>> = diff
+            .samples
+            .extra_in_stream
+            .iter()
+            .map(|row| {
+                spec.key
+                    .iter()
+                    .map(|k| row.key.get(k).and_then(literal))
+                    .collect()
+            })
+            .collect();
+        let Some(keys) = keys.filter(|k| !k.is_empty()) else {
+            continue;
+        };
+        let deleted = sources::changelog::keys_with_deletes(
+            &engine.ctx,
+            Side::Stream,
+            &stats.table,
+            spec,
+            &keys,
+        )
+        .await?;
+        if deleted > 0 {
+            continue;
+        }
+        let which = if keys.len() as u64 == extra {
+            format!("all {extra} rows extra in stream are")
+        } else {
+            format!(
+                "the {} sampled of {extra} rows extra in stream are",
+                keys.len()
+            )
+        };
+        return Ok(Some(diff::Finding {
+            kind: diff::FindingKind::MissedDeletes,
+            columns: spec.key.clone(),
+            rows: extra,
+            evidence: format!(
+                "{which} keys the change log of '{}' never deletes, while the batch snapshot no longer has them: deletes the stream pipeline missed (dropped tombstones, or deletes not captured)",
+                stats.table
+            ),
+            details: serde_json::json!({"table": stats.table, "keys_checked": keys.len()}),
+        }));
+    }
+    Ok(None)
+}

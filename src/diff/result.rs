@@ -27,6 +27,9 @@ pub enum FindingKind {
     TimezoneShift,
     /// Texts differ in case or surrounding whitespace only.
     TextNormalisation,
+    /// Rows extra in a stream read from a change log are keys the log never deletes, while the
+    /// batch snapshot no longer has them.
+    MissedDeletes,
 }
 
 impl FindingKind {
@@ -40,6 +43,7 @@ impl FindingKind {
             FindingKind::Precision => "precision",
             FindingKind::TimezoneShift => "timezone_shift",
             FindingKind::TextNormalisation => "text_normalisation",
+            FindingKind::MissedDeletes => "missed_deletes",
         }
     }
 }

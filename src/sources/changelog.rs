@@ -513,3 +513,43 @@ pub async fn stats(
         rows: n[3] - n[4],
     })
 }
+
+/// How many of `keys` (values of the change log's key columns, as SQL literals in its key
+/// order) have at least one delete in the raw changes of `table`, at any time.
+pub async fn keys_with_deletes(
+    ctx: &SessionContext,
+    side: Side,
+    table: &str,
+    spec: &ChangelogSpec,
+    keys: &[Vec<String>],
+) -> Result<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let (_, p) = raw_pieces(ctx, side, table, spec).await?;
+    let wanted: Vec<String> = keys
+        .iter()
+        .map(|values| {
+            let terms: Vec<String> = spec
+                .key
+                .iter()
+                .zip(values)
+                .map(|(column, value)| format!("{} = {value}", quote(column)))
+                .collect();
+            format!("({})", terms.join(" AND "))
+        })
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {raw} WHERE ({changes}) AND ({is_delete}) IS TRUE AND ({wanted})) AS d",
+        keys = list(&spec.key),
+        raw = p.raw,
+        changes = p.changes,
+        is_delete = p.is_delete,
+        wanted = wanted.join(" OR "),
+    );
+    Ok(numbers(ctx, side, &sql)
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(0))
+}

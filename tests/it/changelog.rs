@@ -433,3 +433,56 @@ fn per_side_views_turn_raw_events_into_the_logical_table() {
         "is not a SELECT",
     );
 }
+
+/// Rows extra in a change-log stream whose keys the log never deletes are named as missed
+/// deletes; a key whose delete came after the cut-off is extra too, but not for that reason.
+#[test]
+fn extra_keys_the_log_never_deletes_are_missed_deletes() {
+    let ws = Workspace::new();
+    ws.table("b/orders", Fmt::Parquet, BATCH);
+    let log = |late_delete: bool| {
+        format!(
+            "SELECT order_id, status, amount, gone, CAST(ts AS TIMESTAMP) AS ts FROM (VALUES
+                (1, 'paid', 30.0, false, '2026-11-24 10:00:00'), (3, 'new', 7.5, false, '2026-11-24 10:00:00'),
+                (4, 'new', 40.0, false, '2026-11-24 10:00:00'), (5, 'paid', 5.0, false, '2026-11-24 10:00:00'),
+                (7, 'new', 1.0, false, '2026-11-24 10:00:00'), (8, 'new', 2.0, false, '2026-11-24 10:00:00')
+                {}) AS t(order_id, status, amount, gone, ts)",
+            if late_delete {
+                ", (7, 'new', 1.0, true, '2026-11-27 10:00:00'), (8, 'new', 2.0, true, '2026-11-27 10:00:00')"
+            } else {
+                ""
+            }
+        )
+    };
+    let spec = r#"{ shape = "upsert", key = ["order_id"], order_by = ["ts"], deleted = "gone" }"#;
+    ws.table("s/orders", Fmt::Parquet, &log(false));
+    config(&ws, spec);
+    let run = run_orders(&ws);
+    assert_eq!(run.counts(), [4, 0, 0, 2, 0, 0], "{}", run.stdout);
+    let findings = run.check()["findings"].clone();
+    let missed = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "missed_deletes")
+        .unwrap_or_else(|| panic!("no missed_deletes finding: {findings}"));
+    assert_eq!(missed["rows"], 2);
+    assert!(
+        missed["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("all 2 rows extra in stream"),
+        "{missed}"
+    );
+
+    // The deletes exist, after the cut-off: extra tonight, but not missed.
+    ws.table("s2/orders", Fmt::Parquet, &log(true));
+    config_at(&ws, "s2/orders/", spec);
+    let run = run_orders(&ws);
+    assert_eq!(run.counts(), [4, 0, 0, 2, 0, 0], "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("missed_deletes"),
+        "{}",
+        run.check()["findings"]
+    );
+}
