@@ -244,8 +244,11 @@ pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
         .iter()
         .filter(|c| c.required && matches!(c.stage, Stage::Migrated | Stage::Retired))
         .count();
+    // A migrated analysis whose stream diverges tonight is an open incident: retiring batch,
+    // its reconciliation, is not ready until the stream agrees again.
+    let incidents = out.iter().any(|c| c.required && c.incident);
     GateReport {
-        ready: required > 0 && proven == required,
+        ready: required > 0 && proven == required && !incidents,
         proven,
         required,
         migrated,

@@ -55,8 +55,13 @@ async fn mark(plan: &Plan, records: &[RunRecord], step: &str, name: &str) -> Res
     let stage = now.checks[0].stage;
     let allowed = match mark {
         Mark::Migrated => matches!(stage, Stage::Proven),
-        Mark::Retired => matches!(stage, Stage::Migrated),
+        Mark::Retired => matches!(stage, Stage::Migrated) && !now.checks[0].incident,
     };
+    if mark == Mark::Retired && now.checks[0].incident {
+        bail!(
+            "--mark {step} {name}: the stream tables of '{name}' disagree with batch tonight (a stream incident); retire its batch once the stream agrees again"
+        );
+    }
     if !allowed {
         let needs = match mark {
             Mark::Migrated => "proven",

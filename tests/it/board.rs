@@ -599,6 +599,26 @@ fn a_migration_from_the_first_night_to_batch_retired() {
     assert_eq!(code, 0, "{out}");
     let gate = gate_json(&ws);
     assert_eq!(gate["checks"][0]["incident"], true, "{gate}");
+    assert_eq!(
+        gate["ready"], false,
+        "no retiring batch during a stream incident: {gate}"
+    );
+    crate::common::assert_trouble(
+        &ws.run(&[
+            "gate",
+            "--config",
+            "dualrun.toml",
+            "--mark",
+            "retired",
+            "orders",
+        ]),
+        "stream incident",
+    );
+    // The stream is fixed: the next night agrees again, and batch may go.
+    ws.table("stream/orders", Fmt::Parquet, rows);
+    let (code, _) = night("2026-11-06");
+    assert_eq!(code, 0);
+    assert_eq!(gate_json(&ws)["ready"], true);
 
     // Batch retired: the last stage, on the board too.
     let marked = ws.run(&[
