@@ -27,9 +27,11 @@ demo: build
 	@echo "demo: HTML report in demo-report.html, migration board in site/index.html"
 	@scripts/screenshots.sh
 
+# The database servers start once for the whole run and stop whatever the outcome.
 test:
 	@scripts/setup.sh test
-	@set -o pipefail; $(CARGO) test --quiet --features ballista 2>&1 | tee .test-output.log
+	@set -o pipefail; eval "$$(scripts/servers.sh start)"; trap 'scripts/servers.sh stop' EXIT; \
+	$(CARGO) test --quiet --features ballista 2>&1 | tee .test-output.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' .test-output.log
 
 # Keyed and keyless diffs from 1M to 2 x 50M rows, against DuckDB in the same run, with unsorted

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing dualrun needs on a fresh Debian machine, only when missing:
-#   build  mold (the linker .cargo/config.toml asks for)
+#   build  mold (the linker .cargo/config.toml asks for), pkg-config and libssl-dev (PostgreSQL TLS)
 #   test   + the tools the integration tests run for real: promtool (Debian package prometheus),
-#          prometheus-pushgateway, chromium (the board and HTML reports in a real browser), and
+#          prometheus-pushgateway, chromium (the board and HTML reports in a real browser),
+#          postgresql (a real server, started once per run by scripts/servers.sh), and
 #          in .venv moto[server] (an S3-compatible server) and html5lib (HTML validity)
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
 set -euo pipefail
@@ -11,10 +12,14 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mold >/dev/null 2>&1 || need_apt+=(mold)
+# The PostgreSQL client of the databases feature speaks TLS through OpenSSL.
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 if [ "$want" = test ]; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

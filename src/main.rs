@@ -11,6 +11,10 @@ use dualrun::commands;
 use dualrun::report::OutputFormat;
 use dualrun::verdict::Exit;
 
+/// Without RUST_LOG: dualrun's own warnings, and only errors from the libraries (a database
+/// driver's chatter is not the user's business; `RUST_LOG=debug` shows everything).
+const DEFAULT_LOG: &str = "error,dualrun=warn";
+
 /// What the panic hook saw, for the JSON error report printed after the unwind.
 static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

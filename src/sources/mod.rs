@@ -27,6 +27,8 @@ use crate::config::{Format, RawTable, Side, SourceSpec, StoreOptions, TableSpec}
 use crate::redact::redact_url;
 
 pub mod changelog;
+#[cfg(feature = "databases")]
+pub mod database;
 #[cfg(feature = "delta")]
 pub mod delta;
 pub mod store;
@@ -188,6 +190,19 @@ async fn register_one(
     source: &SourceSpec,
     store: &StoreOptions,
 ) -> Result<Listed> {
+    #[cfg(feature = "databases")]
+    if database::is_database(&source.url) {
+        let provider = database::provider(&source.url).await?;
+        ctx.catalog(CATALOG)
+            .and_then(|c| c.schema(side.name()))
+            .ok_or_else(|| anyhow!("internal: schema {} missing", side.name()))?
+            .register_table(name.to_string(), provider)?;
+        // No files: a prefix no file location has, so scans are never attributed to it.
+        return Ok(Listed {
+            prefix: format!("\u{0}database:{name}"),
+            ..Listed::default()
+        });
+    }
     let url = table_url(&source.url)?;
     register_object_store(ctx, &url, store)?;
     let schema_provider = ctx

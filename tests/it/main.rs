@@ -8,6 +8,7 @@ mod ballista;
 mod board;
 mod changelog;
 mod cli;
+mod databases;
 mod determinism;
 mod docs;
 mod gate;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The database servers the tests read from, started once per `make test` run on loopback:
+#   eval "$(scripts/servers.sh start)"   # prints the exports the tests read (DUALRUN_TEST_PG)
+#   scripts/servers.sh stop               # stops them and removes their data
+# PostgreSQL comes from Debian's postgresql package (scripts/setup.sh test installs it); it runs
+# as the postgres user when we are root (it refuses root), in a temporary data directory.
+set -euo pipefail
+state=${DUALRUN_SERVERS_DIR:-/tmp/dualrun-test-servers}
+
+pg_bin() {
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+as_owner() {  # runs a PostgreSQL tool as the owner of the data directory
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+start() {
+  stop >/dev/null 2>&1 || true
+  mkdir -p "$state"
+  local bin pg port
+  bin=$(pg_bin)
+  [ -n "$bin" ] || { echo "servers: PostgreSQL is not installed (scripts/setup.sh test)" >&2; exit 1; }
+  pg="$state/pg"
+  mkdir -p "$pg"
+  [ "$(id -u)" -ne 0 ] || chown postgres "$state" "$pg"
+  port=$(free_port)
+  echo admin-secret > "$pg/pwfile"
+  [ "$(id -u)" -ne 0 ] || chown postgres "$pg/pwfile"
+  as_owner "$bin/initdb" -D "$pg/data" -A scram-sha-256 -U admin --pwfile="$pg/pwfile" >/dev/null
+  as_owner "$bin/pg_ctl" -D "$pg/data" -l "$pg/log" -w \
+    -o "-p $port -k $pg -c listen_addresses=127.0.0.1" start >/dev/null
+  echo "$port" > "$state/pg.port"
+  echo "export DUALRUN_TEST_PG_ADMIN='postgres://admin:admin-secret@127.0.0.1:$port/postgres'"
+  echo "export DUALRUN_TEST_PG_PORT=$port"
+}
+
+stop() {
+  local bin
+  bin=$(pg_bin)
+  if [ -d "$state/pg/data" ] && [ -n "$bin" ]; then
+    as_owner "$bin/pg_ctl" -D "$state/pg/data" -m fast stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$state"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,132 @@
+//! Tables in a database: stream pipelines often land in a serving database (a Flink or Kafka
+//! Connect JDBC sink into PostgreSQL) while batch sits in files. The table is read through
+//! `datafusion-table-providers`, so DataFusion still evaluates the analysis on both sides (only
+//! projections and filters go to the database), and every session is opened read-only
+//! (`default_transaction_read_only`), on top of dualrun's SELECT-only rule.
+//!
+//! Location: `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME[&sslmode=…]`;
+//! what the URL leaves out comes from the usual environment (`PGHOST`, `PGPORT`, `PGUSER`,
+//! `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion_table_providers::postgres::PostgresTableFactory;
+use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
+use datafusion_table_providers::util::secrets::to_secret_map;
+use url::Url;
+
+/// Whether a location is a database table rather than files.
+pub fn is_database(location: &str) -> bool {
+    let lower = location.to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// The table provider of a database location, on a read-only session.
+pub async fn provider(location: &str) -> Result<Arc<dyn TableProvider>> {
+    let url = Url::parse(location).map_err(|e| anyhow!("database URL: {e}"))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let Some(table) = query.get("table").filter(|t| !t.is_empty()) else {
+        bail!("database URL has no table: add ?table=SCHEMA.NAME (or ?table=NAME)");
+    };
+    let mut params: HashMap<String, String> = HashMap::new();
+    let host = url.host_str().map(str::to_string).or_else(|| env("PGHOST"));
+    let database = Some(url.path().trim_start_matches('/'))
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .or_else(|| env("PGDATABASE"));
+    let user = Some(url.username())
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .or_else(|| env("PGUSER"));
+    let password = url
+        .password()
+        .map(percent_decode)
+        .or_else(|| env("PGPASSWORD"));
+    let port = url
+        .port()
+        .map(|p| p.to_string())
+        .or_else(|| env("PGPORT"))
+        .unwrap_or_else(|| "5432".to_string());
+    let sslmode = query
+        .get("sslmode")
+        .cloned()
+        .or_else(|| env("PGSSLMODE"))
+        .unwrap_or_else(|| "prefer".to_string());
+    for (key, value) in [
+        ("host", host),
+        ("db", database),
+        ("user", user),
+        ("pass", password),
+        ("port", Some(port)),
+        ("sslmode", Some(sslmode)),
+        // Every transaction of the session is read-only: a write fails in the database itself.
+        (
+            "options",
+            Some("-c default_transaction_read_only=on".to_string()),
+        ),
+    ] {
+        if let Some(value) = value {
+            params.insert(key.to_string(), value);
+        }
+    }
+    if !params.contains_key("host") {
+        bail!("database URL has no host (and PGHOST is not set)");
+    }
+    let pool = PostgresConnectionPool::new(to_secret_map(params))
+        .await
+        .map_err(|e| anyhow!("cannot connect: {}", first_line(&e.to_string())))?;
+    let reference = match table.split_once('.') {
+        Some((schema, name)) => TableReference::partial(schema.to_string(), name.to_string()),
+        None => TableReference::bare(table.to_string()),
+    };
+    PostgresTableFactory::new(Arc::new(pool))
+        .table_provider(reference)
+        .await
+        .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
+}
+
+/// `%XX` escapes of a URL's user info back to bytes (a password may hold `@`, `:` or `/`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_percent_decoded() {
+        assert_eq!(percent_decode("p%40ss%3Aw%2Fd+x"), "p@ss:w/d+x");
+        assert_eq!(percent_decode("plain%"), "plain%");
+        assert!(is_database("postgresql://h/db?table=t"));
+        assert!(!is_database("s3://bucket/postgres://"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Tables in a real PostgreSQL server (Debian's package, started once per `make test` run by
+//! scripts/servers.sh, which exports DUALRUN_TEST_PG_ADMIN): the stream side in the database,
+//! the batch side in Parquet, the same SQL on both.
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// The admin URL of the test server; `make test` starts it.
+fn admin() -> String {
+    std::env::var("DUALRUN_TEST_PG_ADMIN").expect(
+        "DUALRUN_TEST_PG_ADMIN is not set: run the tests through `make test`, which starts PostgreSQL \
+         (or: eval \"$(scripts/servers.sh start)\" before cargo test)",
+    )
+}
+
+/// Runs each statement on its own (DROP/CREATE DATABASE cannot share a transaction).
+fn psql(url: &str, statements: &[&str]) -> (bool, String) {
+    let mut command = Command::new("psql");
+    command.args([url, "-v", "ON_ERROR_STOP=1", "-At"]);
+    for statement in statements {
+        command.args(["-c", statement]);
+    }
+    let output = command.output().expect("psql is installed with postgresql");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// A database of its own per test, with a reader role that only has SELECT.
+fn database(name: &str) -> String {
+    let admin = admin();
+    let port = std::env::var("DUALRUN_TEST_PG_PORT").unwrap();
+    let (ok, out) = psql(
+        &admin,
+        &[
+            &format!("DROP DATABASE IF EXISTS {name}"),
+            &format!("DROP ROLE IF EXISTS reader_{name}"),
+            &format!("CREATE DATABASE {name}"),
+            &format!("CREATE ROLE reader_{name} LOGIN PASSWORD 'reader-secret'"),
+        ],
+    );
+    assert!(ok, "{out}");
+    let url = format!("postgres://admin:admin-secret@127.0.0.1:{port}/{name}");
+    let grant = format!(
+        "GRANT USAGE ON SCHEMA shop TO reader_{name}; GRANT SELECT ON ALL TABLES IN SCHEMA shop TO reader_{name};"
+    );
+    let (ok, out) = psql(
+        &url,
+        &[
+            "CREATE SCHEMA shop; \
+         CREATE TABLE shop.orders (order_id integer PRIMARY KEY, status text, amount numeric(10, 2), \
+                                   created timestamptz, paid boolean); \
+         INSERT INTO shop.orders VALUES \
+           (1, 'paid', 30.00, '2026-11-24 10:00:00+00', true), \
+           (2, 'new', 12.50, '2026-11-24 11:30:00+00', false), \
+           (3, 'paid', 7.25, '2026-11-24 12:00:00+01', true), \
+           (4, 'new', 40.00, '2026-11-25 08:00:00+00', false);",
+            &grant,
+        ],
+    );
+    assert!(ok, "{out}");
+    format!("postgres://reader_{name}:reader-secret@127.0.0.1:{port}/{name}")
+}
+
+fn batch(ws: &Workspace, third_amount: &str) {
+    ws.table(
+        "batch/orders",
+        Fmt::Parquet,
+        &format!(
+            "SELECT * FROM (VALUES \
+             (1, 'paid', CAST(30.00 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-24 10:00:00', true), \
+             (2, 'new', CAST(12.50 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-24 11:30:00', false), \
+             (3, 'paid', CAST({third_amount} AS DECIMAL(10, 2)), TIMESTAMP '2026-11-24 11:00:00', true), \
+             (4, 'new', CAST(40.00 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-25 08:00:00', false)) \
+             AS t(order_id, status, amount, created, paid)"
+        ),
+    );
+}
+
+#[test]
+fn a_stream_table_in_postgresql_compares_with_parquet() {
+    let url = database("dr_compare");
+    let ws = Workspace::new();
+    batch(&ws, "7.25");
+    let stream = format!("orders={url}?table=shop.orders&sslmode=disable");
+    let compare = |sql: &str, key: &str| {
+        ws.run(&[
+            "compare",
+            "--batch",
+            "orders=batch/orders/",
+            "--stream",
+            &stream,
+            "--sql",
+            sql,
+            "--key",
+            key,
+            "--format",
+            "json",
+        ])
+    };
+    // Every column, numeric, timestamptz (UTC) and boolean included: the same rows match.
+    let run = compare(
+        "SELECT order_id, status, amount, CAST(created AS TIMESTAMP) AS created, paid FROM orders",
+        "order_id",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [4, 0, 0, 0, 0, 0]);
+    // An aggregate with a filter: DataFusion evaluates it on both sides.
+    let run = compare(
+        "SELECT status, count(*) AS n, sum(amount) AS total, avg(order_id) AS mean_id \
+         FROM orders WHERE created < TIMESTAMP '2026-11-25 00:00:00' GROUP BY status",
+        "status",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [2, 0, 0, 0, 0, 0]);
+
+    // A planted difference is found, and the password is never shown.
+    batch(&ws, "7.26");
+    let run = compare("SELECT order_id, amount FROM orders", "order_id");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 1, 0, 0, 0, 0]);
+    assert!(!run.stdout.contains("reader-secret") && !run.stderr.contains("reader-secret"));
+}
+
+#[test]
+fn sessions_are_read_only_and_faults_end_in_one_line() {
+    let url = database("dr_faults");
+    // The session options dualrun connects with make any write fail in the server itself.
+    let read_only = Command::new("psql")
+        .env("PGOPTIONS", "-c default_transaction_read_only=on")
+        .args([
+            &url,
+            "-Atc",
+            "INSERT INTO shop.orders VALUES (9, 'x', 1, now(), true)",
+        ])
+        .output()
+        .unwrap();
+    assert!(!read_only.status.success());
+    assert!(
+        String::from_utf8_lossy(&read_only.stderr).contains("read-only transaction"),
+        "{read_only:?}"
+    );
+
+    let ws = Workspace::new();
+    batch(&ws, "7.25");
+    let run = |stream: &str| {
+        ws.run(&[
+            "compare",
+            "--batch",
+            "orders=batch/orders/",
+            "--stream",
+            stream,
+            "--sql",
+            "SELECT order_id FROM orders",
+            "--key",
+            "order_id",
+            "--format",
+            "json",
+            "--timeout",
+            "30s",
+        ])
+    };
+    let missing = run(&format!("orders={url}?table=shop.nosuch&sslmode=disable"));
+    assert_trouble(&missing, "table 'orders' (stream side");
+    assert!(missing.stderr.contains("shop.nosuch"), "{}", missing.stderr);
+    let wrong = url.replace("reader-secret", "wrong-secret");
+    let denied = run(&format!("orders={wrong}?table=shop.orders&sslmode=disable"));
+    assert_trouble(&denied, "table 'orders' (stream side");
+    assert!(!denied.stderr.contains("wrong-secret"), "{}", denied.stderr);
+    let down = run(&format!(
+        "orders={}?table=shop.orders&sslmode=disable",
+        url.replace(
+            &format!(":{}/", std::env::var("DUALRUN_TEST_PG_PORT").unwrap()),
+            ":1/"
+        )
+    ));
+    assert_trouble(&down, "cannot connect");
+    assert!(!down.stderr.contains("reader-secret"), "{}", down.stderr);
+    let no_table = run(&format!("orders={url}?sslmode=disable"));
+    assert_trouble(&no_table, "?table=SCHEMA.NAME");
+    for failed in [&missing, &denied, &down, &no_table] {
+        assert_eq!(failed.json()["status"], "error");
+        assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
+    }
+}
