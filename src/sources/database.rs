@@ -4,9 +4,9 @@
 //! projections and filters go to the database), and every session is opened read-only
 //! (`default_transaction_read_only`), on top of dualrun's SELECT-only rule.
 //!
-//! Location: `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME[&sslmode=…]`;
-//! what the URL leaves out comes from the usual environment (`PGHOST`, `PGPORT`, `PGUSER`,
-//! `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`).
+//! Locations: `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME[&sslmode=…]`
+//! (what the URL leaves out comes from `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+//! `PGSSLMODE`) and `sqlite:///PATH.db?table=NAME` (opened read-only).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +22,57 @@ use url::Url;
 /// Whether a location is a database table rather than files.
 pub fn is_database(location: &str) -> bool {
     let lower = location.to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+    lower.starts_with("postgres://")
+        || lower.starts_with("postgresql://")
+        || lower.starts_with("sqlite://")
 }
 
 /// The table provider of a database location, on a read-only session.
 pub async fn provider(location: &str) -> Result<Arc<dyn TableProvider>> {
+    if location.to_ascii_lowercase().starts_with("sqlite://") {
+        return sqlite(location).await;
+    }
+    postgres(location).await
+}
+
+/// `sqlite:///ABSOLUTE/PATH.db?table=NAME` or `sqlite://RELATIVE/PATH.db?table=NAME` (relative to
+/// the working directory). The file is opened read-only (`mode=ro`): SQLite itself refuses any
+/// write, and nothing (not even a journal mode) is changed in it.
+async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
+    use datafusion_table_providers::sql::db_connection_pool::{JoinPushDown, Mode};
+    use datafusion_table_providers::sqlite::SqliteTableFactory;
+    use datafusion_table_providers::sqlite::pool::SqliteConnectionPool;
+
+    let rest = &location["sqlite://".len()..];
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let table = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "table")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow!("database URL has no table: add ?table=NAME"))?;
+    let path = percent_decode(path);
+    if !std::path::Path::new(&path).is_file() {
+        bail!("SQLite file {path} does not exist");
+    }
+    let read_only = format!("file:{path}?mode=ro");
+    let pool = SqliteConnectionPool::new(
+        &read_only,
+        Mode::File,
+        JoinPushDown::AllowedFor(path.clone()),
+        Vec::new(),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| anyhow!("cannot open {path}: {}", first_line(&e.to_string())))?;
+    SqliteTableFactory::new(Arc::new(pool))
+        .table_provider(TableReference::bare(table.clone()))
+        .await
+        .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
+}
+
+/// `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME`, with `PG*` for what
+/// it leaves out; every transaction of the session is read-only.
+async fn postgres(location: &str) -> Result<Arc<dyn TableProvider>> {
     let url = Url::parse(location).map_err(|e| anyhow!("database URL: {e}"))?;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();

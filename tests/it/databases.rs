@@ -60,7 +60,8 @@ fn database(name: &str) -> String {
            (1, 'paid', 30.00, '2026-11-24 10:00:00+00', true), \
            (2, 'new', 12.50, '2026-11-24 11:30:00+00', false), \
            (3, 'paid', 7.25, '2026-11-24 12:00:00+01', true), \
-           (4, 'new', 40.00, '2026-11-25 08:00:00+00', false);",
+           (4, 'New', 40.00, '2026-11-25 08:00:00+00', false), \
+           (5, NULL, 1.00, '2026-11-25 09:00:00+00', NULL);",
             &grant,
         ],
     );
@@ -77,7 +78,8 @@ fn batch(ws: &Workspace, third_amount: &str) {
              (1, 'paid', CAST(30.00 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-24 10:00:00', true), \
              (2, 'new', CAST(12.50 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-24 11:30:00', false), \
              (3, 'paid', CAST({third_amount} AS DECIMAL(10, 2)), TIMESTAMP '2026-11-24 11:00:00', true), \
-             (4, 'new', CAST(40.00 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-25 08:00:00', false)) \
+             (4, 'New', CAST(40.00 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-25 08:00:00', false), \
+             (5, CAST(NULL AS VARCHAR), CAST(1.00 AS DECIMAL(10, 2)), TIMESTAMP '2026-11-25 09:00:00', CAST(NULL AS BOOLEAN))) \
              AS t(order_id, status, amount, created, paid)"
         ),
     );
@@ -110,6 +112,15 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
         "order_id",
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [5, 0, 0, 0, 0, 0]);
+    // What PostgreSQL would answer differently if the query ran there (integer division, string
+    // order under its collation, NULL order, LIMIT after ORDER BY): one engine, the same answer.
+    let run = compare(
+        "SELECT order_id, order_id / 2 AS half, status FROM orders \
+         ORDER BY status NULLS FIRST, order_id LIMIT 4",
+        "order_id",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.counts(), [4, 0, 0, 0, 0, 0]);
     // An aggregate with a filter: DataFusion evaluates it on both sides.
     let run = compare(
@@ -124,7 +135,7 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
     batch(&ws, "7.26");
     let run = compare("SELECT order_id, amount FROM orders", "order_id");
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.counts(), [3, 1, 0, 0, 0, 0]);
+    assert_eq!(run.counts(), [4, 1, 0, 0, 0, 0]);
     assert!(!run.stdout.contains("reader-secret") && !run.stderr.contains("reader-secret"));
 }
 
@@ -188,4 +199,62 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
         assert_eq!(failed.json()["status"], "error");
         assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
     }
+}
+
+/// A SQLite file (as a stream sink might leave) compared with Parquet, opened read-only: the file
+/// is byte for byte the same afterwards, journal mode included.
+#[test]
+fn a_stream_table_in_sqlite_is_read_without_touching_the_file() {
+    let ws = Workspace::new();
+    batch(&ws, "7.25");
+    let file = ws.path("stream.db");
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute('CREATE TABLE orders (order_id INTEGER PRIMARY KEY, status TEXT, amount REAL)')\n\
+             c.executemany('INSERT INTO orders VALUES (?, ?, ?)', [(1, 'paid', 30.0), (2, 'new', 12.5), (3, 'paid', 7.25), (4, 'New', 40.0), (5, None, 1.0)])\n\
+             c.commit()",
+        )
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let before = std::fs::read(&file).unwrap();
+    let stream = format!("orders=sqlite://{}?table=orders", file.display());
+    let run = ws.run(&[
+        "compare",
+        "--batch",
+        "orders=batch/orders/",
+        "--stream",
+        &stream,
+        "--sql",
+        "SELECT order_id, status, CAST(amount AS DOUBLE) AS amount FROM orders",
+        "--key",
+        "order_id",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [5, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the SQLite file changed"
+    );
+    assert!(
+        !ws.path("stream.db-wal").exists(),
+        "a write-ahead log appeared"
+    );
+    let missing = ws.run(&[
+        "compare",
+        "--batch",
+        "orders=batch/orders/",
+        "--stream",
+        "orders=sqlite://nowhere.db?table=orders",
+        "--sql",
+        "SELECT * FROM orders",
+    ]);
+    assert_trouble(&missing, "SQLite file nowhere.db does not exist");
 }
