@@ -188,8 +188,14 @@ pub async fn run(
             };
             let mut batch_buckets = split(batch, "batch").await?;
             let mut stream_buckets = split(stream, "stream").await?;
-            scan.batch = scan::stats(&batch_buckets.physical, catalog).batch;
-            scan.stream = scan::stats(&stream_buckets.physical, catalog).stream;
+            let (batch_scan, stream_scan) = (
+                scan::stats(&batch_buckets.physical, catalog),
+                scan::stats(&stream_buckets.physical, catalog),
+            );
+            scan.batch = batch_scan.batch;
+            scan.stream = stream_scan.stream;
+            scan.database_queries =
+                [batch_scan.database_queries, stream_scan.database_queries].concat();
             let bucket_state = engine.diff_state(input_bytes / buckets as u64);
             let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
                 if let Some(progress) = progress {

@@ -215,8 +215,12 @@ pub struct SideScan {
     pub bytes_scanned: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ScanStats {
     pub batch: SideScan,
     pub stream: SideScan,
+    /// The queries sent to databases, as the database received them: what was pushed down
+    /// (columns and filters) is in their SELECT list and WHERE clause.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub database_queries: Vec<String>,
 }

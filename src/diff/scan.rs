@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 
 use crate::config::Side;
 use crate::sources::Catalog;
@@ -35,11 +35,24 @@ fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<(String, u64)>, u64
     }
 }
 
-/// Files and bytes of every file scan in the plan, attributed to the side whose table holds them.
+/// The SQL a database scan sends (`SqlExec sql=…` in the plan's own display).
+fn database_queries(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<String>) {
+    if plan.name() == "SqlExec" {
+        let line = displayable(plan.as_ref()).one_line().to_string();
+        found.push(line.trim_start_matches("SqlExec sql=").trim().to_string());
+    }
+    for child in plan.children() {
+        database_queries(child, found);
+    }
+}
+
+/// Files and bytes of every file scan in the plan, attributed to the side whose table holds them,
+/// and the queries sent to databases.
 pub fn stats(plan: &Arc<dyn ExecutionPlan>, catalog: &Catalog) -> ScanStats {
     let mut found = Vec::new();
     visit(plan, &mut found);
     let mut stats = ScanStats::default();
+    database_queries(plan, &mut stats.database_queries);
     for (files, scanned) in found {
         let side = files.first().and_then(|(path, _)| catalog.side_of(path));
         let target = match side {

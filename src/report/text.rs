@@ -391,11 +391,15 @@ fn scanned_line(check: &CheckReport) -> String {
             s.files, s.files_listed, s.bytes, s.bytes_scanned
         )
     };
-    format!(
+    let mut line = format!(
         "scanned: batch {} · stream {}",
         side(&check.scan.batch),
         side(&check.scan.stream)
-    )
+    );
+    for query in &check.scan.database_queries {
+        line.push_str(&format!("\n  sent to the database: {query}"));
+    }
+    line
 }
 
 fn render_samples(out: &mut String, check: &CheckReport, color: bool, width: usize) {

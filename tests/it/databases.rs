@@ -131,6 +131,25 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.counts(), [2, 0, 0, 0, 0, 0]);
 
+    // Projections and filters reach the database: the query it receives says so.
+    let run = compare(
+        "SELECT order_id, amount FROM orders WHERE order_id = 3",
+        "order_id",
+    );
+    assert_eq!(run.counts(), [1, 0, 0, 0, 0, 0]);
+    let sent = run.check()["scan"]["database_queries"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        sent.contains("WHERE") && sent.contains("order_id") && sent.contains('3'),
+        "{sent}"
+    );
+    assert!(
+        !sent.contains("status") && !sent.contains("created"),
+        "only the columns used: {sent}"
+    );
+
     // A planted difference is found, and the password is never shown.
     batch(&ws, "7.26");
     let run = compare("SELECT order_id, amount FROM orders", "order_id");
@@ -195,7 +214,21 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
     assert!(!down.stderr.contains("reader-secret"), "{}", down.stderr);
     let no_table = run(&format!("orders={url}?sslmode=disable"));
     assert_trouble(&no_table, "?table=SCHEMA.NAME");
-    for failed in [&missing, &denied, &down, &no_table] {
+    // A column type dualrun cannot map is refused by name, never read as NULL.
+    let port = std::env::var("DUALRUN_TEST_PG_PORT").unwrap();
+    let owner = format!("postgres://admin:admin-secret@127.0.0.1:{port}/dr_faults");
+    let (ok, out) = psql(
+        &owner,
+        &[
+            "CREATE TABLE shop.odd (order_id integer, doc jsonb)",
+            "INSERT INTO shop.odd VALUES (1, '{}')",
+        ],
+    );
+    assert!(ok, "{out}");
+    let odd = run(&format!("orders={owner}?table=shop.odd&sslmode=disable"));
+    assert_trouble(&odd, "The field 'doc' has an unsupported data type: jsonb");
+    assert!(!odd.stderr.contains("admin-secret"), "{}", odd.stderr);
+    for failed in [&missing, &denied, &down, &no_table, &odd] {
         assert_eq!(failed.json()["status"], "error");
         assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
     }
