@@ -103,6 +103,10 @@ pub struct EngineSpec {
 pub struct StoreOptions {
     pub retries: usize,
     pub request_timeout: Duration,
+    /// Databases stop a query of dualrun's by themselves after this (`statement_timeout`):
+    /// the longest `timeout` of the checks, when every check has one, so a check that times out
+    /// leaves no query running on the server.
+    pub query_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -110,6 +114,7 @@ impl Default for StoreOptions {
         StoreOptions {
             retries: 3,
             request_timeout: Duration::from_secs(30),
+            query_timeout: None,
         }
     }
 }

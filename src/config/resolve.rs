@@ -225,6 +225,7 @@ impl EngineSpec {
             request_timeout: config
                 .request_timeout
                 .map_or(defaults.request_timeout, |HumanDuration(d)| d),
+            query_timeout: None,
         };
         Ok(EngineSpec {
             store,
@@ -728,12 +729,18 @@ impl Plan {
             &texts(&all_checks, &as_of_texts),
         )?;
         check_params(&flag_params, "--param", &texts(&checks, &as_of_texts))?;
+        let mut engine = EngineSpec::from_config(&config.engine, flags.memory_limit, flags.engine)?;
+        engine.store.query_timeout = checks
+            .iter()
+            .map(|c| c.timeout)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|timeouts| timeouts.into_iter().max());
         Ok(Plan {
             tables,
             raw_tables,
             checks,
             params,
-            engine: EngineSpec::from_config(&config.engine, flags.memory_limit, flags.engine)?,
+            engine,
             metrics: MetricsSpec::resolve(
                 &config.metrics,
                 flags.metrics_textfile,

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use datafusion::catalog::TableProvider;
@@ -18,6 +19,8 @@ use datafusion_table_providers::postgres::PostgresTableFactory;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
 use datafusion_table_providers::util::secrets::to_secret_map;
 use url::Url;
+
+use crate::config::StoreOptions;
 
 /// Whether a location is a database table rather than files.
 pub fn is_database(location: &str) -> bool {
@@ -28,11 +31,11 @@ pub fn is_database(location: &str) -> bool {
 }
 
 /// The table provider of a database location, on a read-only session.
-pub async fn provider(location: &str) -> Result<Arc<dyn TableProvider>> {
+pub async fn provider(location: &str, store: &StoreOptions) -> Result<Arc<dyn TableProvider>> {
     if location.to_ascii_lowercase().starts_with("sqlite://") {
         return sqlite(location).await;
     }
-    postgres(location).await
+    postgres(location, store.query_timeout).await
 }
 
 /// `sqlite:///ABSOLUTE/PATH.db?table=NAME` or `sqlite://RELATIVE/PATH.db?table=NAME` (relative to
@@ -72,7 +75,10 @@ async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
 
 /// `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME`, with `PG*` for what
 /// it leaves out; every transaction of the session is read-only.
-async fn postgres(location: &str) -> Result<Arc<dyn TableProvider>> {
+async fn postgres(
+    location: &str,
+    query_timeout: Option<Duration>,
+) -> Result<Arc<dyn TableProvider>> {
     let url = Url::parse(location).map_err(|e| anyhow!("database URL: {e}"))?;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -80,6 +86,13 @@ async fn postgres(location: &str) -> Result<Arc<dyn TableProvider>> {
         bail!("database URL has no table: add ?table=SCHEMA.NAME (or ?table=NAME)");
     };
     let mut params: HashMap<String, String> = HashMap::new();
+    let mut options = "-c default_transaction_read_only=on".to_string();
+    if let Some(limit) = query_timeout {
+        options.push_str(&format!(
+            " -c statement_timeout={}",
+            limit.as_millis().max(1)
+        ));
+    }
     let host = url.host_str().map(str::to_string).or_else(|| env("PGHOST"));
     let database = Some(url.path().trim_start_matches('/'))
         .filter(|d| !d.is_empty())
@@ -110,11 +123,9 @@ async fn postgres(location: &str) -> Result<Arc<dyn TableProvider>> {
         ("pass", password),
         ("port", Some(port)),
         ("sslmode", Some(sslmode)),
-        // Every transaction of the session is read-only: a write fails in the database itself.
-        (
-            "options",
-            Some("-c default_transaction_read_only=on".to_string()),
-        ),
+        // Every transaction of the session is read-only: a write fails in the database itself;
+        // and a check that times out leaves no query behind on the server.
+        ("options", Some(options)),
     ] {
         if let Some(value) = value {
             params.insert(key.to_string(), value);

@@ -228,6 +228,50 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
     let odd = run(&format!("orders={owner}?table=shop.odd&sslmode=disable"));
     assert_trouble(&odd, "The field 'doc' has an unsupported data type: jsonb");
     assert!(!odd.stderr.contains("admin-secret"), "{}", odd.stderr);
+    // A check's timeout ends the query on the server too (statement_timeout), not only in
+    // dualrun: a view that takes a second per row, 20 rows, a 2-second timeout.
+    let (ok, out) = psql(
+        &owner,
+        &[
+            "CREATE VIEW shop.slow AS SELECT order_id, pg_sleep(1)::text AS s \
+           FROM generate_series(1, 20) AS order_id",
+        ],
+    );
+    assert!(ok, "{out}");
+    let slow = ws.run(&[
+        "compare",
+        "--batch",
+        "orders=batch/orders/",
+        "--stream",
+        &format!("orders={owner}?table=shop.slow&sslmode=disable"),
+        "--sql",
+        "SELECT order_id FROM orders",
+        "--key",
+        "order_id",
+        "--timeout",
+        "2s",
+    ]);
+    assert_trouble(&slow, "timed out after 2s");
+    let running = || {
+        psql(
+            &owner,
+            &[
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+               AND query LIKE '%shop\".\"slow%' AND pid <> pg_backend_pid()",
+            ],
+        )
+        .1
+        .trim()
+        .to_string()
+    };
+    let started = std::time::Instant::now();
+    while running() != "0" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the server still runs the timed-out query"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     for failed in [&missing, &denied, &down, &no_table, &odd] {
         assert_eq!(failed.json()["status"], "error");
         assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
