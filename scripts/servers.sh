@@ -4,6 +4,7 @@
 #   scripts/servers.sh stop               # stops them and removes their data
 # PostgreSQL comes from Debian's postgresql package (scripts/setup.sh test installs it); it runs
 # as the postgres user when we are root (it refuses root), in a temporary data directory.
+# Azurite (Azure Blob Storage's emulator, installed by setup.sh into .venv/azurite) serves az://.
 set -euo pipefail
 state=${DUALRUN_SERVERS_DIR:-/tmp/dualrun-test-servers}
 
@@ -38,9 +39,26 @@ start() {
   echo "$port" > "$state/pg.port"
   echo "export DUALRUN_TEST_PG_ADMIN='postgres://admin:admin-secret@127.0.0.1:$port/postgres'"
   echo "export DUALRUN_TEST_PG_PORT=$port"
+
+  local azurite blob
+  azurite="$(cd "$(dirname "$0")/.." && pwd)/.venv/azurite/node_modules/.bin/azurite-blob"
+  if [ -x "$azurite" ]; then
+    blob=$(free_port)
+    nohup "$azurite" --blobHost 127.0.0.1 --blobPort "$blob" --location "$state/azurite" \
+      --silent --skipApiVersionCheck >"$state/azurite.log" 2>&1 &
+    echo $! > "$state/azurite.pid"
+    for _ in $(seq 1 100); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$blob") 2>/dev/null && break
+      sleep 0.1
+    done
+    echo "export DUALRUN_TEST_AZURITE=http://127.0.0.1:$blob"
+  fi
 }
 
 stop() {
+  if [ -f "$state/azurite.pid" ]; then
+    kill "$(cat "$state/azurite.pid")" 2>/dev/null || true
+  fi
   local bin
   bin=$(pg_bin)
   if [ -d "$state/pg/data" ] && [ -n "$bin" ]; then

@@ -4,7 +4,8 @@
 #   test   + the tools the integration tests run for real: promtool (Debian package prometheus),
 #          prometheus-pushgateway, chromium (the board and HTML reports in a real browser),
 #          postgresql (a real server, started once per run by scripts/servers.sh), and
-#          in .venv moto[server] (an S3-compatible server) and html5lib (HTML validity)
+#          in .venv moto[server] (an S3-compatible server), html5lib (HTML validity),
+#          azure-storage-blob and Azurite (npm; the Azure Blob Storage emulator)
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
 set -euo pipefail
 want=${1:-build}
@@ -39,7 +40,13 @@ venv() {  # venv PYTHON_MODULE_CHECK PIP_PACKAGES...
 }
 if [ "$want" = test ]; then
   # A real S3-compatible server for the object-store tests.
-  venv 'import moto.server, flask, html5lib' 'moto[server]' html5lib
+  venv 'import moto.server, flask, html5lib, azure.storage.blob' 'moto[server]' html5lib azure-storage-blob
+  # Azurite, Microsoft's Azure Storage emulator (npm), for the az:// tests.
+  if [ ! -x .venv/azurite/node_modules/.bin/azurite-blob ]; then
+    echo "setup: installing azurite into .venv/azurite (npm)" >&2
+    mkdir -p .venv/azurite
+    npm install --silent --no-audit --no-fund --prefix .venv/azurite azurite@3 >/dev/null
+  fi
 fi
 if [ "$want" = bench ] || [ "$want" = fixtures ]; then
   venv 'import duckdb, pyarrow, numpy' duckdb pyarrow numpy

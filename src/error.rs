@@ -115,7 +115,7 @@ impl Trouble {
             }
         }
         parts.dedup();
-        let message = crate::redact::scrub(&parts.join(": "));
+        let message = one_line(&crate::redact::scrub(&parts.join(": ")));
         let mut chain = String::new();
         for (i, link) in error.chain().enumerate() {
             let _ = write!(
@@ -140,6 +140,34 @@ fn datafusion_cause(error: &DataFusionError) -> Cause {
         DataFusionError::Internal(_) => Cause::Internal,
         _ => Cause::Query,
     }
+}
+
+/// A message as one line: an object store's XML error body becomes its `<Code>` and
+/// `<Message>`, and every other line break a space.
+fn one_line(message: &str) -> String {
+    let mut text = message.to_string();
+    if let Some(start) = text.find("<?xml") {
+        let tag = |name: &str| {
+            let open = format!("<{name}>");
+            let from = text[start..].find(&open)? + start + open.len();
+            let to = text[from..].find(&format!("</{name}>"))? + from;
+            Some(
+                text[from..to]
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            )
+        };
+        let summary = [tag("Code"), tag("Message")]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        text = format!("{}{summary}", &text[..start]);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// DataFusion's messages carry a category prefix ("Error during planning: ") that helps its
@@ -208,5 +236,15 @@ mod tests {
             Trouble::of(&error).message,
             "cannot read s3://***@bucket/key"
         );
+    }
+
+    #[test]
+    fn messages_are_one_line_and_xml_bodies_are_their_code_and_message() {
+        let text = "cannot list files: 404 Not Found: <?xml version=\"1.0\"?>\n<Error>\n  <Code>ContainerNotFound</Code>\n  <Message>The specified container does not exist.\nRequestId:1</Message>\n</Error>";
+        assert_eq!(
+            one_line(text),
+            "cannot list files: 404 Not Found: ContainerNotFound: The specified container does not exist."
+        );
+        assert_eq!(one_line("a\n  b"), "a b");
     }
 }

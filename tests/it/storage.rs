@@ -437,3 +437,93 @@ fn delta_tables_are_refused_on_ballista_before_running() {
     crate::common::assert_trouble(&run, "stream side cannot run on Ballista (tables: t)");
     assert!(run.stderr.contains("not Delta tables"), "{}", run.stderr);
 }
+
+/// Azurite's well-known development account (public, documented by Microsoft).
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Uploads a local directory into an Azurite container (created), with Microsoft's own client.
+fn azurite_upload(endpoint: &str, dir: &std::path::Path, container: &str, prefix: &str) {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import os, sys\n\
+             from azure.core.exceptions import ResourceExistsError\n\
+             from azure.storage.blob import BlobServiceClient\n\
+             endpoint, key, root, container, prefix = sys.argv[1:6]\n\
+             svc = BlobServiceClient.from_connection_string(\n\
+                 f'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={endpoint}/devstoreaccount1;')\n\
+             try:\n    svc.create_container(container)\n\
+             except ResourceExistsError:\n    pass\n\
+             c = svc.get_container_client(container)\n\
+             for d, _, files in os.walk(root):\n\
+             \x20   for f in files:\n\
+             \x20       p = os.path.join(d, f)\n\
+             \x20       c.upload_blob(prefix + '/' + os.path.relpath(p, root), open(p, 'rb').read(), overwrite=True)",
+        ])
+        .arg(endpoint)
+        .arg(AZURITE_KEY)
+        .arg(dir)
+        .arg(container)
+        .arg(prefix)
+        .output()
+        .expect("azure-storage-blob is installed in .venv (make test installs it)");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Azure Blob Storage for real: Azurite, started once per `make test` run by scripts/servers.sh.
+#[test]
+fn compare_against_azure_blob_storage_on_azurite() {
+    let endpoint = std::env::var("DUALRUN_TEST_AZURITE").expect(
+        "DUALRUN_TEST_AZURITE is not set: run the tests through `make test`, which starts Azurite",
+    );
+    let ws = Workspace::new();
+    ws.table_file("local/batch/orders/part-0.parquet", Fmt::Parquet, ROWS);
+    ws.table_file(
+        "local/stream/orders/part-0.parquet",
+        Fmt::Parquet,
+        ROWS_CHANGED,
+    );
+    azurite_upload(
+        &endpoint,
+        &ws.path("local/stream/orders"),
+        "lake",
+        "stream/orders",
+    );
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+        ("AZURITE_BLOB_STORAGE_URL", endpoint.clone()),
+        ("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1".to_string()),
+        ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY.to_string()),
+    ];
+    let compare = |stream: &str| {
+        ws.run_with_env(
+            &[
+                "compare",
+                "--batch",
+                "orders=local/batch/orders/",
+                "--stream",
+                stream,
+                "--sql",
+                "SELECT id, name, x FROM orders",
+                "--key",
+                "id",
+                "--format",
+                "json",
+            ],
+            &env,
+        )
+    };
+    let run = compare("orders=az://lake/stream/orders/");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
+    assert_eq!(run.check()["scan"]["stream"]["files"], 1);
+    for output in [&run.stdout, &run.stderr] {
+        assert!(!output.contains(AZURITE_KEY), "the account key was printed");
+    }
+    let missing = compare("orders=az://nosuch/stream/orders/");
+    crate::common::assert_trouble(&missing, "table 'orders' (stream side");
+    assert!(!missing.stderr.contains(AZURITE_KEY));
+    assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
+}
