@@ -90,29 +90,13 @@ impl Mark {
 /// to its widest type.
 fn schema() -> Arc<Schema> {
     let sample = RunRecord {
-        run_id: String::new(),
-        check_name: String::new(),
-        params: String::new(),
         run_date: Some(String::new()),
-        started_at: String::new(),
-        ended_at: String::new(),
-        status: CheckStatus::Match,
-        rows_batch: 0,
-        rows_stream: 0,
-        matched: 0,
-        mismatched: 0,
-        missing_in_stream: 0,
-        extra_in_stream: 0,
-        duplicate_keys_batch: 0,
-        duplicate_keys_stream: 0,
         divergence_ratio: 0.5,
-        schema_diverged: false,
-        dualrun_version: String::new(),
-        config_hash: String::new(),
         error: Some(String::new()),
         columns: vec![String::new()],
         findings: vec![FindingKind::Precision],
         mark: Some(Mark::Migrated),
+        ..RunRecord::blank(String::new(), String::new(), String::new())
     };
     let value = serde_json::to_value(&sample).unwrap_or_default();
     let schema = infer_json_schema_from_iterator(std::iter::once(Ok(value)))
@@ -184,12 +168,21 @@ impl RunRecord {
     /// The record of a lifecycle step of `check`, written by `dualrun gate --mark`.
     pub fn mark(check: &CheckSpec, mark: Mark, at: chrono::DateTime<chrono::Utc>) -> RunRecord {
         RunRecord {
+            mark: Some(mark),
+            ..RunRecord::blank(check.name.clone(), timestamp(at), check.fingerprint())
+        }
+    }
+
+    /// A record of `check` with no figures: the base of the lifecycle marks (and of the sample
+    /// the Arrow schema is inferred from).
+    fn blank(check_name: String, at: String, config_hash: String) -> RunRecord {
+        RunRecord {
             run_id: new_run_id(),
-            check_name: check.name.clone(),
+            check_name,
             params: String::new(),
             run_date: None,
-            started_at: timestamp(at),
-            ended_at: timestamp(at),
+            started_at: at.clone(),
+            ended_at: at,
             status: CheckStatus::Match,
             rows_batch: 0,
             rows_stream: 0,
@@ -202,11 +195,11 @@ impl RunRecord {
             divergence_ratio: 0.0,
             schema_diverged: false,
             dualrun_version: env!("CARGO_PKG_VERSION").to_string(),
-            config_hash: check.fingerprint(),
+            config_hash,
             error: None,
             columns: Vec::new(),
             findings: Vec::new(),
-            mark: Some(mark),
+            mark: None,
         }
     }
 }

@@ -55,6 +55,22 @@ pub async fn execute(command: Command) -> Exit {
     })
 }
 
+/// The engine of a plan with its tables registered on both sides, views included.
+async fn open(plan: &Plan) -> Result<(Engine, crate::sources::Catalog)> {
+    let engine = Engine::new(&plan.engine).await?;
+    let mut catalog = crate::sources::register_tables(
+        &engine.ctx,
+        &plan.tables,
+        &plan.raw_tables,
+        &plan.engine.store,
+    )
+    .await?;
+    engine
+        .register_views(&plan.tables, &plan.params, &mut catalog)
+        .await?;
+    Ok((engine, catalog))
+}
+
 /// The plan of the config-driven commands that take no flags beyond the config file.
 fn plan_of(config: &Path) -> Result<Plan> {
     Plan::from_config_file(config, &RunFlags::default())

@@ -78,17 +78,7 @@ pub(super) async fn run_and_emit(plan: Result<Plan>, args: &ReportArgs, names: &
 /// Runs every check of the plan and gathers the report; with a history, appends one record per
 /// check and evaluates the migration gate afterwards.
 pub async fn run_plan(plan: &Plan) -> Result<RunReport> {
-    let engine = Engine::new(&plan.engine).await?;
-    let mut catalog = sources::register_tables(
-        &engine.ctx,
-        &plan.tables,
-        &plan.raw_tables,
-        &plan.engine.store,
-    )
-    .await?;
-    engine
-        .register_views(&plan.tables, &plan.params, &mut catalog)
-        .await?;
+    let (engine, catalog) = super::open(plan).await?;
     let history = plan
         .history
         .as_deref()

@@ -9,7 +9,7 @@ use crate::engine::{Engine, lint};
 use crate::error::Trouble;
 use crate::redact::redact_url;
 use crate::report::validate::{TableSide, Validated, render};
-use crate::sources::{self, CATALOG, Catalog};
+use crate::sources::{CATALOG, Catalog};
 use crate::terminal::write_output;
 use crate::verdict::{self, CheckStatus, Exit};
 use datafusion::common::TableReference;
@@ -20,17 +20,7 @@ pub async fn validate(args: ValidateArgs) -> Result<Exit> {
         ..Default::default()
     };
     let plan = Plan::from_config_file(&args.config, &flags)?;
-    let engine = Engine::new(&plan.engine).await?;
-    let mut catalog = sources::register_tables(
-        &engine.ctx,
-        &plan.tables,
-        &plan.raw_tables,
-        &plan.engine.store,
-    )
-    .await?;
-    engine
-        .register_views(&plan.tables, &plan.params, &mut catalog)
-        .await?;
+    let (engine, catalog) = super::open(&plan).await?;
     let mut checks = Vec::new();
     let mut worst = CheckStatus::Match;
     for check in &plan.checks {
