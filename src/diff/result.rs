@@ -222,5 +222,12 @@ pub struct ScanStats {
     /// The queries sent to databases, as the database received them: what was pushed down
     /// (columns and filters) is in their SELECT list and WHERE clause.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub database_queries: Vec<String>,
+    pub database_queries: Vec<DatabaseQuery>,
+}
+
+/// One query a database scan sent, and the rows that came back over the wire.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DatabaseQuery {
+    pub sql: String,
+    pub rows: u64,
 }

@@ -11,7 +11,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use crate::config::Side;
 use crate::sources::Catalog;
 
-use super::result::ScanStats;
+use super::result::{DatabaseQuery, ScanStats};
 
 fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<(String, u64)>, u64)>) {
     if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
@@ -35,11 +35,22 @@ fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<(String, u64)>, u64
     }
 }
 
-/// The SQL a database scan sends (`SqlExec sql=…` in the plan's own display).
-fn database_queries(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<String>) {
-    if plan.name() == "SqlExec" {
-        let line = displayable(plan.as_ref()).one_line().to_string();
-        found.push(line.trim_start_matches("SqlExec sql=").trim().to_string());
+/// What each database scan sent (`SqlExec sql=…` in the plan's own display) and the rows that
+/// came back (the `DatabaseScan` above it counts them).
+fn database_queries(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<DatabaseQuery>) {
+    if plan.name() == "DatabaseScan" {
+        fn sql_of(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+            if plan.name() == "SqlExec" {
+                return Some(displayable(plan.as_ref()).one_line().to_string());
+            }
+            plan.children().into_iter().find_map(sql_of)
+        }
+        let sql = sql_of(plan).unwrap_or_default();
+        found.push(DatabaseQuery {
+            sql: sql.trim_start_matches("SqlExec sql=").trim().to_string(),
+            rows: plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64,
+        });
+        return;
     }
     for child in plan.children() {
         database_queries(child, found);

@@ -397,7 +397,10 @@ fn scanned_line(check: &CheckReport) -> String {
         side(&check.scan.stream)
     );
     for query in &check.scan.database_queries {
-        line.push_str(&format!("\n  sent to the database: {query}"));
+        line.push_str(&format!(
+            "\n  sent to the database: {} ({} rows came back)",
+            query.sql, query.rows
+        ));
     }
     line
 }

@@ -13,11 +13,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
-use datafusion::catalog::TableProvider;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_table_providers::postgres::PostgresTableFactory;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
 use datafusion_table_providers::util::secrets::to_secret_map;
+use futures::TryStreamExt;
 use url::Url;
 
 use crate::config::StoreOptions;
@@ -70,6 +81,7 @@ async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
     SqliteTableFactory::new(Arc::new(pool))
         .table_provider(TableReference::bare(table.clone()))
         .await
+        .map(counted)
         .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
 }
 
@@ -144,6 +156,7 @@ async fn postgres(
     PostgresTableFactory::new(Arc::new(pool))
         .table_provider(reference)
         .await
+        .map(counted)
         .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
 }
 
@@ -169,6 +182,140 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The provider with its scans counted: the rows that came over the wire show in the plan's
+/// metrics (`DatabaseScan`, `output_rows`). Reads only: writes are not delegated.
+fn counted(inner: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    Arc::new(Counted(inner))
+}
+
+#[derive(Debug)]
+struct Counted(Arc<dyn TableProvider>);
+
+#[async_trait::async_trait]
+impl TableProvider for Counted {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let input = self.0.scan(state, projection, filters, limit).await?;
+        Ok(Arc::new(DatabaseScan {
+            input,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+}
+
+/// Passes the database's rows through, counting them.
+#[derive(Debug)]
+struct DatabaseScan {
+    input: Arc<dyn ExecutionPlan>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DisplayAs for DatabaseScan {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "DatabaseScan")
+    }
+}
+
+#[allow(deprecated)]
+impl ExecutionPlan for DatabaseScan {
+    fn name(&self) -> &'static str {
+        "DatabaseScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    // A pass-through: no repartitioning of the database's stream below it.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DatabaseScan {
+            input: children.swap_remove(0),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn with_new_children_and_same_properties(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let stream = self.input.execute(partition, context)?;
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.inspect_ok(move |batch| rows.add(batch.num_rows())),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
 }
 
 fn first_line(text: &str) -> &str {

@@ -137,10 +137,10 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
         "order_id",
     );
     assert_eq!(run.counts(), [1, 0, 0, 0, 0, 0]);
-    let sent = run.check()["scan"]["database_queries"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let query = &run.check()["scan"]["database_queries"][0];
+    // One row of five came over the wire.
+    assert_eq!(query["rows"], 1, "{query}");
+    let sent = query["sql"].as_str().unwrap_or_default().to_string();
     assert!(
         sent.contains("WHERE") && sent.contains("order_id") && sent.contains('3'),
         "{sent}"
