@@ -804,6 +804,12 @@ fn clean_columns(columns: &[String], what: &str) -> Result<Vec<String>> {
 /// Relative local paths in a config file are relative to the file, so `dualrun run --config
 /// some/dir/dualrun.toml` works from any directory. URLs are kept as they are.
 fn resolve_location(base: &Path, location: &str) -> String {
+    // An SQLite file's path is a path like any other: `sqlite://shop.db?…` sits beside the config.
+    if let Some(rest) = location.strip_prefix("sqlite://")
+        && !rest.starts_with('/')
+    {
+        return format!("sqlite://{}", base.join(rest).display());
+    }
     if location.contains("://") || Path::new(location).is_absolute() {
         return location.to_string();
     }

@@ -333,3 +333,17 @@ fn config_mistakes_are_named() {
         assert!(!error.contains('\n'), "{what}: not one line: {error:?}");
     }
 }
+
+#[test]
+fn sqlite_paths_are_relative_to_the_config_file() {
+    let plan = Plan::from_config_text(
+        "[tables.t]\nbatch = \"b/\"\nstream = \"sqlite://data/shop.db?table=orders\"\n\
+         [[checks]]\nname = \"c\"\nsql = \"SELECT * FROM t\"\n",
+        Path::new("/etc/dualrun"),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.tables[0].stream.url,
+        "sqlite:///etc/dualrun/data/shop.db?table=orders"
+    );
+}

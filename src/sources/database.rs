@@ -1,8 +1,9 @@
 //! Tables in a database: stream pipelines often land in a serving database (a Flink or Kafka
 //! Connect JDBC sink into PostgreSQL) while batch sits in files. The table is read through
 //! `datafusion-table-providers`, so DataFusion still evaluates the analysis on both sides (only
-//! projections and filters go to the database), and every session is opened read-only
-//! (`default_transaction_read_only`), on top of dualrun's SELECT-only rule.
+//! projections and filters go to the database, and the rows that come back are counted), and
+//! every session is read-only in the database itself (PostgreSQL's
+//! `default_transaction_read_only`, SQLite's `mode=ro`), on top of dualrun's SELECT-only rule.
 //!
 //! Locations: `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME[&sslmode=…]`
 //! (what the URL leaves out comes from `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
@@ -50,7 +51,7 @@ pub async fn provider(location: &str, store: &StoreOptions) -> Result<Arc<dyn Ta
 }
 
 /// `sqlite:///ABSOLUTE/PATH.db?table=NAME` or `sqlite://RELATIVE/PATH.db?table=NAME` (relative to
-/// the working directory). The file is opened read-only (`mode=ro`): SQLite itself refuses any
+/// the config file, or to the working directory on the command line). The file is opened read-only (`mode=ro`): SQLite itself refuses any
 /// write, and nothing (not even a journal mode) is changed in it.
 async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
     use datafusion_table_providers::sql::db_connection_pool::{JoinPushDown, Mode};
@@ -74,7 +75,7 @@ async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
         Mode::File,
         JoinPushDown::AllowedFor(path.clone()),
         Vec::new(),
-        std::time::Duration::from_secs(5),
+        Duration::from_secs(5),
     )
     .await
     .map_err(|e| anyhow!("cannot open {path}: {}", first_line(&e.to_string())))?;
