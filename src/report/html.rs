@@ -385,6 +385,8 @@ pub fn board(
         gate.migrated,
         if gate.ready {
             "batch can be retired: every analysis is proven"
+        } else if gate.checks.iter().any(|c| c.required && c.incident) {
+            "batch stays: a migrated analysis's stream disagrees with batch (a stream incident)"
         } else {
             "batch can be retired when all are"
         }
