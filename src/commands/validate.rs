@@ -100,6 +100,9 @@ async fn tables(engine: &Engine, plan: &Plan, catalog: &Catalog) -> Vec<TableSid
                     .unwrap_or_default(),
                 redact_url(&source.url)
             ),
+            (None, None) if is_database(&source.url) => {
+                format!("database table at {}", redact_url(&source.url))
+            }
             (None, None) => match source.format {
                 Some(format) => format!("{} files at {}", format.name(), redact_url(&source.url)),
                 None => format!("files at {}", redact_url(&source.url)),
@@ -130,4 +133,14 @@ async fn tables(engine: &Engine, plan: &Plan, catalog: &Catalog) -> Vec<TableSid
         });
     }
     out
+}
+
+#[cfg(feature = "databases")]
+fn is_database(location: &str) -> bool {
+    crate::sources::database::is_database(location)
+}
+
+#[cfg(not(feature = "databases"))]
+fn is_database(_location: &str) -> bool {
+    false
 }

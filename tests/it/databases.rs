@@ -150,6 +150,34 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
         "only the columns used: {sent}"
     );
 
+    // validate plans a database-backed check from the table's schema alone.
+    ws.write(
+        "dualrun.toml",
+        &format!(
+            "[tables.orders]\nbatch = \"batch/orders/\"\nstream = \"{url}?table=shop.orders&sslmode=disable\"\n\
+             [[checks]]\nname = \"orders\"\nsql = \"SELECT order_id, amount FROM orders\"\nkey = [\"order_id\"]\n"
+        ),
+    );
+    let validated = ws.run(&["validate", "--config", "dualrun.toml"]);
+    assert_eq!(
+        validated.code, 0,
+        "{}\n{}",
+        validated.stdout, validated.stderr
+    );
+    assert!(
+        validated
+            .stdout
+            .contains("orders (stream): database table at postgres://***@"),
+        "{}",
+        validated.stdout
+    );
+    assert!(
+        validated.stdout.contains("amount Decimal128(10, 2)"),
+        "{}",
+        validated.stdout
+    );
+    assert!(!validated.stdout.contains("reader-secret"));
+
     // A planted difference is found, and the password is never shown.
     batch(&ws, "7.26");
     let run = compare("SELECT order_id, amount FROM orders", "order_id");
