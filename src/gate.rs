@@ -141,20 +141,31 @@ fn verdict(record: &RunRecord, check: &CheckSpec) -> Verdict {
     }
 }
 
+/// The runs of a check under its current definition, the latest per params (a re-run night
+/// replaces its verdict), ordered by params; lifecycle marks are no runs.
+fn latest_per_params<'a>(
+    check: &CheckSpec,
+    records: &'a [RunRecord],
+) -> BTreeMap<&'a str, &'a RunRecord> {
+    let fingerprint = check.fingerprint();
+    let mut by_params: BTreeMap<&str, &RunRecord> = BTreeMap::new();
+    // `records` are oldest first, so later ones replace.
+    for record in records
+        .iter()
+        .filter(|r| r.check_name == check.name && r.config_hash == fingerprint && r.mark.is_none())
+    {
+        let slot = by_params.entry(record.params.as_str()).or_insert(record);
+        if record.started_at >= slot.started_at {
+            *slot = record;
+        }
+    }
+    by_params
+}
+
 pub fn evaluate(checks: &[CheckSpec], records: &[RunRecord]) -> GateReport {
     let mut out = Vec::with_capacity(checks.len());
     for check in checks {
-        let fingerprint = check.fingerprint();
-        // Latest record per params; `records` are oldest first, so later ones replace.
-        let mut by_params: BTreeMap<&str, &RunRecord> = BTreeMap::new();
-        for record in records.iter().filter(|r| {
-            r.check_name == check.name && r.config_hash == fingerprint && r.mark.is_none()
-        }) {
-            let slot = by_params.entry(record.params.as_str()).or_insert(record);
-            if record.started_at >= slot.started_at {
-                *slot = record;
-            }
-        }
+        let by_params = latest_per_params(check, records);
         let mut streak = 0;
         let mut empty_nights = 0;
         let mut last_divergence = None;
@@ -283,18 +294,7 @@ pub struct Night {
 
 /// The nights of a check under its current definition, oldest first: what its streak is made of.
 pub fn nights(check: &CheckSpec, records: &[RunRecord]) -> Vec<Night> {
-    let fingerprint = check.fingerprint();
-    let mut by_params: BTreeMap<&str, &RunRecord> = BTreeMap::new();
-    for record in records
-        .iter()
-        .filter(|r| r.check_name == check.name && r.config_hash == fingerprint && r.mark.is_none())
-    {
-        let slot = by_params.entry(record.params.as_str()).or_insert(record);
-        if record.started_at >= slot.started_at {
-            *slot = record;
-        }
-    }
-    by_params
+    latest_per_params(check, records)
         .values()
         .map(|r| Night {
             params: r.params.clone(),

@@ -288,15 +288,9 @@ fn samples(samples: &Samples, key: &[String]) -> Vec<Value> {
 
 fn stage_class(check: &GateCheck) -> &'static str {
     if check.incident {
-        return "incident";
-    }
-    match check.stage {
-        Stage::NoRuns => "no_runs",
-        Stage::Diverging => "diverging",
-        Stage::Proving => "proving",
-        Stage::Proven => "proven",
-        Stage::Migrated => "migrated",
-        Stage::Retired => "retired",
+        "incident"
+    } else {
+        check.stage.name()
     }
 }
 

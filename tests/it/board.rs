@@ -155,6 +155,11 @@ fn fourteen_nights(ws: &Workspace) -> Plan {
     plan
 }
 
+/// `dualrun gate --mark STEP CHECK` on the workspace's config.
+fn mark(ws: &Workspace, step: &str, check: &str) -> crate::common::Run {
+    ws.run(&["gate", "--config", "dualrun.toml", "--mark", step, check])
+}
+
 fn gate_json(ws: &Workspace) -> serde_json::Value {
     let run = ws.run(&["gate", "--config", "dualrun.toml", "--format", "json"]);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
@@ -196,23 +201,9 @@ fn the_board_shows_the_gate_in_a_browser_static_and_served() {
     let ws = Workspace::new();
     fourteen_nights(&ws);
     // The lifecycle step is the team's: refused before proven, recorded once proven.
-    let refused = ws.run(&[
-        "gate",
-        "--config",
-        "dualrun.toml",
-        "--mark",
-        "migrated",
-        "users",
-    ]);
+    let refused = mark(&ws, "migrated", "users");
     crate::common::assert_trouble(&refused, "the check is proving (5 of 7), not proven");
-    let marked = ws.run(&[
-        "gate",
-        "--config",
-        "dualrun.toml",
-        "--mark",
-        "migrated",
-        "revenue",
-    ]);
+    let marked = mark(&ws, "migrated", "revenue");
     assert_eq!(marked.code, 1, "{}", marked.stderr);
     let gate = gate_json(&ws);
     assert_eq!(gate["checks"][0]["stage"], "migrated", "{gate}");
@@ -558,25 +549,8 @@ fn a_migration_from_the_first_night_to_batch_retired() {
     assert_eq!(code, 0, "{out}");
 
     // Retiring batch before migrating is refused; migrating a proven check is recorded.
-    crate::common::assert_trouble(
-        &ws.run(&[
-            "gate",
-            "--config",
-            "dualrun.toml",
-            "--mark",
-            "retired",
-            "orders",
-        ]),
-        "not migrated",
-    );
-    let marked = ws.run(&[
-        "gate",
-        "--config",
-        "dualrun.toml",
-        "--mark",
-        "migrated",
-        "orders",
-    ]);
+    crate::common::assert_trouble(&mark(&ws, "retired", "orders"), "not migrated");
+    let marked = mark(&ws, "migrated", "orders");
     assert_eq!(marked.code, 0, "{}", marked.stderr);
     let (_, text) = night("2026-11-04");
     assert_eq!(stage(&text, "migrated"), Some(1.0), "{text}");
@@ -603,17 +577,7 @@ fn a_migration_from_the_first_night_to_batch_retired() {
         gate["ready"], false,
         "no retiring batch during a stream incident: {gate}"
     );
-    crate::common::assert_trouble(
-        &ws.run(&[
-            "gate",
-            "--config",
-            "dualrun.toml",
-            "--mark",
-            "retired",
-            "orders",
-        ]),
-        "stream incident",
-    );
+    crate::common::assert_trouble(&mark(&ws, "retired", "orders"), "stream incident");
     // The stream is fixed: the next night agrees again, and batch may go.
     ws.table("stream/orders", Fmt::Parquet, rows);
     let (code, _) = night("2026-11-06");
@@ -621,14 +585,7 @@ fn a_migration_from_the_first_night_to_batch_retired() {
     assert_eq!(gate_json(&ws)["ready"], true);
 
     // Batch retired: the last stage, on the board too.
-    let marked = ws.run(&[
-        "gate",
-        "--config",
-        "dualrun.toml",
-        "--mark",
-        "retired",
-        "orders",
-    ]);
+    let marked = mark(&ws, "retired", "orders");
     assert_eq!(marked.code, 0, "{}", marked.stderr);
     assert_eq!(gate_json(&ws)["checks"][0]["stage"], "retired");
     assert_eq!(
