@@ -10,9 +10,13 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
 use datafusion::catalog::view::ViewTable;
+use datafusion::common::hash_utils::{RandomState, combine_hashes, create_hashes};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
@@ -238,6 +242,7 @@ pub async fn view(
     table: &str,
     spec: &ChangelogSpec,
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    register_row_hash(ctx);
     let (state, p) = raw_pieces(ctx, side, table, spec).await?;
     let sql = format!(
         "SELECT {output} FROM ({latest}) AS latest WHERE ({is_delete}) IS NOT TRUE",
@@ -408,6 +413,96 @@ async fn sample_keys(ctx: &SessionContext, side: Side, sql: &str) -> Result<Stri
     Ok(rows.join("; "))
 }
 
+/// One row per key of the change log: its change rows, distinct rows, distinct rows after the
+/// bound, rows with unknown markers or without an ordering value, changes in the bound, whether
+/// its latest version is a delete, and the hashes of its latest version's rows, lowest and
+/// highest (they differ when two different changes tie for latest).
+fn per_key(p: &Pieces, spec: &ChangelogSpec, unordered: &str) -> String {
+    let valid = format!("({}) AND ({})", p.changes, p.in_bound);
+    let after = format!("({}) AND ({}) IS NOT TRUE", p.changes, p.in_bound);
+    let unknown = match &p.markers {
+        Some((column, allowed)) => {
+            let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
+            format!(
+                "{col} IS NULL OR {col} NOT IN ({})",
+                values.join(", "),
+                col = quote(column)
+            )
+        }
+        None => "FALSE".to_string(),
+    };
+    let order = list(&spec.order_by);
+    format!(
+        "SELECT {keys}, count(*) AS n, count(DISTINCT {h}) AS distinct_rows, \
+           count(DISTINCT {h}) FILTER (WHERE {after}) AS after_rows, \
+           count(*) FILTER (WHERE {unknown}) AS unknown, \
+           count(*) FILTER (WHERE {unordered}) AS unordered, \
+           count(*) FILTER (WHERE {valid}) AS valid, \
+           last_value(CAST(({is_delete}) IS TRUE AS TINYINT) ORDER BY {order}) FILTER (WHERE {valid}) AS deleted, \
+           last_value({h} ORDER BY {order}, {h}) FILTER (WHERE {valid}) AS top_high, \
+           last_value({h} ORDER BY {order}, {h} DESC) FILTER (WHERE {valid}) AS top_low \
+         FROM (SELECT *, {ROW_HASH}({columns}) AS {h} FROM {raw}) AS r GROUP BY {keys}",
+        keys = list(&spec.key),
+        h = ROW_HASH_COLUMN,
+        is_delete = p.is_delete,
+        columns = list(&p.columns),
+        raw = p.raw,
+    )
+}
+
+/// The name under which [`RowHash`] is registered, and the column it fills.
+const ROW_HASH: &str = "dualrun_row_hash";
+const ROW_HASH_COLUMN: &str = "\"__dr_row_hash\"";
+
+/// A 64-bit hash of a whole change row (every column, NULLs told apart from values), with a
+/// fixed seed: replayed events hash alike, so the statistics count them and a tie between two
+/// different latest versions shows without comparing whole rows.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RowHash {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RowHash {
+    fn name(&self) -> &str {
+        ROW_HASH
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        const SEED: RandomState = RandomState::with_seed(0x6368_616e_6765_6c6f);
+        const NULL: u64 = 0x9e37_79b9_7f4a_7c15;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut row = vec![0u64; args.number_rows];
+        let mut column = vec![0u64; args.number_rows];
+        for array in &arrays {
+            column.iter_mut().for_each(|h| *h = 0);
+            create_hashes([array], &SEED, &mut column)?;
+            for (i, (row, value)) in row.iter_mut().zip(&column).enumerate() {
+                let value = if array.is_null(i) { NULL } else { *value };
+                *row = combine_hashes(*row, value);
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(row))))
+    }
+}
+
+/// Makes [`RowHash`] known to the session (once is enough; again is harmless).
+fn register_row_hash(ctx: &SessionContext) {
+    ctx.register_udf(ScalarUDF::from(RowHash {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    }));
+}
+
 /// Reads what the compaction of `table` on `side` does, and refuses a change log whose latest
 /// versions cannot be told apart (ties, missing ordering values) or whose markers are unknown.
 pub async fn stats(
@@ -418,46 +513,57 @@ pub async fn stats(
 ) -> Result<ChangelogStats> {
     let what = format!("table '{table}' ({} side) changelog", side.name());
     let (_, p) = raw_pieces(ctx, side, table, spec).await?;
-    if let Some((column, allowed)) = &p.markers {
-        let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
-        let unknown = format!(
-            "SELECT count(*) FROM {raw} WHERE {col} IS NULL OR {col} NOT IN ({values})",
-            raw = p.raw,
-            col = quote(column),
-            values = values.join(", ")
-        );
-        if numbers(ctx, side, &unknown).await?[0] > 0 {
-            let sample = format!(
-                "SELECT DISTINCT {col} FROM {raw} WHERE {col} IS NULL OR {col} NOT IN ({values}) LIMIT 5",
-                raw = p.raw,
-                col = quote(column),
-                values = values.join(", ")
-            );
-            bail!(
-                "{what}: column '{column}' holds values other than {} (e.g. {})",
-                allowed.join(", "),
-                sample_keys(ctx, side, &sample).await?
-            );
-        }
-    }
     let null_order: Vec<String> = spec
         .order_by
         .iter()
         .map(|o| format!("{} IS NULL", quote(o)))
         .collect();
-    let null_rows = format!(
-        "SELECT count(*) FROM {raw} WHERE {changes} AND ({nulls})",
-        raw = p.raw,
-        changes = p.changes,
-        nulls = null_order.join(" OR ")
+    let unordered = format!("({}) AND ({})", p.changes, null_order.join(" OR "));
+    // One pass over the changes, one group per key: every figure, and the checks that refuse
+    // the log, from the same aggregate (it spills like the compaction itself).
+    let figures = format!(
+        "SELECT sum(n), sum(n) - sum(distinct_rows), sum(after_rows), sum(unknown), \
+           sum(unordered), count(*) FILTER (WHERE valid > 0), \
+           count(*) FILTER (WHERE valid > 0 AND deleted = 1), \
+           count(*) FILTER (WHERE top_low <> top_high) \
+         FROM ({per_key}) AS k",
+        per_key = per_key(&p, spec, &unordered),
     );
-    if numbers(ctx, side, &null_rows).await?[0] > 0 {
+    let n = numbers(ctx, side, &figures)
+        .await
+        .with_context(|| what.clone())?;
+    let [
+        change_rows,
+        replayed,
+        after,
+        unknown,
+        unordered_rows,
+        keys,
+        deletes,
+        tied,
+    ] = n[..]
+    else {
+        bail!("internal: {what}: {} figures", n.len());
+    };
+    if let (true, Some((column, allowed))) = (unknown > 0, &p.markers) {
+        let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
         let sample = format!(
-            "SELECT DISTINCT {keys} FROM {raw} WHERE {changes} AND ({nulls}) ORDER BY {keys} LIMIT 5",
+            "SELECT DISTINCT {col} FROM {raw} WHERE {col} IS NULL OR {col} NOT IN ({values}) LIMIT 5",
+            raw = p.raw,
+            col = quote(column),
+            values = values.join(", ")
+        );
+        bail!(
+            "{what}: column '{column}' holds values other than {} (e.g. {})",
+            allowed.join(", "),
+            sample_keys(ctx, side, &sample).await?
+        );
+    }
+    if unordered_rows > 0 {
+        let sample = format!(
+            "SELECT DISTINCT {keys} FROM {raw} WHERE {unordered} ORDER BY {keys} LIMIT 5",
             keys = list(&spec.key),
             raw = p.raw,
-            changes = p.changes,
-            nulls = null_order.join(" OR ")
         );
         bail!(
             "{what}: change rows without a value in order_by ({}) cannot be ordered, e.g. keys {}",
@@ -465,52 +571,28 @@ pub async fn stats(
             sample_keys(ctx, side, &sample).await?
         );
     }
-    let ties = format!(
-        "SELECT {keys} FROM (SELECT DISTINCT * FROM {raw} WHERE ({changes}) AND ({in_bound})) AS d \
-         GROUP BY {keys}, {order} HAVING count(*) > 1 ORDER BY {keys} LIMIT 5",
-        keys = list(&spec.key),
-        order = list(&spec.order_by),
-        raw = p.raw,
-        changes = p.changes,
-        in_bound = p.in_bound,
-    );
-    let tied = sample_keys(ctx, side, &ties).await?;
-    if !tied.is_empty() {
+    if tied > 0 {
+        let sample = format!(
+            "SELECT {keys} FROM ({per_key}) AS k WHERE top_low <> top_high ORDER BY {keys} LIMIT 5",
+            keys = list(&spec.key),
+            per_key = per_key(&p, spec, &unordered),
+        );
         bail!(
-            "{what}: keys with two different changes tied on order_by ({}): {tied}; add a column that breaks the tie (e.g. the log offset) to order_by",
-            spec.order_by.join(", ")
+            "{what}: {tied} {} with two different latest changes tied on order_by ({}): {}; add a column that breaks the tie (e.g. the log offset) to order_by",
+            crate::words::plural(tied, "key", "keys"),
+            spec.order_by.join(", "),
+            sample_keys(ctx, side, &sample).await?
         );
     }
-    // Two one-row aggregates: the replays and late changes from one DISTINCT pass, the keys
-    // and deletes from the compaction.
-    let figures = format!(
-        "SELECT \
-           (SELECT count(*) FROM {raw}) AS change_rows, \
-           changes.rows, changes.after_bound, latest.keys, latest.deletes \
-         FROM \
-           (SELECT count(*) AS rows, \
-                   count(*) FILTER (WHERE ({changes}) AND ({in_bound}) IS NOT TRUE) AS after_bound \
-            FROM (SELECT DISTINCT * FROM {raw}) AS d) AS changes, \
-           (SELECT count(*) AS keys, count(*) FILTER (WHERE ({is_delete}) IS TRUE) AS deletes \
-            FROM ({latest}) AS l) AS latest",
-        raw = p.raw,
-        changes = p.changes,
-        in_bound = p.in_bound,
-        is_delete = p.is_delete,
-        latest = latest(&p, spec),
-    );
-    let n = numbers(ctx, side, &figures)
-        .await
-        .with_context(|| what.clone())?;
     Ok(ChangelogStats {
         table: table.to_string(),
         side: side.name(),
-        change_rows: n[0],
-        replayed_rows: n[0] - n[1],
-        ignored_after_as_of: n[2],
-        keys: n[3],
-        deletes_applied: n[4],
-        rows: n[3] - n[4],
+        change_rows,
+        replayed_rows: replayed,
+        ignored_after_as_of: after,
+        keys,
+        deletes_applied: deletes,
+        rows: keys - deletes,
     })
 }
 

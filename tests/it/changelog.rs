@@ -120,7 +120,7 @@ fn ties_missing_order_and_unknown_markers_are_refused_by_name() {
             with(
                 "SELECT 7, 'a', 1.0, '+I', CAST('2026-11-24 10:00:00' AS TIMESTAMP) UNION ALL SELECT 7, 'b', 1.0, '+U', CAST('2026-11-24 10:00:00' AS TIMESTAMP)",
             ),
-            "keys with two different changes tied on order_by (ts): 7",
+            "1 key with two different latest changes tied on order_by (ts): 7",
         ),
         (
             with("SELECT 8, 'a', 1.0, '+I', CAST(NULL AS TIMESTAMP)"),
@@ -147,6 +147,26 @@ fn ties_missing_order_and_unknown_markers_are_refused_by_name() {
         );
         assert!(error.contains(expected), "{error}");
     }
+    // A tie that a later change decides is no coin toss: the log is read, key 7 is 'c'.
+    ws.table(
+        "tied-then-decided/orders",
+        Fmt::Parquet,
+        &with(
+            "SELECT 7, 'a', 1.0, '+I', CAST('2026-11-24 10:00:00' AS TIMESTAMP) UNION ALL \
+             SELECT 7, 'b', 1.0, '+U', CAST('2026-11-24 10:00:00' AS TIMESTAMP) UNION ALL \
+             SELECT 7, 'c', 1.0, '+U', CAST('2026-11-24 12:00:00' AS TIMESTAMP)",
+        ),
+    );
+    config_at(
+        &ws,
+        "tied-then-decided/orders/",
+        r#"{ shape = "flink", key = ["order_id"], order_by = ["ts"] }"#,
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts()[..4], [4, 0, 0, 1], "{}", run.stdout);
+    assert!(run.stdout.contains("\"c\""), "{}", run.stdout);
+
     // A spec naming a column the changes do not have: exit 2 naming table, side and column.
     ws.table("s/orders", Fmt::Parquet, FLINK);
     config(
