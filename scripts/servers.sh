@@ -4,6 +4,8 @@
 #   scripts/servers.sh stop               # stops them and removes their data
 # PostgreSQL comes from Debian's postgresql package (scripts/setup.sh test installs it); it runs
 # as the postgres user when we are root (it refuses root), in a temporary data directory.
+# MariaDB (Debian's mariadb-server) likewise, in its own temporary data directory, as the mysql
+# user when we are root.
 # Azurite (Azure Blob Storage's emulator, installed by setup.sh into .venv/azurite) serves az://.
 set -euo pipefail
 state=${DUALRUN_SERVERS_DIR:-/tmp/dualrun-test-servers}
@@ -40,6 +42,23 @@ start() {
   echo "export DUALRUN_TEST_PG_ADMIN='postgres://admin:admin-secret@127.0.0.1:$port/postgres'"
   echo "export DUALRUN_TEST_PG_PORT=$port"
 
+  local my myport run_as=()
+  my="$state/my"
+  mkdir -p "$my"
+  if [ "$(id -u)" -eq 0 ]; then chown mysql "$my"; run_as=(--user=mysql); fi
+  mariadb-install-db --no-defaults --datadir="$my/data" "${run_as[@]}" \
+    --auth-root-authentication-method=normal --skip-test-db >"$my/install.log" 2>&1
+  myport=$(free_port)
+  nohup mariadbd --no-defaults --datadir="$my/data" "${run_as[@]}" --port="$myport" \
+    --bind-address=127.0.0.1 --socket="$my/sock" --pid-file="$my/pid" \
+    --log-error="$my/log" >/dev/null 2>&1 &
+  for _ in $(seq 1 300); do [ -S "$my/sock" ] && break; sleep 0.1; done
+  mariadb --no-defaults --socket="$my/sock" -uroot -e "
+    CREATE USER 'admin'@'%' IDENTIFIED BY 'admin-secret';
+    GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION;"
+  echo "export DUALRUN_TEST_MYSQL_ADMIN='mysql://admin:admin-secret@127.0.0.1:$myport/mysql'"
+  echo "export DUALRUN_TEST_MYSQL_SOCKET='$my/sock'"
+
   local azurite blob
   azurite="$(cd "$(dirname "$0")/.." && pwd)/.venv/azurite/node_modules/.bin/azurite-blob"
   if [ -x "$azurite" ]; then
@@ -58,6 +77,10 @@ start() {
 stop() {
   if [ -f "$state/azurite.pid" ]; then
     kill "$(cat "$state/azurite.pid")" 2>/dev/null || true
+  fi
+  if [ -f "$state/my/pid" ]; then
+    kill "$(cat "$state/my/pid")" 2>/dev/null || true
+    for _ in $(seq 1 100); do [ -f "$state/my/pid" ] || break; sleep 0.1; done
   fi
   local bin
   bin=$(pg_bin)

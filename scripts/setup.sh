@@ -3,7 +3,8 @@
 #   build  mold (the linker .cargo/config.toml asks for), pkg-config and libssl-dev (PostgreSQL TLS)
 #   test   + the tools the integration tests run for real: promtool (Debian package prometheus),
 #          prometheus-pushgateway, chromium (the board and HTML reports in a real browser),
-#          postgresql (a real server, started once per run by scripts/servers.sh), and
+#          postgresql and mariadb-server (real servers, started once per run by
+#          scripts/servers.sh), and
 #          in .venv moto[server] (an S3-compatible server), html5lib (HTML validity),
 #          azure-storage-blob and Azurite (npm; the Azure Blob Storage emulator)
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
@@ -21,6 +22,7 @@ if [ "$want" = test ]; then
   command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+  command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

@@ -23,7 +23,7 @@ pub fn redact_url(text: &str) -> String {
 }
 
 /// Every URL in a message redacted, and the values of secret-looking environment variables
-/// (`*SECRET*`, `*PASSWORD*`, `*TOKEN*`, `*_KEY`) replaced: errors from lower layers sometimes
+/// (`*SECRET*`, `*PASSWORD*`, `*TOKEN*`, `*_KEY`, `MYSQL_PWD`) replaced: errors from lower layers sometimes
 /// repeat the URL they were given, and dualrun prints errors verbatim.
 pub fn scrub(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
@@ -51,7 +51,9 @@ pub fn scrub(message: &str) -> String {
         let secret = ["SECRET", "PASSWORD", "TOKEN"]
             .iter()
             .any(|w| upper.contains(w))
-            || upper.ends_with("_KEY");
+            || upper.ends_with("_KEY")
+            // MySQL's password variable (not `PWD`, which is the working directory).
+            || upper == "MYSQL_PWD";
         if secret && value.len() >= 8 {
             out = out.replace(&value, "***");
         }

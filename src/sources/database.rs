@@ -3,11 +3,14 @@
 //! `datafusion-table-providers`, so DataFusion still evaluates the analysis on both sides (only
 //! projections and filters go to the database, and the rows that come back are counted), and
 //! every session is read-only in the database itself (PostgreSQL's
-//! `default_transaction_read_only`, SQLite's `mode=ro`), on top of dualrun's SELECT-only rule.
+//! `default_transaction_read_only`, MySQL's `SET SESSION TRANSACTION READ ONLY`, SQLite's
+//! `mode=ro`), on top of dualrun's SELECT-only rule.
 //!
 //! Locations: `postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=[SCHEMA.]NAME[&sslmode=…]`
 //! (what the URL leaves out comes from `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
-//! `PGSSLMODE`) and `sqlite:///PATH.db?table=NAME` (opened read-only).
+//! `PGSSLMODE`), `mysql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=NAME[&sslmode=…]` (also
+//! `mariadb://`; from `MYSQL_HOST`, `MYSQL_TCP_PORT`, `MYSQL_USER`, `MYSQL_PWD`,
+//! `MYSQL_DATABASE`, `MYSQL_SSLMODE`) and `sqlite:///PATH.db?table=NAME` (opened read-only).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +30,9 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_table_providers::postgres::PostgresTableFactory;
+use datafusion_table_providers::sql::db_connection_pool::dbconnection::DbConnection;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
+use datafusion_table_providers::sql::db_connection_pool::{DbConnectionPool, JoinPushDown};
 use datafusion_table_providers::util::secrets::to_secret_map;
 use futures::TryStreamExt;
 use url::Url;
@@ -39,13 +44,19 @@ pub fn is_database(location: &str) -> bool {
     let lower = location.to_ascii_lowercase();
     lower.starts_with("postgres://")
         || lower.starts_with("postgresql://")
+        || lower.starts_with("mysql://")
+        || lower.starts_with("mariadb://")
         || lower.starts_with("sqlite://")
 }
 
 /// The table provider of a database location, on a read-only session.
 pub async fn provider(location: &str, store: &StoreOptions) -> Result<Arc<dyn TableProvider>> {
-    if location.to_ascii_lowercase().starts_with("sqlite://") {
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("sqlite://") {
         return sqlite(location).await;
+    }
+    if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+        return mysql(location, store.query_timeout).await;
     }
     postgres(location, store.query_timeout).await
 }
@@ -54,7 +65,7 @@ pub async fn provider(location: &str, store: &StoreOptions) -> Result<Arc<dyn Ta
 /// the config file, or to the working directory on the command line). The file is opened read-only (`mode=ro`): SQLite itself refuses any
 /// write, and nothing (not even a journal mode) is changed in it.
 async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
-    use datafusion_table_providers::sql::db_connection_pool::{JoinPushDown, Mode};
+    use datafusion_table_providers::sql::db_connection_pool::Mode;
     use datafusion_table_providers::sqlite::SqliteTableFactory;
     use datafusion_table_providers::sqlite::pool::SqliteConnectionPool;
 
@@ -149,7 +160,10 @@ async fn postgres(
     }
     let pool = PostgresConnectionPool::new(to_secret_map(params))
         .await
-        .map_err(|e| anyhow!("cannot connect: {}", first_line(&e.to_string())))?;
+        .map_err(|e| anyhow!("cannot connect: {}", first_line(&e.to_string())))?
+        // json and jsonb as their text (PostgreSQL's own rendering); any other type the
+        // provider cannot map is still an error naming the column.
+        .with_unsupported_type_action(datafusion_table_providers::UnsupportedTypeAction::String);
     let reference = match table.split_once('.') {
         Some((schema, name)) => TableReference::partial(schema.to_string(), name.to_string()),
         None => TableReference::bare(table.to_string()),
@@ -159,6 +173,154 @@ async fn postgres(
         .await
         .map(counted)
         .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
+}
+
+/// `mysql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE?table=NAME` (or `mariadb://`), with
+/// `MYSQL_*` for what it leaves out. Every session is made read-only (and time-limited when the
+/// check has a timeout) before it runs a query: see [`ReadOnlyMySql`].
+async fn mysql(location: &str, query_timeout: Option<Duration>) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::sql::unparser::dialect::MySqlDialect;
+    use datafusion_table_providers::sql::sql_provider_datafusion::SqlTable;
+
+    let (pool, table) = mysql_pool(location, query_timeout).await?;
+    let pool: Arc<dyn DbConnectionPool<mysql_async::Conn, MySqlParameter> + Send + Sync> =
+        Arc::new(pool);
+    let table_provider = SqlTable::new("mysql", &pool, TableReference::bare(table.clone()))
+        .await
+        .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))?
+        .with_dialect(Arc::new(MySqlDialect {}));
+    Ok(counted(Arc::new(table_provider)))
+}
+
+/// The read-only pool of a MySQL location, and the table it names.
+async fn mysql_pool(
+    location: &str,
+    query_timeout: Option<Duration>,
+) -> Result<(ReadOnlyMySql, String)> {
+    use datafusion_table_providers::sql::db_connection_pool::mysqlpool::MySQLConnectionPool;
+
+    let url = Url::parse(location).map_err(|e| anyhow!("database URL: {e}"))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let Some(table) = query.get("table").filter(|t| !t.is_empty()) else {
+        bail!("database URL has no table: add ?table=NAME");
+    };
+    let sslmode = query
+        .get("sslmode")
+        .cloned()
+        .or_else(|| env("MYSQL_SSLMODE"))
+        .unwrap_or_else(|| "preferred".to_string())
+        .to_ascii_lowercase();
+    if !["disabled", "preferred", "required"].contains(&sslmode.as_str()) {
+        bail!("database URL: sslmode '{sslmode}' is not one of disabled, preferred, required");
+    }
+    let mut params: HashMap<String, String> = HashMap::new();
+    for (key, value) in [
+        (
+            "host",
+            url.host_str()
+                .map(str::to_string)
+                .or_else(|| env("MYSQL_HOST")),
+        ),
+        (
+            "tcp_port",
+            Some(
+                url.port()
+                    .map(|p| p.to_string())
+                    .or_else(|| env("MYSQL_TCP_PORT"))
+                    .unwrap_or_else(|| "3306".to_string()),
+            ),
+        ),
+        (
+            "user",
+            Some(url.username())
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .or_else(|| env("MYSQL_USER")),
+        ),
+        (
+            "pass",
+            url.password()
+                .map(percent_decode)
+                .or_else(|| env("MYSQL_PWD")),
+        ),
+        (
+            "db",
+            Some(url.path().trim_start_matches('/'))
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .or_else(|| env("MYSQL_DATABASE")),
+        ),
+        ("sslmode", Some(sslmode)),
+    ] {
+        if let Some(value) = value {
+            params.insert(key.to_string(), value);
+        }
+    }
+    if !params.contains_key("host") {
+        bail!("database URL has no host (and MYSQL_HOST is not set)");
+    }
+    if !params.contains_key("db") {
+        bail!("database URL has no database (and MYSQL_DATABASE is not set)");
+    }
+    let pool = MySQLConnectionPool::new(to_secret_map(params))
+        .await
+        .map_err(|e| anyhow!("cannot connect: {}", first_line(&e.to_string())))?;
+    let pool = ReadOnlyMySql {
+        inner: pool,
+        query_timeout,
+    };
+    Ok((pool, table.clone()))
+}
+
+type MySqlParameter = &'static (dyn mysql_async::prelude::ToValue + Sync);
+
+/// MySQL's connections as the table provider's pool hands them out, each made read-only first:
+/// the pool's own setup statements cannot be extended, so the session is set on every
+/// connection before the provider sees it. A write through it fails in the server itself
+/// (ERROR 1792); with a check timeout the server also stops the statement
+/// (`max_statement_time` on MariaDB, `max_execution_time` on MySQL).
+struct ReadOnlyMySql {
+    inner: datafusion_table_providers::sql::db_connection_pool::mysqlpool::MySQLConnectionPool,
+    query_timeout: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl DbConnectionPool<mysql_async::Conn, MySqlParameter> for ReadOnlyMySql {
+    async fn connect(
+        &self,
+    ) -> std::result::Result<
+        Box<dyn DbConnection<mysql_async::Conn, MySqlParameter>>,
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
+        use mysql_async::prelude::Queryable;
+        let connection = self.inner.connect_direct().await?;
+        {
+            let mut session = connection.conn.lock().await;
+            session
+                .query_drop("SET SESSION TRANSACTION READ ONLY")
+                .await?;
+            if let Some(limit) = self.query_timeout {
+                let mariadb = format!(
+                    "SET SESSION max_statement_time = {:.3}",
+                    limit.as_secs_f64().max(0.001)
+                );
+                if session.query_drop(mariadb).await.is_err() {
+                    let mysql = format!(
+                        "SET SESSION max_execution_time = {}",
+                        limit.as_millis().max(1)
+                    );
+                    session.query_drop(mysql).await?;
+                }
+            }
+        }
+        Ok(Box::new(connection))
+    }
+
+    fn join_push_down(&self) -> JoinPushDown {
+        // One table per provider: nothing is joined in the database.
+        JoinPushDown::Disallow
+    }
 }
 
 /// `%XX` escapes of a URL's user info back to bytes (a password may hold `@`, `:` or `/`).
@@ -332,6 +494,59 @@ mod tests {
         assert_eq!(percent_decode("p%40ss%3Aw%2Fd+x"), "p@ss:w/d+x");
         assert_eq!(percent_decode("plain%"), "plain%");
         assert!(is_database("postgresql://h/db?table=t"));
+        assert!(is_database("mariadb://h/db?table=t") && is_database("MYSQL://h/db?table=t"));
         assert!(!is_database("s3://bucket/postgres://"));
+    }
+
+    /// Runs SQL as root on the test server (scripts/servers.sh, started by `make test`).
+    fn mariadb_root(sql: &str) {
+        let socket = std::env::var("DUALRUN_TEST_MYSQL_SOCKET")
+            .expect("DUALRUN_TEST_MYSQL_SOCKET is not set: run the tests through `make test`");
+        let output = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "--socket", &socket, "-uroot", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+
+    /// The connections dualrun reads MySQL through refuse writes in the server itself, even for
+    /// a user allowed to write, and carry the check's timeout.
+    #[test]
+    fn mysql_sessions_refuse_writes_and_carry_the_timeout() {
+        use datafusion_table_providers::sql::db_connection_pool::dbconnection::mysqlconn::MySQLConnection;
+        use mysql_async::prelude::Queryable;
+
+        mariadb_root(
+            "DROP DATABASE IF EXISTS dr_my_unit; CREATE DATABASE dr_my_unit; \
+             CREATE TABLE dr_my_unit.t (i INT)",
+        );
+        let admin = std::env::var("DUALRUN_TEST_MYSQL_ADMIN").unwrap();
+        let location = format!(
+            "{}/dr_my_unit?table=t&sslmode=disabled",
+            admin.rsplit_once('/').unwrap().0
+        );
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let (pool, table) = mysql_pool(&location, Some(Duration::from_millis(2500)))
+                .await
+                .unwrap();
+            assert_eq!(table, "t");
+            let connection = pool.connect().await.unwrap();
+            let connection = connection
+                .as_any()
+                .downcast_ref::<MySQLConnection>()
+                .unwrap();
+            let mut session = connection.conn.lock().await;
+            let write = session.query_drop("INSERT INTO t VALUES (1)").await;
+            let error = write
+                .expect_err("a write through a read-only session")
+                .to_string();
+            assert!(error.contains("READ ONLY"), "{error}");
+            let limit: Option<f64> = session
+                .query_first("SELECT @@max_statement_time")
+                .await
+                .unwrap();
+            assert_eq!(limit, Some(2.5));
+        });
     }
 }

@@ -1,6 +1,6 @@
-//! Tables in a real PostgreSQL server (Debian's package, started once per `make test` run by
-//! scripts/servers.sh, which exports DUALRUN_TEST_PG_ADMIN): the stream side in the database,
-//! the batch side in Parquet, the same SQL on both.
+//! Tables in real database servers (Debian's PostgreSQL and MariaDB, started once per
+//! `make test` run by scripts/servers.sh, which exports DUALRUN_TEST_PG_ADMIN and
+//! DUALRUN_TEST_MYSQL_*) and SQLite files: the database on one side, the same SQL on both.
 
 use std::process::Command;
 
@@ -248,13 +248,39 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
     let (ok, out) = psql(
         &owner,
         &[
-            "CREATE TABLE shop.odd (order_id integer, doc jsonb)",
-            "INSERT INTO shop.odd VALUES (1, '{}')",
+            "CREATE TABLE shop.odd (order_id integer, span tstzrange)",
+            "INSERT INTO shop.odd VALUES (1, '[2026-11-24, 2026-11-25)')",
+            "CREATE TABLE shop.docs (order_id integer, doc jsonb, raw json)",
+            "INSERT INTO shop.docs VALUES (1, '{\"b\": 1, \"a\": [1, 2]}', '{\"b\":1}')",
         ],
     );
     assert!(ok, "{out}");
     let odd = run(&format!("orders={owner}?table=shop.odd&sslmode=disable"));
-    assert_trouble(&odd, "The field 'doc' has an unsupported data type: jsonb");
+    assert_trouble(
+        &odd,
+        "The field 'span' has an unsupported data type: tstzrange",
+    );
+    // json and jsonb read as their text, as PostgreSQL renders it (jsonb normalised).
+    ws.table(
+        "batch/docs",
+        Fmt::Parquet,
+        "SELECT 1 AS order_id, '{\"a\": [1, 2], \"b\": 1}' AS doc, '{\"b\":1}' AS raw",
+    );
+    let docs = ws.run(&[
+        "compare",
+        "--batch",
+        "docs=batch/docs/",
+        "--stream",
+        &format!("docs={owner}?table=shop.docs&sslmode=disable"),
+        "--sql",
+        "SELECT order_id, doc, raw FROM docs",
+        "--key",
+        "order_id",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(docs.code, 0, "{}\n{}", docs.stdout, docs.stderr);
+    assert_eq!(docs.counts(), [1, 0, 0, 0, 0, 0]);
     assert!(!odd.stderr.contains("admin-secret"), "{}", odd.stderr);
     // A check's timeout ends the query on the server too (statement_timeout), not only in
     // dualrun: a view that takes a second per row, 20 rows, a 2-second timeout.
@@ -362,4 +388,254 @@ fn a_stream_table_in_sqlite_is_read_without_touching_the_file() {
         "SELECT * FROM orders",
     ]);
     assert_trouble(&missing, "SQLite file nowhere.db does not exist");
+}
+
+/// Runs SQL as MariaDB's root over the test server's socket (`make test` starts it and exports
+/// DUALRUN_TEST_MYSQL_SOCKET); returns whether it succeeded, and what it printed.
+fn mariadb(database: &str, sql: &str) -> (bool, String) {
+    let socket = std::env::var("DUALRUN_TEST_MYSQL_SOCKET").expect(
+        "DUALRUN_TEST_MYSQL_SOCKET is not set: run the tests through `make test`, which starts MariaDB",
+    );
+    let output = Command::new("mariadb")
+        .args(["--no-defaults", "--socket", &socket, "-uroot", "-N", "-B"])
+        .args(["-D", database, "-e", sql])
+        .output()
+        .expect("mariadb is installed with mariadb-server");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// A MariaDB database of its own, with 3,000 orders and a reader that only has SELECT; returns
+/// the reader's URL.
+fn mariadb_database(name: &str) -> String {
+    let (ok, out) = mariadb(
+        "mysql",
+        &format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; \
+             DROP USER IF EXISTS 'reader_{name}'@'%'; \
+             CREATE USER 'reader_{name}'@'%' IDENTIFIED BY 'reader-secret'; \
+             GRANT SELECT ON {name}.* TO 'reader_{name}'@'%';"
+        ),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = mariadb(
+        name,
+        "CREATE TABLE orders (order_id INT PRIMARY KEY, status VARCHAR(16), \
+           amount DECIMAL(10, 2), created DATETIME, paid BOOLEAN, note JSON); \
+         INSERT INTO orders SELECT seq, ELT(1 + seq % 3, 'new', 'paid', 'shipped'), seq * 1.25, \
+           TIMESTAMP '2026-11-24 00:00:00' + INTERVAL seq MINUTE, seq % 2 = 0, \
+           JSON_OBJECT('n', seq) FROM seq_1_to_3000;",
+    );
+    assert!(ok, "{out}");
+    let admin = std::env::var("DUALRUN_TEST_MYSQL_ADMIN").unwrap();
+    let port = admin.rsplit(':').next().unwrap().split('/').next().unwrap();
+    format!("mysql://reader_{name}:reader-secret@127.0.0.1:{port}/{name}")
+}
+
+/// The same 3,000 orders in a SQLite file, with two amounts changed and one order missing.
+fn sqlite_orders(ws: &Workspace) -> String {
+    let file = ws.path("orders.db");
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute('CREATE TABLE orders (order_id INTEGER PRIMARY KEY, status TEXT, amount REAL, paid INTEGER)')\n\
+             rows = [(i, ['new', 'paid', 'shipped'][i % 3], i * 1.25, int(i % 2 == 0)) for i in range(1, 3001)]\n\
+             rows = [(i, s, a + (0.5 if i in (17, 2024) else 0), p) for (i, s, a, p) in rows if i != 999]\n\
+             c.executemany('INSERT INTO orders VALUES (?, ?, ?, ?)', rows)\n\
+             c.commit()",
+        )
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    format!("sqlite://{}?table=orders", file.display())
+}
+
+/// MariaDB (batch) against SQLite (stream), 3,000 rows with planted divergences; MariaDB against
+/// Parquet in every type; the filter goes to the server; the password is never shown.
+#[test]
+fn a_table_in_mariadb_compares_with_sqlite_and_parquet() {
+    let url = mariadb_database("dr_my_compare");
+    let ws = Workspace::new();
+    let batch_side = format!("orders={url}?table=orders&sslmode=disabled");
+    let compare = |batch: &str, stream: &str, sql: &str| {
+        ws.run(&[
+            "compare", "--batch", batch, "--stream", stream, "--sql", sql, "--key", "order_id",
+            "--format", "json",
+        ])
+    };
+    let run = compare(
+        &batch_side,
+        &format!("orders={}", sqlite_orders(&ws)),
+        "SELECT order_id, status, CAST(amount AS DOUBLE) AS amount, CAST(paid AS BOOLEAN) AS paid \
+         FROM orders",
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [2997, 2, 1, 0, 0, 0], "{}", run.stdout);
+    assert!(!run.stdout.contains("reader-secret") && !run.stderr.contains("reader-secret"));
+
+    // Every type against Parquet: DECIMAL, DATETIME, BOOLEAN, JSON (text), VARCHAR.
+    ws.table(
+        "batch/orders",
+        Fmt::Parquet,
+        "SELECT CAST(value AS INT) AS order_id, \
+           CASE value % 3 WHEN 0 THEN 'new' WHEN 1 THEN 'paid' ELSE 'shipped' END AS status, \
+           CAST(value * 1.25 AS DECIMAL(10, 2)) AS amount, \
+           CAST(to_timestamp_seconds(1795478400 + value * 60) AS TIMESTAMP) AS created, \
+           value % 2 = 0 AS paid, concat('{\"n\": ', value, '}') AS note \
+         FROM generate_series(1, 3000)",
+    );
+    let run = compare(
+        "orders=batch/orders/",
+        &batch_side,
+        "SELECT order_id, status, amount, created, CAST(paid AS BOOLEAN) AS paid, note FROM orders",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [3000, 0, 0, 0, 0, 0]);
+
+    // A run-date filter reaches the server: 60 of 3,000 rows come over the wire.
+    let run = compare(
+        "orders=batch/orders/",
+        &batch_side,
+        "SELECT order_id, amount FROM orders \
+         WHERE created > TIMESTAMP '2026-11-25 00:00:00' AND created <= TIMESTAMP '2026-11-25 01:00:00'",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [60, 0, 0, 0, 0, 0]);
+    let query = &run.check()["scan"]["database_queries"][0];
+    assert_eq!(query["rows"], 60, "{query}");
+    let sent = query["sql"].as_str().unwrap_or_default();
+    assert!(sent.contains("WHERE") && sent.contains("created"), "{sent}");
+    assert!(!sent.contains("status"), "only the columns used: {sent}");
+}
+
+/// Every session dualrun opens is read-only in the server; faults are one line, exit 2.
+#[test]
+fn mariadb_sessions_are_read_only_and_faults_end_in_one_line() {
+    let url = mariadb_database("dr_my_faults");
+    // The statement dualrun runs on each new session makes a write fail in the server itself,
+    // even for a user allowed to write (root here).
+    let (ok, out) = mariadb(
+        "dr_my_faults",
+        "SET SESSION TRANSACTION READ ONLY; INSERT INTO orders (order_id) VALUES (9999);",
+    );
+    assert!(!ok && out.contains("READ ONLY"), "{out}");
+    let (_, count) = mariadb("dr_my_faults", "SELECT count(*) FROM orders");
+    assert_eq!(count.trim(), "3000");
+
+    let ws = Workspace::new();
+    ws.table(
+        "batch/orders",
+        Fmt::Parquet,
+        "SELECT CAST(value AS INT) AS order_id FROM generate_series(1, 3000)",
+    );
+    let run = |stream: &str, timeout: &str| {
+        ws.run(&[
+            "compare",
+            "--batch",
+            "orders=batch/orders/",
+            "--stream",
+            stream,
+            "--sql",
+            "SELECT order_id FROM orders",
+            "--key",
+            "order_id",
+            "--format",
+            "json",
+            "--timeout",
+            timeout,
+        ])
+    };
+    let missing = run(
+        &format!("orders={url}?table=nosuch&sslmode=disabled"),
+        "30s",
+    );
+    assert_trouble(&missing, "table 'orders' (stream side");
+    assert!(missing.stderr.contains("nosuch"), "{}", missing.stderr);
+    let wrong = url.replace("reader-secret", "wrong-secret");
+    let denied = run(
+        &format!("orders={wrong}?table=orders&sslmode=disabled"),
+        "30s",
+    );
+    assert_trouble(&denied, "table 'orders' (stream side");
+    assert!(!denied.stderr.contains("wrong-secret"), "{}", denied.stderr);
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    let down = run(
+        &format!(
+            "orders={}?table=orders&sslmode=disabled",
+            url.replace(&format!(":{port}/"), ":1/")
+        ),
+        "30s",
+    );
+    assert_trouble(&down, "cannot connect");
+    assert!(!down.stderr.contains("reader-secret"), "{}", down.stderr);
+    let no_table = run(&format!("orders={url}?sslmode=disabled"), "30s");
+    assert_trouble(&no_table, "?table=NAME");
+    // Credentials from the environment instead of the URL: read, and never printed.
+    let bare = url.replace("reader_dr_my_faults:reader-secret@", "");
+    let from_env = |password: &str| {
+        ws.run_with_env(
+            &[
+                "compare",
+                "--batch",
+                "orders=batch/orders/",
+                "--stream",
+                &format!("orders={bare}?table=orders&sslmode=disabled"),
+                "--sql",
+                "SELECT order_id FROM orders",
+                "--key",
+                "order_id",
+                "--format",
+                "json",
+            ],
+            &[
+                ("MYSQL_USER", "reader_dr_my_faults".to_string()),
+                ("MYSQL_PWD", password.to_string()),
+            ],
+        )
+    };
+    let good = from_env("reader-secret");
+    assert_eq!(good.code, 0, "{}\n{}", good.stdout, good.stderr);
+    let bad = from_env("wrong-secret-from-env");
+    assert_trouble(&bad, "table 'orders' (stream side");
+    assert!(!bad.stdout.contains("wrong-secret") && !bad.stderr.contains("wrong-secret"));
+
+    // A check's timeout stops the statement in the server too: a view that sleeps a second a
+    // row, 20 rows, a 2-second timeout; then the server runs nothing of it.
+    let (ok, out) = mariadb(
+        "dr_my_faults",
+        "CREATE VIEW slow AS SELECT seq AS order_id FROM seq_1_to_20 WHERE SLEEP(1) = 0; \
+         GRANT SELECT ON dr_my_faults.slow TO 'reader_dr_my_faults'@'%';",
+    );
+    assert!(ok, "{out}");
+    let slow = run(&format!("orders={url}?table=slow&sslmode=disabled"), "2s");
+    assert_trouble(&slow, "timed out after 2s");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, running) = mariadb(
+            "mysql",
+            "SELECT count(*) FROM information_schema.processlist WHERE info LIKE '%slow%' \
+             AND id <> CONNECTION_ID()",
+        );
+        if running.trim() == "0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the server still runs the timed-out query"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for failed in [&missing, &denied, &down, &no_table] {
+        assert_eq!(failed.json()["status"], "error");
+        assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
+    }
 }
