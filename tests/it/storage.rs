@@ -526,4 +526,148 @@ fn compare_against_azure_blob_storage_on_azurite() {
     crate::common::assert_trouble(&missing, "table 'orders' (stream side");
     assert!(!missing.stderr.contains(AZURITE_KEY));
     assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
+
+    // `run` with its history in the container; `history` reads the record back from there.
+    ws.write(
+        "dualrun.toml",
+        r#"
+[params]
+run_date = "2026-11-25"
+[history]
+url = "az://lake/dualrun/history/"
+[tables.orders]
+batch = "local/batch/orders/"
+stream = "az://lake/stream/orders/"
+[[checks]]
+name = "orders"
+sql = "SELECT id, name, x FROM orders"
+key = ["id"]
+"#,
+    );
+    let run = ws.run_with_env(&["run", "--format", "json"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        !ws.path(".dualrun").exists(),
+        "the history went to a local directory"
+    );
+    let history = ws.run_with_env(&["history", "--format", "json"], &env);
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    assert!(
+        history.stdout.contains("\"orders\"") && history.stdout.contains("\"diverged\""),
+        "{}",
+        history.stdout
+    );
+    for output in [&run.stdout, &run.stderr, &history.stdout, &history.stderr] {
+        assert!(!output.contains(AZURITE_KEY), "the account key was printed");
+    }
+}
+
+/// Uploads a local directory into a bucket (created) of the GCS emulator, through its JSON API.
+fn gcs_upload(endpoint: &str, dir: &std::path::Path, bucket: &str, prefix: &str) {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, os, sys, urllib.error, urllib.request\n\
+             endpoint, root, bucket, prefix = sys.argv[1:5]\n\
+             def post(url, data, kind):\n\
+             \x20   urllib.request.urlopen(urllib.request.Request(url, data=data, method='POST', headers={'Content-Type': kind}))\n\
+             try:\n\
+             \x20   post(f'{endpoint}/storage/v1/b?project=dualrun', json.dumps({'name': bucket}).encode(), 'application/json')\n\
+             except urllib.error.HTTPError as e:\n\
+             \x20   assert e.code == 409, e\n\
+             for d, _, files in os.walk(root):\n\
+             \x20   for f in files:\n\
+             \x20       p = os.path.join(d, f)\n\
+             \x20       name = prefix + '/' + os.path.relpath(p, root)\n\
+             \x20       post(f'{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}', open(p, 'rb').read(), 'application/octet-stream')",
+        ])
+        .arg(endpoint)
+        .arg(dir)
+        .arg(bucket)
+        .arg(prefix)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Google Cloud Storage for real: fake-gcs-server, started once per `make test` run by
+/// scripts/servers.sh, reached only through the standard environment (`GOOGLE_SERVICE_ACCOUNT`
+/// naming a key file whose `gcs_base_url` is the emulator): compare, and run with its history.
+/// The history stays local here: the emulator accepts XML-API uploads (what object_store sends
+/// to write an object) only as signed URLs, so it cannot hold a history record.
+#[test]
+fn compare_run_and_history_on_google_cloud_storage() {
+    let endpoint = std::env::var("DUALRUN_TEST_GCS").expect(
+        "DUALRUN_TEST_GCS is not set: run the tests through `make test`, which starts fake-gcs-server",
+    );
+    let ws = Workspace::new();
+    ws.table_file("local/batch/orders/part-0.parquet", Fmt::Parquet, ROWS);
+    ws.table_file(
+        "local/stream/orders/part-0.parquet",
+        Fmt::Parquet,
+        ROWS_CHANGED,
+    );
+    gcs_upload(
+        &endpoint,
+        &ws.path("local/stream/orders"),
+        "lake",
+        "stream/orders",
+    );
+    let key = ws.write(
+        "service-account.json",
+        &format!(
+            r#"{{"gcs_base_url": "{endpoint}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}}"#
+        ),
+    );
+    let env = [("GOOGLE_SERVICE_ACCOUNT", key.display().to_string())];
+    let compare = |stream: &str| {
+        ws.run_with_env(
+            &[
+                "compare",
+                "--batch",
+                "orders=local/batch/orders/",
+                "--stream",
+                stream,
+                "--sql",
+                "SELECT id, name, x FROM orders",
+                "--key",
+                "id",
+                "--format",
+                "json",
+            ],
+            &env,
+        )
+    };
+    let run = compare("orders=gs://lake/stream/orders/");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
+    assert_eq!(run.check()["scan"]["stream"]["files"], 1);
+    let missing = compare("orders=gs://nosuch/stream/orders/");
+    crate::common::assert_trouble(&missing, "table 'orders' (stream side");
+    assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
+
+    // `run` reading the bucket; `history` reads its record back.
+    ws.write(
+        "dualrun.toml",
+        r#"
+[params]
+run_date = "2026-11-25"
+[tables.orders]
+batch = "local/batch/orders/"
+stream = "gs://lake/stream/orders/"
+[[checks]]
+name = "orders"
+sql = "SELECT id, name, x FROM orders"
+key = ["id"]
+"#,
+    );
+    let run = ws.run_with_env(&["run", "--format", "json"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let history = ws.run_with_env(&["history", "--format", "json"], &env);
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    assert!(
+        history.stdout.contains("\"orders\"") && history.stdout.contains("\"diverged\""),
+        "{}",
+        history.stdout
+    );
 }
