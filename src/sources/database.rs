@@ -22,6 +22,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
@@ -49,16 +50,25 @@ pub fn is_database(location: &str) -> bool {
         || lower.starts_with("sqlite://")
 }
 
-/// The table provider of a database location, on a read-only session.
-pub async fn provider(location: &str, store: &StoreOptions) -> Result<Arc<dyn TableProvider>> {
+/// The table provider of a database location, on a read-only session; `label` names the table
+/// and side in errors that happen while its rows come over the wire.
+pub async fn provider(
+    location: &str,
+    store: &StoreOptions,
+    label: &str,
+) -> Result<Arc<dyn TableProvider>> {
     let lower = location.to_ascii_lowercase();
-    if lower.starts_with("sqlite://") {
-        return sqlite(location).await;
-    }
-    if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
-        return mysql(location, store.query_timeout).await;
-    }
-    postgres(location, store.query_timeout).await
+    let inner = if lower.starts_with("sqlite://") {
+        sqlite(location).await?
+    } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+        mysql(location, store.query_timeout).await?
+    } else {
+        postgres(location, store.query_timeout).await?
+    };
+    Ok(Arc::new(Counted {
+        inner,
+        label: Arc::from(label),
+    }))
 }
 
 /// `sqlite:///ABSOLUTE/PATH.db?table=NAME` or `sqlite://RELATIVE/PATH.db?table=NAME` (relative to
@@ -93,7 +103,6 @@ async fn sqlite(location: &str) -> Result<Arc<dyn TableProvider>> {
     SqliteTableFactory::new(Arc::new(pool))
         .table_provider(TableReference::bare(table.clone()))
         .await
-        .map(counted)
         .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
 }
 
@@ -171,7 +180,6 @@ async fn postgres(
     PostgresTableFactory::new(Arc::new(pool))
         .table_provider(reference)
         .await
-        .map(counted)
         .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))
 }
 
@@ -189,7 +197,7 @@ async fn mysql(location: &str, query_timeout: Option<Duration>) -> Result<Arc<dy
         .await
         .map_err(|e| anyhow!("table {table}: {}", first_line(&e.to_string())))?
         .with_dialect(Arc::new(MySqlDialect {}));
-    Ok(counted(Arc::new(table_provider)))
+    Ok(Arc::new(table_provider))
 }
 
 /// The read-only pool of a MySQL location, and the table it names.
@@ -348,29 +356,29 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// The provider with its scans counted: the rows that came over the wire show in the plan's
-/// metrics (`DatabaseScan`, `output_rows`). Reads only: writes are not delegated.
-fn counted(inner: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
-    Arc::new(Counted(inner))
-}
-
+/// metrics (`DatabaseScan`, `output_rows`), and an error while they come (a connection dropped
+/// mid-scan) names the table and side. Reads only: writes are not delegated.
 #[derive(Debug)]
-struct Counted(Arc<dyn TableProvider>);
+struct Counted {
+    inner: Arc<dyn TableProvider>,
+    label: Arc<str>,
+}
 
 #[async_trait::async_trait]
 impl TableProvider for Counted {
     fn schema(&self) -> SchemaRef {
-        self.0.schema()
+        self.inner.schema()
     }
 
     fn table_type(&self) -> TableType {
-        self.0.table_type()
+        self.inner.table_type()
     }
 
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        self.0.supports_filters_pushdown(filters)
+        self.inner.supports_filters_pushdown(filters)
     }
 
     async fn scan(
@@ -380,9 +388,10 @@ impl TableProvider for Counted {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let input = self.0.scan(state, projection, filters, limit).await?;
+        let input = self.inner.scan(state, projection, filters, limit).await?;
         Ok(Arc::new(DatabaseScan {
             input,
+            label: Arc::clone(&self.label),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
@@ -392,6 +401,7 @@ impl TableProvider for Counted {
 #[derive(Debug)]
 struct DatabaseScan {
     input: Arc<dyn ExecutionPlan>,
+    label: Arc<str>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -438,6 +448,7 @@ impl ExecutionPlan for DatabaseScan {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(DatabaseScan {
             input: children.swap_remove(0),
+            label: Arc::clone(&self.label),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
@@ -470,9 +481,17 @@ impl ExecutionPlan for DatabaseScan {
         let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let stream = self.input.execute(partition, context)?;
         let schema = stream.schema();
+        let label = Arc::clone(&self.label);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
-            stream.inspect_ok(move |batch| rows.add(batch.num_rows())),
+            stream
+                .inspect_ok(move |batch| rows.add(batch.num_rows()))
+                .map_err(move |error| {
+                    DataFusionError::Execution(format!(
+                        "{label}: {}",
+                        first_line(&error.find_root().to_string())
+                    ))
+                }),
         )))
     }
 

@@ -192,7 +192,12 @@ async fn register_one(
 ) -> Result<Listed> {
     #[cfg(feature = "databases")]
     if database::is_database(&source.url) {
-        let provider = database::provider(&source.url, store).await?;
+        let label = format!(
+            "table '{name}' ({} side, {})",
+            side.name(),
+            redact_url(&source.url)
+        );
+        let provider = database::provider(&source.url, store, &label).await?;
         ctx.catalog(CATALOG)
             .and_then(|c| c.schema(side.name()))
             .ok_or_else(|| anyhow!("internal: schema {} missing", side.name()))?

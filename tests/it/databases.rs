@@ -326,7 +326,55 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    for failed in [&missing, &denied, &down, &no_table, &odd] {
+    // The connection dropped mid-scan (the server ends the session while rows are coming):
+    // one line, exit 2, in bounded time.
+    let killer = {
+        let owner = owner.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_secs(20) {
+                let (_, killed) = psql(
+                    &owner,
+                    &[
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                       WHERE state = 'active' AND query LIKE '%shop\".\"slow%' \
+                       AND pid <> pg_backend_pid()",
+                    ],
+                );
+                if killed.trim() != "0" {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            false
+        })
+    };
+    let dropped = ws.run(&[
+        "compare",
+        "--batch",
+        "orders=batch/orders/",
+        "--stream",
+        &format!("orders={owner}?table=shop.slow&sslmode=disable"),
+        "--sql",
+        "SELECT order_id FROM orders",
+        "--key",
+        "order_id",
+        "--timeout",
+        "60s",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        killer.join().unwrap(),
+        "the scan never showed in pg_stat_activity"
+    );
+    assert_trouble(&dropped, "table 'orders' (stream side");
+    assert!(
+        !dropped.stderr.contains("admin-secret"),
+        "{}",
+        dropped.stderr
+    );
+    for failed in [&missing, &denied, &down, &no_table, &odd, &dropped] {
         assert_eq!(failed.json()["status"], "error");
         assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
     }
@@ -634,7 +682,29 @@ fn mariadb_sessions_are_read_only_and_faults_end_in_one_line() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    for failed in [&missing, &denied, &down, &no_table] {
+    // The connection dropped mid-scan (the server kills the session): one line, exit 2.
+    let killer = std::thread::spawn(|| {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(20) {
+            let (_, ids) = mariadb(
+                "mysql",
+                "SELECT id FROM information_schema.processlist WHERE info LIKE '%slow%' \
+                 AND id <> CONNECTION_ID()",
+            );
+            if let Some(id) = ids.split_whitespace().next() {
+                return mariadb("mysql", &format!("KILL CONNECTION {id}")).0;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    });
+    let dropped = run(&format!("orders={url}?table=slow&sslmode=disabled"), "60s");
+    assert!(
+        killer.join().unwrap(),
+        "the scan never showed in the process list"
+    );
+    assert_trouble(&dropped, "table 'orders' (stream side");
+    for failed in [&missing, &denied, &down, &no_table, &dropped] {
         assert_eq!(failed.json()["status"], "error");
         assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
     }
