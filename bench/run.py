@@ -24,6 +24,10 @@ Stages (--stages, default all):
   changelog 10M upsert change rows over 2M keys (5% of keys deleted last, 1% of rows replayed,
             changes after the cut-off) against the batch snapshot: compaction + diff against a
             plain keyed diff of the compacted result; also under --memory-limit 512MiB.
+  databases 1M rows in PostgreSQL (scripts/servers.sh starts it unless DUALRUN_TEST_PG_ADMIN
+            names one) against the same rows in Parquet, keyed diff, with and without a WHERE
+            on one day of ten; against `COPY ... TO STDOUT` of the same rows (the floor for
+            getting them out of PostgreSQL); rows that came over the wire, from the report.
 Each case runs --repeat times (3), all cases of a stage interleaved, each as a child process
 whose wall time and peak RSS (wait4) are measured the same way; min and median are printed,
 then every target with "met" or "MISSED".
@@ -786,7 +790,61 @@ def dataset(data_dir, rows, seed, generator="auto"):
     return generate(data_dir, rows, seed, generator)
 
 
-STAGES = ("unsorted", "limits", "scaling", "big", "floats", "changelog")
+STAGES = ("unsorted", "limits", "scaling", "big", "floats", "changelog", "databases")
+
+DATABASE_ROWS = 1_000_000
+DATABASE_DAY = "2026-11-25"
+
+
+def database_dataset(data_dir, seed, admin):
+    """1M rows over ten days in Parquet and, the same rows, in PostgreSQL table bench.events
+    (loaded with COPY); returns the PostgreSQL URL of the database holding it."""
+    rng = np.random.default_rng(seed)
+    n = DATABASE_ROWS
+    days = np.datetime64("2026-11-16") + rng.integers(0, 10, n).astype("timedelta64[D]")
+    table = pa.table({
+        "id": np.arange(n, dtype=np.int64),
+        "dt": pa.array(days.astype("datetime64[D]"), pa.date32()),
+        "amount": pa.array([decimal.Decimal(int(c)) / 100 for c in rng.integers(0, 10**7, n)],
+                           pa.decimal128(12, 2)),
+        "status": np.array(["new", "paid", "shipped", "returned"])[rng.integers(0, 4, n)],
+        "ts": pa.array(days.astype("datetime64[us]")
+                       + rng.integers(0, 86_400_000_000, n).astype("timedelta64[us]"),
+                       pa.timestamp("us")),
+    })
+    shutil.rmtree(data_dir, ignore_errors=True)
+    write_parts(table.take(rng.permutation(n)), data_dir / "parquet", 4)
+    csv = data_dir / "events.csv"
+    import pyarrow.csv as pacsv
+    pacsv.write_csv(table, csv, pacsv.WriteOptions(include_header=False))
+    url = admin.rsplit("/", 1)[0] + "/dualrun_bench"
+    subprocess.run(["psql", admin, "-q", "-c", "DROP DATABASE IF EXISTS dualrun_bench",
+                    "-c", "CREATE DATABASE dualrun_bench"], check=True)
+    subprocess.run(["psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    "CREATE SCHEMA bench; CREATE TABLE bench.events (id bigint PRIMARY KEY, "
+                    "dt date, amount numeric(12, 2), status text, ts timestamp)",
+                    "-c", f"\\copy bench.events FROM '{csv}' WITH (FORMAT csv)",
+                    "-c", "CREATE INDEX ON bench.events (dt); ANALYZE bench.events"], check=True)
+    return url
+
+
+def database_verdict(rows):
+    """The parse step of a database case: a match on `rows` rows, and the rows transferred."""
+    def parse(run):
+        if run.exit_code != 0:
+            raise ToolError(f"dualrun exited {run.exit_code}:\n{run.stderr.strip()}")
+        check = json.loads(run.stdout)["checks"][0]
+        if check["status"] != "match" or check["counts"]["matched"] != rows:
+            raise ToolError(f"counts DISAGREE: {check['status']} {check['counts']}")
+        wire = sum(q["rows"] for q in check["scan"].get("database_queries", []))
+        return {"wire_rows": wire}, check.get("duration_seconds")
+    return parse
+
+
+def copy_verdict(run):
+    if run.exit_code != 0:
+        raise ToolError(f"psql exited {run.exit_code}:\n{run.stderr.strip()}")
+    return {}, None
 
 CHANGELOG_ROWS = 10_000_000
 CHANGELOG_KEYS = 2_000_000
@@ -899,6 +957,57 @@ def float_verdict(must_match):
     return parse
 
 
+def database_stage(args, b, targets, log):
+    """PostgreSQL against Parquet, with the server scripts/servers.sh starts for the tests."""
+    started = False
+    env = {}
+    if "DUALRUN_TEST_PG_ADMIN" not in os.environ:
+        out = subprocess.run([str(ROOT / "scripts/servers.sh"), "start"], check=True,
+                             capture_output=True, text=True).stdout
+        started = True
+        for line in out.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = value.strip("'")
+    admin = os.environ.get("DUALRUN_TEST_PG_ADMIN") or env["DUALRUN_TEST_PG_ADMIN"]
+    try:
+        data_dir = args.data_root.resolve() / "bench-data-databases"
+        url = database_dataset(data_dir, args.seed, admin)
+        stream = f"t={url}?table=bench.events&sslmode=disable"
+        columns = "id, dt, amount, status, ts"
+        where = f"WHERE dt = DATE '{DATABASE_DAY}'"
+        day_rows = pq.read_table(data_dir / "parquet", filters=[
+            ("dt", "=", dt.date.fromisoformat(DATABASE_DAY))]).num_rows
+
+        def compare(sql):
+            return [str(b), "compare", "--batch", f"t={data_dir / 'parquet'}/", "--stream",
+                    stream, "--sql", sql, "--key", "id", "--format", "json"] + EXTRA_ARGS
+
+        cases = [
+            Case("dualrun, whole table", compare(f"SELECT {columns} FROM t"),
+                 database_verdict(DATABASE_ROWS), {}),
+            Case("COPY TO STDOUT, whole table",
+                 ["psql", url, "-c", f"COPY (SELECT {columns} FROM bench.events) TO STDOUT"],
+                 copy_verdict, {}),
+            Case("dualrun, one day", compare(f"SELECT {columns} FROM t {where}"),
+                 database_verdict(day_rows), {}),
+            Case("COPY TO STDOUT, one day",
+                 ["psql", url, "-c",
+                  f"COPY (SELECT {columns} FROM bench.events {where}) TO STDOUT"],
+                 copy_verdict, {}),
+        ]
+        f = run_stage(f"{DATABASE_ROWS:,} rows in PostgreSQL vs Parquet", cases, args.repeat, log)
+        for case, rows in ((cases[0], DATABASE_ROWS), (cases[2], day_rows)):
+            wire = case.parse(measure(case.cmd))[0]["wire_rows"]
+            print(f"  {case.name}: {wire:,} rows came over the wire for {rows:,} compared")
+        print(f"  whole table: dualrun {f['dualrun, whole table'].best:.2f} s = "
+              f"{f['dualrun, whole table'].best / f['COPY TO STDOUT, whole table'].best:.2f}x COPY; "
+              f"one day: {f['dualrun, one day'].best:.2f} s = "
+              f"{f['dualrun, one day'].best / f['COPY TO STDOUT, one day'].best:.2f}x COPY")
+    finally:
+        if started:
+            subprocess.run([str(ROOT / "scripts/servers.sh"), "stop"], check=False)
+
+
 def main():
     parser = argparse.ArgumentParser(
         description="Benchmark `dualrun compare` on generated keyed diffs, against DuckDB.")
@@ -938,11 +1047,13 @@ def main():
         return (args.data_root / ("bench-data" if rows == DEFAULT_ROWS else f"bench-data-{rows // 1_000_000}m")).resolve()
 
     small_dir = data_dir(args.rows)
-    small = dataset(small_dir, args.rows, args.seed)
-    variants = derive_variants(small_dir, small, args.seed)
+    # The 5M data and its variants, unless only stages with data of their own run.
+    needs_small = not set(stages) <= {"changelog", "databases"}
+    small = dataset(small_dir, args.rows, args.seed) if needs_small else None
+    variants = derive_variants(small_dir, small, args.seed) if needs_small else {}
     sizes = sorted({int(n) for n in args.scaling.split(",")} | {args.big_rows}) \
         if "scaling" in stages or "big" in stages else []
-    manifests = {args.rows: small}
+    manifests = {args.rows: small} if needs_small else {}
     for rows in sizes:
         if rows not in manifests and (rows == args.big_rows or "scaling" in stages):
             manifests[rows] = dataset(data_dir(rows), rows, args.seed)
@@ -956,10 +1067,11 @@ def main():
     import duckdb  # only for its version in the header; the timed runs import it in a child
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
           f"DuckDB {duckdb.__version__} with {args.duckdb_threads} threads; dualrun {args.dualrun}")
-    c = small["expected"]["counts"]
-    print(f"data: {args.rows:,} rows x {len(SCHEMA)} columns per side; stream differs in "
-          f"{c['mismatched']:,} changed, {c['missing_in_stream']:,} missing, "
-          f"{c['extra_in_stream']:,} extra rows")
+    if needs_small:
+        c = small["expected"]["counts"]
+        print(f"data: {args.rows:,} rows x {len(SCHEMA)} columns per side; stream differs in "
+              f"{c['mismatched']:,} changed, {c['missing_in_stream']:,} missing, "
+              f"{c['extra_in_stream']:,} extra rows")
     targets = Targets()
     log = []
     b = args.dualrun
@@ -1127,6 +1239,8 @@ def main():
                           / f["plain keyed diff of the compacted rows"].best, 2)
             targets.check("changelog under 512MiB: peak RSS / limit",
                           f["changelog under 512MiB"].rss_max * 2**20 / parse_size("512MiB"), 1.25)
+        if "databases" in stages:
+            database_stage(args, b, targets, log)
     except ToolError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1 if "DISAGREE" in str(e) else 2
