@@ -9,14 +9,15 @@
 //! Only Float64 inputs (after DataFusion's coercion, so Float32 and AVG over integers too) take
 //! this path; integer, decimal, duration and interval aggregation stay DataFusion's own.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array,
+    ListArray, UInt64Array,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int32Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::functions_aggregate::average::Avg;
 use datafusion::functions_aggregate::sum::Sum;
@@ -44,9 +45,9 @@ pub fn register(ctx: &SessionContext) {
 /// are not finite (they decide the result the way IEEE addition would, in any order).
 #[derive(Clone, Debug, Default)]
 pub struct ExactSum {
-    /// The fast path: values near the first one's magnitude, summed as one 256-bit integer
+    /// The fast path: values near the first one's magnitude, summed as one 320-bit integer
     /// (two's complement, little-endian limbs) in units of 2^`bottom`.
-    fixed: Option<Fixed>,
+    fixed: Fixed,
     /// The values outside the fixed window (rare: far smaller or larger than the first).
     partials: SmallVec<[f64; 1]>,
     nan: u64,
@@ -101,8 +102,10 @@ impl ExactSum {
         } else {
             (fraction | (1 << 52), biased - 1075)
         };
-        let fixed = self.fixed.get_or_insert_with(|| Fixed::around(exponent));
-        if fixed.add(mantissa, exponent, x < 0.0) {
+        if self.fixed.bottom == UNSET {
+            self.fixed = Fixed::around(exponent);
+        }
+        if self.fixed.add(mantissa, exponent, x < 0.0) {
             return;
         }
         self.add_to_partials(x);
@@ -161,13 +164,26 @@ impl ExactSum {
 
     #[cfg(test)]
     pub fn merge(&mut self, other: &ExactSum) {
+        self.merge_window(&other.fixed);
         self.merge_parts(
-            &other.all_partials(),
+            &other.partials,
             other.nan,
             other.pos_inf,
             other.neg_inf,
             other.count,
         );
+    }
+
+    /// Adds another sum's window: limb by limb when both have the same one.
+    fn merge_window(&mut self, other: &Fixed) {
+        if other.bottom == UNSET {
+        } else if self.fixed.bottom == UNSET {
+            self.fixed = *other;
+        } else if self.fixed.bottom == other.bottom {
+            self.fixed.add_window(other);
+        } else {
+            other.pieces(|piece| self.add_finite(piece));
+        }
     }
 
     fn merge_parts(&mut self, partials: &[f64], nan: u64, pos_inf: u64, neg_inf: u64, count: u64) {
@@ -194,20 +210,20 @@ impl ExactSum {
         if self.neg_inf > 0 {
             return Some(f64::NEG_INFINITY);
         }
+        if self.partials.is_empty() {
+            return Some(self.fixed.round());
+        }
         Some(round_partials(&self.all_partials()))
     }
 
     /// The partials with the fixed part folded in: the whole exact sum as non-overlapping
     /// doubles.
     fn all_partials(&self) -> SmallVec<[f64; 1]> {
-        let Some(fixed) = &self.fixed else {
-            return self.partials.clone();
-        };
         let mut whole = ExactSum {
             partials: self.partials.clone(),
             ..Default::default()
         };
-        fixed.pieces(|piece| whole.add_to_partials(piece));
+        self.fixed.pieces(|piece| whole.add_to_partials(piece));
         whole.partials
     }
 
@@ -224,23 +240,45 @@ impl ExactSum {
     }
 }
 
-/// An exact sum of doubles within a window of magnitudes, as a 256-bit two's complement integer
+/// Limbs of the fixed-point window: 320 bits.
+const LIMBS: usize = 5;
+/// A value fits the window when its top bit is below this one: then 2^63 values (or merged
+/// windows) cannot overflow the 319 bits of magnitude.
+const TOP: i32 = (LIMBS * 64) as i32 - 1 - 63;
+/// Windows start at multiples of this, so sums of one group built in different partitions
+/// usually share a window and merge limb by limb.
+const ALIGN: i32 = 32;
+/// The bottom of a window not placed yet (a group without a finite value so far).
+const UNSET: i32 = i32::MIN;
+
+/// An exact sum of doubles within a window of magnitudes, as a 320-bit two's complement integer
 /// in units of 2^`bottom`. A value fits when its lowest bit is at or above `bottom` and its
-/// highest below bit 191: then 2^63 of them cannot overflow the 255 bits of magnitude.
-#[derive(Clone, Debug)]
+/// highest below bit [`TOP`].
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Fixed {
-    limbs: [u64; 4],
+    limbs: [u64; LIMBS],
     bottom: i32,
 }
 
+impl Default for Fixed {
+    fn default() -> Fixed {
+        Fixed::EMPTY
+    }
+}
+
 impl Fixed {
-    /// A window around a first value of this exponent: 100 bits of room below it (smaller
-    /// values) and about 38 above (larger values), kept inside the double range so that every
-    /// piece converts back exactly.
+    const EMPTY: Fixed = Fixed {
+        limbs: [0; LIMBS],
+        bottom: UNSET,
+    };
+
+    /// A window around a first value of this exponent: 100 to 131 bits of room below it
+    /// (smaller values) and 72 to 103 above (larger ones), inside the double range.
     fn around(exponent: i32) -> Fixed {
+        let aligned = (exponent - 100).div_euclid(ALIGN) * ALIGN;
         Fixed {
-            limbs: [0; 4],
-            bottom: (exponent - 100).clamp(-1074, 1023 - 191),
+            limbs: [0; LIMBS],
+            bottom: aligned.clamp(-1074, 1023 - TOP),
         }
     }
 
@@ -248,15 +286,13 @@ impl Fixed {
     #[inline]
     fn add(&mut self, mantissa: u64, exponent: i32, negative: bool) -> bool {
         let shift = exponent - self.bottom;
-        if !(0..=191 - 53).contains(&shift) {
+        if !(0..=TOP - 53).contains(&shift) {
             return false;
         }
         let (limb, bit) = ((shift / 64) as usize, (shift % 64) as u32);
-        let low = mantissa << bit;
-        let high = if bit == 0 { 0 } else { mantissa >> (64 - bit) };
-        let mut parts = [0u64; 5];
-        parts[limb] = low;
-        parts[limb + 1] = high;
+        let mut parts = [0u64; LIMBS + 1];
+        parts[limb] = mantissa << bit;
+        parts[limb + 1] = if bit == 0 { 0 } else { mantissa >> (64 - bit) };
         // Adds the value, or its two's complement (every bit flipped, plus one) when negative:
         // no branch on the sign, which is as unpredictable as the data.
         let flip = (negative as u64).wrapping_neg();
@@ -270,9 +306,20 @@ impl Fixed {
         true
     }
 
-    /// The sum as doubles, each exact (53-bit chunks of the magnitude, scaled).
-    fn pieces(&self, mut emit: impl FnMut(f64)) {
-        let negative = self.limbs[3] >> 63 == 1;
+    /// Adds another window with the same bottom.
+    fn add_window(&mut self, other: &Fixed) {
+        let mut carry = 0u64;
+        for (limb, &add) in self.limbs.iter_mut().zip(&other.limbs) {
+            let (sum, c1) = limb.overflowing_add(add);
+            let (sum, c2) = sum.overflowing_add(carry);
+            *limb = sum;
+            carry = (c1 | c2) as u64;
+        }
+    }
+
+    /// The sign and the magnitude of the two's complement sum.
+    fn magnitude(&self) -> (bool, [u64; LIMBS]) {
+        let negative = self.limbs[LIMBS - 1] >> 63 == 1;
         let mut magnitude = self.limbs;
         if negative {
             let mut carry = true;
@@ -282,15 +329,19 @@ impl Fixed {
                 carry = c;
             }
         }
+        (negative, magnitude)
+    }
+
+    /// The sum as doubles, each exact (53-bit chunks of the magnitude, scaled).
+    fn pieces(&self, mut emit: impl FnMut(f64)) {
+        if self.bottom == UNSET {
+            return;
+        }
+        let (negative, magnitude) = self.magnitude();
         const MASK: u64 = (1 << 53) - 1;
         let mut start = 0usize;
-        while start < 256 {
-            let (limb, offset) = (start / 64, start % 64);
-            let mut chunk = magnitude[limb] >> offset;
-            if offset > 11 && limb + 1 < 4 {
-                chunk |= magnitude[limb + 1] << (64 - offset);
-            }
-            let chunk = chunk & MASK;
+        while start < LIMBS * 64 {
+            let chunk = bits(&magnitude, start) & MASK;
             if chunk != 0 {
                 let piece = chunk as f64 * pow2(self.bottom + start as i32);
                 emit(if negative { -piece } else { piece });
@@ -298,11 +349,58 @@ impl Fixed {
             start += 53;
         }
     }
+
+    /// The sum rounded once, to nearest with ties to even (the window alone: no partials).
+    fn round(&self) -> f64 {
+        if self.bottom == UNSET {
+            return 0.0;
+        }
+        let (negative, m) = self.magnitude();
+        let Some(top) = (0..LIMBS).rev().find(|&i| m[i] != 0) else {
+            return 0.0;
+        };
+        let length = top * 64 + 64 - m[top].leading_zeros() as usize;
+        let value = if length <= 53 {
+            // Exact: every bit of the window is a multiple of 2^-1074 or more.
+            m[0] as f64 * pow2(self.bottom)
+        } else {
+            let shift = length - 53;
+            let mut mantissa = bits(&m, shift) & ((1 << 53) - 1);
+            let half = bits(&m, shift - 1) & 1 == 1;
+            let (limb, offset) = ((shift - 1) / 64, (shift - 1) % 64);
+            let sticky = m[..limb].iter().any(|&l| l != 0) || m[limb] & ((1u64 << offset) - 1) != 0;
+            if half && (sticky || mantissa & 1 == 1) {
+                mantissa += 1;
+            }
+            let exponent = self.bottom + shift as i32;
+            if exponent + 53 > 1024 {
+                f64::INFINITY
+            } else {
+                mantissa as f64 * pow2(exponent)
+            }
+        };
+        if negative { -value } else { value }
+    }
 }
 
-/// 2^e for -1074 <= e <= 1023, exactly.
+/// The 64 bits of `m` from bit `start` up (zeros past the top).
+#[inline]
+fn bits(m: &[u64; LIMBS], start: usize) -> u64 {
+    let (limb, offset) = (start / 64, start % 64);
+    let low = m.get(limb).copied().unwrap_or(0) >> offset;
+    let high = if offset == 0 {
+        0
+    } else {
+        m.get(limb + 1).copied().unwrap_or(0) << (64 - offset)
+    };
+    low | high
+}
+
+/// 2^e, exactly for -1074 <= e <= 1023 (infinity above).
 fn pow2(e: i32) -> f64 {
-    if e >= -1022 {
+    if e > 1023 {
+        f64::INFINITY
+    } else if e >= -1022 {
         f64::from_bits(((e + 1023) as u64) << 52)
     } else {
         f64::from_bits(1u64 << (e + 1074))
@@ -421,6 +519,18 @@ impl AggregateUDFImpl for ExactFloat {
         let count =
             |what: &str| Field::new(format_state_name(args.name, what), DataType::UInt64, true);
         Ok(vec![
+            Field::new(
+                format_state_name(args.name, "window"),
+                DataType::FixedSizeBinary(WINDOW_BYTES),
+                true,
+            )
+            .into(),
+            Field::new(
+                format_state_name(args.name, "bottom"),
+                DataType::Int32,
+                true,
+            )
+            .into(),
             partials.into(),
             count("nan").into(),
             count("pos_inf").into(),
@@ -445,7 +555,9 @@ impl AggregateUDFImpl for ExactFloat {
             return self.inner().create_groups_accumulator(args);
         }
         Ok(Box::new(SumGroups {
-            sums: Vec::new(),
+            windows: Vec::new(),
+            counts: Vec::new(),
+            rare: HashMap::new(),
             avg: self.is_avg(),
         }))
     }
@@ -505,13 +617,13 @@ impl Accumulator for SumAccumulator {
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let states = States::new(states)?;
         for row in 0..states.len() {
-            states.merge_row_into(row, &mut self.sum);
+            self.sum.merge_state_row(&states, row);
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let arrays = state_arrays(std::slice::from_ref(&self.sum));
+        let arrays = state_arrays(std::iter::once(self.sum.parts()));
         arrays
             .iter()
             .map(|array| ScalarValue::try_from_array(array, 0))
@@ -600,11 +712,116 @@ impl Accumulator for DistinctAccumulator {
     }
 }
 
-/// Exact sums per group of a hash aggregate.
+/// Exact sums per group of a hash aggregate, column by column: each group's fixed-point window
+/// inline (where nearly every value lands), and whatever is rarer (values outside the window,
+/// NaN, infinities) in a side table, so a group costs 56 bytes rather than a whole [`ExactSum`].
 #[derive(Debug)]
 struct SumGroups {
-    sums: Vec<ExactSum>,
+    windows: Vec<Fixed>,
+    counts: Vec<u64>,
+    /// Partials and non-finite counts of the groups that have any (their `fixed` stays unset).
+    rare: HashMap<usize, ExactSum>,
     avg: bool,
+}
+
+impl SumGroups {
+    fn resize(&mut self, groups: usize) {
+        self.windows.resize(groups, Fixed::EMPTY);
+        self.counts.resize(groups, 0);
+    }
+
+    #[inline]
+    fn add(&mut self, group: usize, x: f64) {
+        if x.is_finite() {
+            self.add_finite(group, x);
+        } else {
+            self.rare.entry(group).or_default().add(x, 1);
+        }
+    }
+
+    #[inline]
+    fn add_finite(&mut self, group: usize, x: f64) {
+        if x == 0.0 {
+            return;
+        }
+        let (mantissa, exponent) = decompose(x);
+        let window = &mut self.windows[group];
+        if window.bottom == UNSET {
+            *window = Fixed::around(exponent);
+        }
+        if !window.add(mantissa, exponent, x < 0.0) {
+            self.rare.entry(group).or_default().add_to_partials(x);
+        }
+    }
+
+    /// The whole exact sum of one group.
+    fn sum(&self, group: usize) -> Option<f64> {
+        let count = self.counts[group];
+        if count == 0 {
+            return None;
+        }
+        let sum = match self.rare.get(&group) {
+            None => self.windows[group].round(),
+            Some(rare) => ExactSum {
+                fixed: self.windows[group],
+                partials: rare.partials.clone(),
+                nan: rare.nan,
+                pos_inf: rare.pos_inf,
+                neg_inf: rare.neg_inf,
+                count,
+            }
+            .sum()?,
+        };
+        Some(if self.avg { sum / count as f64 } else { sum })
+    }
+
+    /// Removes the groups `emit_to` asks for, renumbering the rest.
+    fn take(&mut self, emit_to: EmitTo) -> SumGroups {
+        let windows = emit_to.take_needed(&mut self.windows);
+        let counts = emit_to.take_needed(&mut self.counts);
+        let taken = windows.len();
+        let mut rare = HashMap::new();
+        for (group, sum) in std::mem::take(&mut self.rare) {
+            if group < taken {
+                rare.insert(group, sum);
+            } else {
+                self.rare.insert(group - taken, sum);
+            }
+        }
+        SumGroups {
+            windows,
+            counts,
+            rare,
+            avg: self.avg,
+        }
+    }
+
+    fn parts(&self) -> impl Iterator<Item = Parts<'_>> {
+        (0..self.windows.len()).map(|group| {
+            let rare = self.rare.get(&group);
+            Parts {
+                window: &self.windows[group],
+                partials: rare.map_or(&[][..], |r| &r.partials[..]),
+                nan: rare.map_or(0, |r| r.nan),
+                pos_inf: rare.map_or(0, |r| r.pos_inf),
+                neg_inf: rare.map_or(0, |r| r.neg_inf),
+                count: self.counts[group],
+            }
+        })
+    }
+}
+
+/// `x` (finite, not zero) as mantissa × 2^exponent, mantissa < 2^53.
+#[inline]
+fn decompose(x: f64) -> (u64, i32) {
+    let bits = x.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1 << 52), biased - 1075)
+    }
 }
 
 impl GroupsAccumulator for SumGroups {
@@ -615,19 +832,21 @@ impl GroupsAccumulator for SumGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.sums.resize_with(total_num_groups, ExactSum::default);
+        self.resize(total_num_groups);
         let values = values[0].as_primitive::<Float64Type>();
         let data = values.values();
         if values.null_count() == 0 && opt_filter.is_none() {
             for (&group, &x) in group_indices.iter().zip(data.iter()) {
-                self.sums[group].add_value(x);
+                self.counts[group] += 1;
+                self.add(group, x);
             }
         } else {
             for (row, (&group, &x)) in group_indices.iter().zip(data.iter()).enumerate() {
                 if values.is_valid(row)
                     && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
                 {
-                    self.sums[group].add_value(x);
+                    self.counts[group] += 1;
+                    self.add(group, x);
                 }
             }
         }
@@ -640,26 +859,43 @@ impl GroupsAccumulator for SumGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.sums.resize_with(total_num_groups, ExactSum::default);
+        self.resize(total_num_groups);
         let states = States::new(values)?;
         for (row, &group) in group_indices.iter().enumerate() {
-            states.merge_row_into(row, &mut self.sums[group]);
+            let window = states.window(row);
+            let target = &mut self.windows[group];
+            if window.bottom == UNSET {
+            } else if target.bottom == UNSET {
+                *target = window;
+            } else if target.bottom == window.bottom {
+                target.add_window(&window);
+            } else {
+                window.pieces(|piece| self.add_finite(group, piece));
+            }
+            for &x in states.partials(row) {
+                self.add_finite(group, x);
+            }
+            let (nan, pos_inf, neg_inf) = states.non_finite(row);
+            if nan + pos_inf + neg_inf > 0 {
+                let rare = self.rare.entry(group).or_default();
+                rare.nan += nan;
+                rare.pos_inf += pos_inf;
+                rare.neg_inf += neg_inf;
+            }
+            self.counts[group] += states.count.value(row);
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let sums = emit_to.take_needed(&mut self.sums);
-        let values: Float64Array = sums
-            .iter()
-            .map(|s| if self.avg { s.avg() } else { s.sum() })
-            .collect();
+        let taken = self.take(emit_to);
+        let values: Float64Array = (0..taken.windows.len()).map(|g| taken.sum(g)).collect();
         Ok(Arc::new(values))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let sums = emit_to.take_needed(&mut self.sums);
-        Ok(state_arrays(&sums))
+        let taken = self.take(emit_to);
+        Ok(state_arrays(taken.parts()))
     }
 
     /// Each input row as a one-value state (DataFusion skips partial aggregation this way
@@ -671,60 +907,90 @@ impl GroupsAccumulator for SumGroups {
     ) -> Result<Vec<ArrayRef>> {
         let values = values[0].as_primitive::<Float64Type>();
         let rows = values.len();
-        let mut offsets = Vec::with_capacity(rows + 1);
-        offsets.push(0i32);
-        let mut partials = Vec::with_capacity(rows);
-        let (mut nan, mut pos_inf, mut neg_inf, mut count) = (
-            Vec::with_capacity(rows),
-            Vec::with_capacity(rows),
-            Vec::with_capacity(rows),
-            Vec::with_capacity(rows),
-        );
+        let mut one = Vec::with_capacity(rows);
         for row in 0..rows {
             let kept =
                 values.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
             let x = values.value(row);
-            if kept && x.is_finite() && x != 0.0 {
-                partials.push(x);
-            }
-            offsets.push(partials.len() as i32);
-            nan.push(u64::from(kept && x.is_nan()));
-            pos_inf.push(u64::from(kept && x == f64::INFINITY));
-            neg_inf.push(u64::from(kept && x == f64::NEG_INFINITY));
-            count.push(u64::from(kept));
+            one.push((kept, x));
         }
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Float64, true)),
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
-            Arc::new(Float64Array::from(partials)),
-            None,
-        );
-        let column = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
-        Ok(vec![
-            Arc::new(list),
-            column(nan),
-            column(pos_inf),
-            column(neg_inf),
-            column(count),
-        ])
+        let empty = Fixed::EMPTY;
+        Ok(state_arrays(one.iter().map(|(kept, x)| {
+            let finite = *kept && x.is_finite() && *x != 0.0;
+            Parts {
+                window: &empty,
+                partials: if finite { std::slice::from_ref(x) } else { &[] },
+                nan: u64::from(*kept && x.is_nan()),
+                pos_inf: u64::from(*kept && *x == f64::INFINITY),
+                neg_inf: u64::from(*kept && *x == f64::NEG_INFINITY),
+                count: u64::from(*kept),
+            }
+        })))
     }
 
-    /// Called after every batch, so O(1): a group's partials rarely leave their inline room
-    /// (values near each other's magnitude take the fixed-point path), and each group is
-    /// allowed 16 bytes of heap for the ones that do.
+    /// Called after every batch, so O(1): the columns, and the side table at a rough size.
     fn size(&self) -> usize {
-        self.sums.capacity() * (size_of::<ExactSum>() + 16)
+        self.windows.capacity() * size_of::<Fixed>()
+            + self.counts.capacity() * size_of::<u64>()
+            + self.rare.capacity() * (size_of::<usize>() + size_of::<ExactSum>() + 16)
     }
 }
 
-/// The intermediate state of exact sums as Arrow arrays (partials, NaN, +inf, -inf, count).
-fn state_arrays(sums: &[ExactSum]) -> Vec<ArrayRef> {
-    let mut offsets = Vec::with_capacity(sums.len() + 1);
-    offsets.push(0i32);
-    let mut partials = Vec::new();
+/// One exact sum's parts as they travel from partial to final aggregation.
+struct Parts<'a> {
+    window: &'a Fixed,
+    partials: &'a [f64],
+    nan: u64,
+    pos_inf: u64,
+    neg_inf: u64,
+    count: u64,
+}
+
+impl ExactSum {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            window: &self.fixed,
+            partials: &self.partials,
+            nan: self.nan,
+            pos_inf: self.pos_inf,
+            neg_inf: self.neg_inf,
+            count: self.count,
+        }
+    }
+
+    fn merge_state_row(&mut self, states: &States, row: usize) {
+        self.merge_window(&states.window(row));
+        let (nan, pos_inf, neg_inf) = states.non_finite(row);
+        self.merge_parts(
+            states.partials(row),
+            nan,
+            pos_inf,
+            neg_inf,
+            states.count.value(row),
+        );
+    }
+}
+
+const WINDOW_BYTES: i32 = (LIMBS * 8) as i32;
+
+/// The intermediate state of exact sums as Arrow arrays: the window's limbs (little-endian
+/// bytes) and bottom, the partials outside it, NaN, +inf and -inf counts, and the count.
+fn state_arrays<'a>(sums: impl Iterator<Item = Parts<'a>>) -> Vec<ArrayRef> {
+    let (mut windows, mut bottoms, mut offsets, mut partials) =
+        (Vec::new(), Vec::new(), vec![0i32], Vec::new());
+    let (mut nan, mut pos_inf, mut neg_inf, mut count) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for sum in sums {
-        partials.extend_from_slice(&sum.all_partials());
+        for limb in sum.window.limbs {
+            windows.extend_from_slice(&limb.to_le_bytes());
+        }
+        bottoms.push(sum.window.bottom);
+        partials.extend_from_slice(sum.partials);
         offsets.push(partials.len() as i32);
+        nan.push(sum.nan);
+        pos_inf.push(sum.pos_inf);
+        neg_inf.push(sum.neg_inf);
+        count.push(sum.count);
     }
     let list = ListArray::new(
         Arc::new(Field::new_list_field(DataType::Float64, true)),
@@ -732,20 +998,26 @@ fn state_arrays(sums: &[ExactSum]) -> Vec<ArrayRef> {
         Arc::new(Float64Array::from(partials)),
         None,
     );
-    let counts = |f: fn(&ExactSum) -> u64| -> ArrayRef {
-        Arc::new(sums.iter().map(f).map(Some).collect::<UInt64Array>())
-    };
+    let column = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
     vec![
+        Arc::new(FixedSizeBinaryArray::new(
+            WINDOW_BYTES,
+            windows.into(),
+            None,
+        )),
+        Arc::new(Int32Array::from(bottoms)),
         Arc::new(list),
-        counts(|s| s.nan),
-        counts(|s| s.pos_inf),
-        counts(|s| s.neg_inf),
-        counts(|s| s.count),
+        column(nan),
+        column(pos_inf),
+        column(neg_inf),
+        column(count),
     ]
 }
 
 /// Typed views of [`state_arrays`] arriving to be merged.
 struct States<'a> {
+    windows: &'a FixedSizeBinaryArray,
+    bottoms: &'a Int32Array,
     partials: &'a ListArray,
     nan: &'a UInt64Array,
     pos_inf: &'a UInt64Array,
@@ -755,10 +1027,12 @@ struct States<'a> {
 
 impl<'a> States<'a> {
     fn new(arrays: &'a [ArrayRef]) -> Result<Self> {
-        let [partials, nan, pos_inf, neg_inf, count] = arrays else {
-            return internal_err!("exact sum state has {} columns, not 5", arrays.len());
+        let [windows, bottoms, partials, nan, pos_inf, neg_inf, count] = arrays else {
+            return internal_err!("exact sum state has {} columns, not 7", arrays.len());
         };
         Ok(States {
+            windows: windows.as_fixed_size_binary(),
+            bottoms: bottoms.as_primitive::<Int32Type>(),
             partials: partials.as_list::<i32>(),
             nan: nan.as_primitive::<UInt64Type>(),
             pos_inf: pos_inf.as_primitive::<UInt64Type>(),
@@ -771,21 +1045,34 @@ impl<'a> States<'a> {
         self.count.len()
     }
 
-    fn merge_row_into(&self, row: usize, sum: &mut ExactSum) {
+    fn window(&self, row: usize) -> Fixed {
+        let bytes = self.windows.value(row);
+        let mut limbs = [0u64; LIMBS];
+        for (limb, chunk) in limbs.iter_mut().zip(bytes.chunks_exact(8)) {
+            *limb = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        Fixed {
+            limbs,
+            bottom: self.bottoms.value(row),
+        }
+    }
+
+    fn partials(&self, row: usize) -> &'a [f64] {
         let offsets = self.partials.value_offsets();
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-        let values = self
+        &self
             .partials
             .values()
             .as_primitive::<Float64Type>()
-            .values();
-        sum.merge_parts(
-            &values[start..end],
+            .values()[start..end]
+    }
+
+    fn non_finite(&self, row: usize) -> (u64, u64, u64) {
+        (
             self.nan.value(row),
             self.pos_inf.value(row),
             self.neg_inf.value(row),
-            self.count.value(row),
-        );
+        )
     }
 }
 
@@ -913,6 +1200,113 @@ mod tests {
                 slow.sum().unwrap().to_bits(),
                 "round {round}"
             );
+        }
+    }
+
+    #[test]
+    fn the_window_rounds_like_the_partials() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..2000 {
+            let spread = [3u64, 40, 90][round % 3];
+            let base = (next() % 2000) as i32 - 1074;
+            let mut sum = ExactSum::default();
+            for _ in 0..1 + round % 50 {
+                let exponent = (base + (next() % spread) as i32).clamp(-1074, 970);
+                let mantissa = 1.0 + (next() % (1 << 52)) as f64 / (1u64 << 52) as f64;
+                let x = mantissa * 2f64.powi(exponent);
+                sum.add_value(if next() % 3 == 0 { -x } else { x });
+            }
+            if sum.partials.is_empty() {
+                assert_eq!(
+                    sum.fixed.round().to_bits(),
+                    round_partials(&sum.all_partials()).to_bits(),
+                    "round {round}: {:?}",
+                    sum.fixed
+                );
+            }
+        }
+    }
+
+    /// The hash aggregate's accumulator against one exact sum per group: values over many
+    /// magnitudes (some outside any window), NaN and infinities, three partitions merged
+    /// through their state, rows passed through `convert_to_state`, groups emitted in two parts.
+    #[test]
+    fn group_sums_agree_with_one_exact_sum_per_group() {
+        let mut state = 0x0bad_5eed_dead_beefu64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let groups = 40;
+        let rows: Vec<(usize, f64)> = (0..20_000)
+            .map(|_| {
+                let group = (next() % groups as u64) as usize;
+                let x = match next() % 500 {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    2 => 0.0,
+                    _ => {
+                        let scale = 2f64.powi((next() % 300) as i32 - 150);
+                        let x = (next() % 1_000_000) as f64 / 7.0 * scale;
+                        if next() % 2 == 0 { x } else { -x }
+                    }
+                };
+                (group, x)
+            })
+            .collect();
+        for avg in [false, true] {
+            let mut expected = vec![ExactSum::default(); groups];
+            rows.iter().for_each(|&(g, x)| expected[g].add_value(x));
+            let new = || SumGroups {
+                windows: Vec::new(),
+                counts: Vec::new(),
+                rare: HashMap::new(),
+                avg,
+            };
+            let mut last = new();
+            let identity: Vec<usize> = (0..groups).collect();
+            for part in rows.chunks(7_000) {
+                let mut partial = new();
+                for batch in part.chunks(1_000) {
+                    let values: ArrayRef =
+                        Arc::new(Float64Array::from_iter_values(batch.iter().map(|r| r.1)));
+                    let indices: Vec<usize> = batch.iter().map(|r| r.0).collect();
+                    if indices[0].is_multiple_of(5) {
+                        let states = partial.convert_to_state(&[values], None).unwrap();
+                        last.merge_batch(&states, &indices, groups).unwrap();
+                    } else {
+                        partial
+                            .update_batch(&[values], &indices, None, groups)
+                            .unwrap();
+                    }
+                }
+                partial.resize(groups);
+                let states = partial.state(EmitTo::All).unwrap();
+                last.merge_batch(&states, &identity, groups).unwrap();
+            }
+            let first = last.evaluate(EmitTo::First(13)).unwrap();
+            let rest = last.evaluate(EmitTo::All).unwrap();
+            let got: Vec<Option<f64>> = first
+                .as_primitive::<Float64Type>()
+                .iter()
+                .chain(rest.as_primitive::<Float64Type>().iter())
+                .collect();
+            let want: Vec<Option<f64>> = expected
+                .iter()
+                .map(|s| if avg { s.avg() } else { s.sum() })
+                .collect();
+            assert_eq!(got.len(), groups);
+            for (g, (got, want)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "group {g}");
+            }
         }
     }
 
