@@ -240,8 +240,16 @@ async fn run_check(
                         check.name
                     );
                 }
+                let started = std::time::Instant::now();
                 changelog
                     .push(sources::changelog::stats(&engine.ctx, side, &table.name, spec).await?);
+                tracing::debug!(
+                    "check '{}': change log statistics of '{}' ({} side) in {:.2?}",
+                    check.name,
+                    table.name,
+                    side.name(),
+                    started.elapsed()
+                );
             }
         }
     }
