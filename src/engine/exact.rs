@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array,
-    ListArray, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int32Array, ListArray,
+    UInt64Array,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int32Type, UInt64Type};
@@ -45,8 +45,8 @@ pub fn register(ctx: &SessionContext) {
 /// are not finite (they decide the result the way IEEE addition would, in any order).
 #[derive(Clone, Debug, Default)]
 pub struct ExactSum {
-    /// The fast path: values near the first one's magnitude, summed as one 320-bit integer
-    /// (two's complement, little-endian limbs) in units of 2^`bottom`.
+    /// The fast path: values near the first one's magnitude, summed exactly in a fixed-point
+    /// window of 256 bits (plus carries) in units of 2^`bottom`.
     fixed: Fixed,
     /// The values outside the fixed window (rare: far smaller or larger than the first).
     partials: SmallVec<[f64; 1]>,
@@ -240,24 +240,32 @@ impl ExactSum {
     }
 }
 
-/// Limbs of the fixed-point window: 320 bits.
-const LIMBS: usize = 5;
-/// A value fits the window when its top bit is below this one: then 2^63 values (or merged
-/// windows) cannot overflow the 319 bits of magnitude.
-const TOP: i32 = (LIMBS * 64) as i32 - 1 - 63;
+/// Digits of the fixed-point window: 32 bits each, kept in i64 so that additions need no
+/// carries until [`NORMALIZE_EVERY`] of them have piled up.
+const DIGITS: usize = 8;
+/// The largest shift of a value's lowest bit above the window's bottom: its 53 bits then span
+/// three digits, the last of them below the top digit.
+const LAST_SHIFT: i32 = (DIGITS as i32 - 2) * 32 - 1;
+/// Additions a digit takes (each under 2^32) before its carries are moved up.
+const NORMALIZE_EVERY: u32 = 1 << 30;
+/// The window as two's complement limbs: the digits after normalisation, sign-extended.
+const LIMBS: usize = DIGITS / 2 + 1;
 /// Windows start at multiples of this, so sums of one group built in different partitions
-/// usually share a window and merge limb by limb.
+/// usually share a window and merge digit by digit.
 const ALIGN: i32 = 32;
 /// The bottom of a window not placed yet (a group without a finite value so far).
 const UNSET: i32 = i32::MIN;
 
-/// An exact sum of doubles within a window of magnitudes, as a 320-bit two's complement integer
-/// in units of 2^`bottom`. A value fits when its lowest bit is at or above `bottom` and its
-/// highest below bit [`TOP`].
+/// An exact sum of doubles within a window of magnitudes, in units of 2^`bottom`: digit i holds
+/// a signed multiple of 2^(32 i). A value fits when its lowest bit is at or above `bottom` and
+/// at most [`LAST_SHIFT`] above it. The top digit absorbs the carries: it overflows only after
+/// about 2^43 values, far beyond any group.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Fixed {
-    limbs: [u64; LIMBS],
+    digits: [i64; DIGITS],
     bottom: i32,
+    /// Additions since the last normalisation.
+    pending: u32,
 }
 
 impl Default for Fixed {
@@ -268,17 +276,18 @@ impl Default for Fixed {
 
 impl Fixed {
     const EMPTY: Fixed = Fixed {
-        limbs: [0; LIMBS],
+        digits: [0; DIGITS],
         bottom: UNSET,
+        pending: 0,
     };
 
-    /// A window around a first value of this exponent: 100 to 131 bits of room below it
-    /// (smaller values) and 72 to 103 above (larger ones), inside the double range.
+    /// A window around a first value of this exponent: 80 to 111 bits of room below its lowest
+    /// bit (smaller values) and 80 to 111 above (larger ones), inside the double range.
     fn around(exponent: i32) -> Fixed {
-        let aligned = (exponent - 100).div_euclid(ALIGN) * ALIGN;
+        let aligned = (exponent - 80).div_euclid(ALIGN) * ALIGN;
         Fixed {
-            limbs: [0; LIMBS],
-            bottom: aligned.clamp(-1074, 1023 - TOP),
+            bottom: aligned.clamp(-1074, 971 - LAST_SHIFT),
+            ..Fixed::EMPTY
         }
     }
 
@@ -286,41 +295,81 @@ impl Fixed {
     #[inline]
     fn add(&mut self, mantissa: u64, exponent: i32, negative: bool) -> bool {
         let shift = exponent - self.bottom;
-        if !(0..=TOP - 53).contains(&shift) {
+        if !(0..=LAST_SHIFT).contains(&shift) {
             return false;
         }
-        let (limb, bit) = ((shift / 64) as usize, (shift % 64) as u32);
-        let mut parts = [0u64; LIMBS + 1];
-        parts[limb] = mantissa << bit;
-        parts[limb + 1] = if bit == 0 { 0 } else { mantissa >> (64 - bit) };
-        // Adds the value, or its two's complement (every bit flipped, plus one) when negative:
-        // no branch on the sign, which is as unpredictable as the data.
-        let flip = (negative as u64).wrapping_neg();
-        let mut carry = negative as u64;
-        for (i, limb) in self.limbs.iter_mut().enumerate() {
-            let (sum, c1) = limb.overflowing_add(parts[i] ^ flip);
-            let (sum, c2) = sum.overflowing_add(carry);
-            *limb = sum;
-            carry = (c1 | c2) as u64;
+        let (digit, offset) = ((shift >> 5) as usize, shift & 31);
+        let wide = (mantissa as u128) << offset;
+        // Negated (flip and add one) without a branch on the sign, which is as unpredictable
+        // as the data.
+        let flip = -(negative as i64);
+        let signed = |part: i64| (part ^ flip) - flip;
+        let digits = &mut self.digits[digit..digit + 3];
+        digits[0] += signed((wide as u64 & 0xffff_ffff) as i64);
+        digits[1] += signed(((wide >> 32) as u64 & 0xffff_ffff) as i64);
+        digits[2] += signed((wide >> 64) as i64);
+        self.pending += 1;
+        if self.pending == NORMALIZE_EVERY {
+            self.normalize();
         }
         true
     }
 
+    /// Moves the carries up: every digit but the top one back in [0, 2^32).
+    fn normalize(&mut self) {
+        let mut carry = 0i64;
+        for digit in &mut self.digits[..DIGITS - 1] {
+            let value = *digit + carry;
+            *digit = value & 0xffff_ffff;
+            carry = value >> 32;
+        }
+        self.digits[DIGITS - 1] += carry;
+        self.pending = 0;
+    }
+
     /// Adds another window with the same bottom.
     fn add_window(&mut self, other: &Fixed) {
-        let mut carry = 0u64;
-        for (limb, &add) in self.limbs.iter_mut().zip(&other.limbs) {
-            let (sum, c1) = limb.overflowing_add(add);
-            let (sum, c2) = sum.overflowing_add(carry);
-            *limb = sum;
-            carry = (c1 | c2) as u64;
+        let mut other = *other;
+        other.normalize();
+        self.normalize();
+        for (digit, add) in self.digits.iter_mut().zip(other.digits) {
+            *digit += add;
+        }
+        self.pending = 2;
+    }
+
+    /// The sum as a two's complement integer in little-endian 64-bit limbs.
+    fn limbs(&self) -> [u64; LIMBS] {
+        let mut normal = *self;
+        normal.normalize();
+        let d = normal.digits.map(|d| d as u64);
+        let mut limbs = [0u64; LIMBS];
+        for (i, limb) in limbs.iter_mut().take(DIGITS / 2).enumerate() {
+            *limb = d[2 * i] | d[2 * i + 1] << 32;
+        }
+        limbs[LIMBS - 1] = (normal.digits[DIGITS - 1] >> 32) as u64;
+        limbs
+    }
+
+    /// The window back from [`Fixed::limbs`].
+    fn from_limbs(limbs: &[u64; LIMBS], bottom: i32) -> Fixed {
+        let mut digits = [0i64; DIGITS];
+        for (i, limb) in limbs.iter().take(DIGITS / 2).enumerate() {
+            digits[2 * i] = (limb & 0xffff_ffff) as i64;
+            digits[2 * i + 1] = (limb >> 32) as i64;
+        }
+        digits[DIGITS - 1] = ((limbs[LIMBS - 1] << 32) | (limbs[LIMBS - 2] >> 32)) as i64;
+        Fixed {
+            digits,
+            bottom,
+            pending: 0,
         }
     }
 
-    /// The sign and the magnitude of the two's complement sum.
+    /// The sign and the magnitude of the sum.
     fn magnitude(&self) -> (bool, [u64; LIMBS]) {
-        let negative = self.limbs[LIMBS - 1] >> 63 == 1;
-        let mut magnitude = self.limbs;
+        let mut magnitude = self.limbs();
+        let negative = magnitude[LIMBS - 1] >> 63 == 1;
         if negative {
             let mut carry = true;
             for limb in magnitude.iter_mut() {
@@ -521,7 +570,7 @@ impl AggregateUDFImpl for ExactFloat {
         Ok(vec![
             Field::new(
                 format_state_name(args.name, "window"),
-                DataType::FixedSizeBinary(WINDOW_BYTES),
+                DataType::Binary,
                 true,
             )
             .into(),
@@ -554,12 +603,7 @@ impl AggregateUDFImpl for ExactFloat {
         if !is_float(args.expr_fields, args.return_type()) {
             return self.inner().create_groups_accumulator(args);
         }
-        Ok(Box::new(SumGroups {
-            windows: Vec::new(),
-            counts: Vec::new(),
-            rare: HashMap::new(),
-            avg: self.is_avg(),
-        }))
+        Ok(Box::new(SumGroups::new(self.is_avg())))
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -714,28 +758,61 @@ impl Accumulator for DistinctAccumulator {
 
 /// Exact sums per group of a hash aggregate, column by column: each group's fixed-point window
 /// inline (where nearly every value lands), and whatever is rarer (values outside the window,
-/// NaN, infinities) in a side table, so a group costs 56 bytes rather than a whole [`ExactSum`].
+/// NaN, infinities) in a side table, so a group costs its window and count (88 bytes), not a whole [`ExactSum`].
 #[derive(Debug)]
 struct SumGroups {
-    windows: Vec<Fixed>,
-    counts: Vec<u64>,
+    groups: Vec<GroupSum>,
     /// Partials and non-finite counts of the groups that have any (their `fixed` stays unset).
     rare: HashMap<usize, ExactSum>,
     avg: bool,
 }
 
+/// A group's window and count side by side: one cache line to touch per value.
+#[derive(Clone, Copy, Debug)]
+struct GroupSum {
+    window: Fixed,
+    count: u64,
+}
+
 impl SumGroups {
-    fn resize(&mut self, groups: usize) {
-        self.windows.resize(groups, Fixed::EMPTY);
-        self.counts.resize(groups, 0);
+    fn new(avg: bool) -> SumGroups {
+        SumGroups {
+            groups: Vec::new(),
+            rare: HashMap::new(),
+            avg,
+        }
     }
 
+    fn resize(&mut self, groups: usize) {
+        self.groups.resize(
+            groups,
+            GroupSum {
+                window: Fixed::EMPTY,
+                count: 0,
+            },
+        );
+    }
+
+    /// The hot loop: one group's window, a few predictable branches.
     #[inline]
     fn add(&mut self, group: usize, x: f64) {
-        if x.is_finite() {
-            self.add_finite(group, x);
-        } else {
+        let bits = x.to_bits();
+        let biased = ((bits >> 52) & 0x7ff) as i32;
+        if biased == 0x7ff {
             self.rare.entry(group).or_default().add(x, 1);
+            return;
+        }
+        let mantissa = (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52;
+        let exponent = biased.max(1) - 1075;
+        let window = &mut self.groups[group].window;
+        if window.bottom == UNSET {
+            if mantissa == 0 {
+                return;
+            }
+            *window = Fixed::around(exponent);
+        }
+        if !window.add(mantissa, exponent, bits >> 63 == 1) && mantissa != 0 {
+            self.rare.entry(group).or_default().add_to_partials(x);
         }
     }
 
@@ -745,7 +822,7 @@ impl SumGroups {
             return;
         }
         let (mantissa, exponent) = decompose(x);
-        let window = &mut self.windows[group];
+        let window = &mut self.groups[group].window;
         if window.bottom == UNSET {
             *window = Fixed::around(exponent);
         }
@@ -756,14 +833,14 @@ impl SumGroups {
 
     /// The whole exact sum of one group.
     fn sum(&self, group: usize) -> Option<f64> {
-        let count = self.counts[group];
+        let GroupSum { window, count } = self.groups[group];
         if count == 0 {
             return None;
         }
         let sum = match self.rare.get(&group) {
-            None => self.windows[group].round(),
+            None => window.round(),
             Some(rare) => ExactSum {
-                fixed: self.windows[group],
+                fixed: window,
                 partials: rare.partials.clone(),
                 nan: rare.nan,
                 pos_inf: rare.pos_inf,
@@ -777,9 +854,8 @@ impl SumGroups {
 
     /// Removes the groups `emit_to` asks for, renumbering the rest.
     fn take(&mut self, emit_to: EmitTo) -> SumGroups {
-        let windows = emit_to.take_needed(&mut self.windows);
-        let counts = emit_to.take_needed(&mut self.counts);
-        let taken = windows.len();
+        let groups = emit_to.take_needed(&mut self.groups);
+        let taken = groups.len();
         let mut rare = HashMap::new();
         for (group, sum) in std::mem::take(&mut self.rare) {
             if group < taken {
@@ -789,23 +865,22 @@ impl SumGroups {
             }
         }
         SumGroups {
-            windows,
-            counts,
+            groups,
             rare,
             avg: self.avg,
         }
     }
 
     fn parts(&self) -> impl Iterator<Item = Parts<'_>> {
-        (0..self.windows.len()).map(|group| {
+        (0..self.groups.len()).map(|group| {
             let rare = self.rare.get(&group);
             Parts {
-                window: &self.windows[group],
+                window: &self.groups[group].window,
                 partials: rare.map_or(&[][..], |r| &r.partials[..]),
                 nan: rare.map_or(0, |r| r.nan),
                 pos_inf: rare.map_or(0, |r| r.pos_inf),
                 neg_inf: rare.map_or(0, |r| r.neg_inf),
-                count: self.counts[group],
+                count: self.groups[group].count,
             }
         })
     }
@@ -837,7 +912,7 @@ impl GroupsAccumulator for SumGroups {
         let data = values.values();
         if values.null_count() == 0 && opt_filter.is_none() {
             for (&group, &x) in group_indices.iter().zip(data.iter()) {
-                self.counts[group] += 1;
+                self.groups[group].count += 1;
                 self.add(group, x);
             }
         } else {
@@ -845,7 +920,7 @@ impl GroupsAccumulator for SumGroups {
                 if values.is_valid(row)
                     && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
                 {
-                    self.counts[group] += 1;
+                    self.groups[group].count += 1;
                     self.add(group, x);
                 }
             }
@@ -863,7 +938,7 @@ impl GroupsAccumulator for SumGroups {
         let states = States::new(values)?;
         for (row, &group) in group_indices.iter().enumerate() {
             let window = states.window(row);
-            let target = &mut self.windows[group];
+            let target = &mut self.groups[group].window;
             if window.bottom == UNSET {
             } else if target.bottom == UNSET {
                 *target = window;
@@ -882,14 +957,14 @@ impl GroupsAccumulator for SumGroups {
                 rare.pos_inf += pos_inf;
                 rare.neg_inf += neg_inf;
             }
-            self.counts[group] += states.count.value(row);
+            self.groups[group].count += states.count.value(row);
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let taken = self.take(emit_to);
-        let values: Float64Array = (0..taken.windows.len()).map(|g| taken.sum(g)).collect();
+        let values: Float64Array = (0..taken.groups.len()).map(|g| taken.sum(g)).collect();
         Ok(Arc::new(values))
     }
 
@@ -930,8 +1005,7 @@ impl GroupsAccumulator for SumGroups {
 
     /// Called after every batch, so O(1): the columns, and the side table at a rough size.
     fn size(&self) -> usize {
-        self.windows.capacity() * size_of::<Fixed>()
-            + self.counts.capacity() * size_of::<u64>()
+        self.groups.capacity() * size_of::<GroupSum>()
             + self.rare.capacity() * (size_of::<usize>() + size_of::<ExactSum>() + 16)
     }
 }
@@ -971,19 +1045,21 @@ impl ExactSum {
     }
 }
 
-const WINDOW_BYTES: i32 = (LIMBS * 8) as i32;
-
 /// The intermediate state of exact sums as Arrow arrays: the window's limbs (little-endian
-/// bytes) and bottom, the partials outside it, NaN, +inf and -inf counts, and the count.
+/// bytes; none for a window not placed, as in rows passed through one by one) and bottom, the
+/// partials outside it, NaN, +inf and -inf counts, and the count.
 fn state_arrays<'a>(sums: impl Iterator<Item = Parts<'a>>) -> Vec<ArrayRef> {
-    let (mut windows, mut bottoms, mut offsets, mut partials) =
-        (Vec::new(), Vec::new(), vec![0i32], Vec::new());
+    let (mut windows, mut window_offsets, mut bottoms) = (Vec::new(), vec![0i32], Vec::new());
+    let (mut offsets, mut partials) = (vec![0i32], Vec::new());
     let (mut nan, mut pos_inf, mut neg_inf, mut count) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for sum in sums {
-        for limb in sum.window.limbs {
-            windows.extend_from_slice(&limb.to_le_bytes());
+        if sum.window.bottom != UNSET {
+            for limb in sum.window.limbs() {
+                windows.extend_from_slice(&limb.to_le_bytes());
+            }
         }
+        window_offsets.push(windows.len() as i32);
         bottoms.push(sum.window.bottom);
         partials.extend_from_slice(sum.partials);
         offsets.push(partials.len() as i32);
@@ -1000,8 +1076,8 @@ fn state_arrays<'a>(sums: impl Iterator<Item = Parts<'a>>) -> Vec<ArrayRef> {
     );
     let column = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
     vec![
-        Arc::new(FixedSizeBinaryArray::new(
-            WINDOW_BYTES,
+        Arc::new(BinaryArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(window_offsets)),
             windows.into(),
             None,
         )),
@@ -1016,7 +1092,7 @@ fn state_arrays<'a>(sums: impl Iterator<Item = Parts<'a>>) -> Vec<ArrayRef> {
 
 /// Typed views of [`state_arrays`] arriving to be merged.
 struct States<'a> {
-    windows: &'a FixedSizeBinaryArray,
+    windows: &'a BinaryArray,
     bottoms: &'a Int32Array,
     partials: &'a ListArray,
     nan: &'a UInt64Array,
@@ -1031,7 +1107,7 @@ impl<'a> States<'a> {
             return internal_err!("exact sum state has {} columns, not 7", arrays.len());
         };
         Ok(States {
-            windows: windows.as_fixed_size_binary(),
+            windows: windows.as_binary::<i32>(),
             bottoms: bottoms.as_primitive::<Int32Type>(),
             partials: partials.as_list::<i32>(),
             nan: nan.as_primitive::<UInt64Type>(),
@@ -1047,14 +1123,14 @@ impl<'a> States<'a> {
 
     fn window(&self, row: usize) -> Fixed {
         let bytes = self.windows.value(row);
+        if bytes.is_empty() {
+            return Fixed::EMPTY;
+        }
         let mut limbs = [0u64; LIMBS];
         for (limb, chunk) in limbs.iter_mut().zip(bytes.chunks_exact(8)) {
             *limb = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
         }
-        Fixed {
-            limbs,
-            bottom: self.bottoms.value(row),
-        }
+        Fixed::from_limbs(&limbs, self.bottoms.value(row))
     }
 
     fn partials(&self, row: usize) -> &'a [f64] {
@@ -1265,12 +1341,7 @@ mod tests {
         for avg in [false, true] {
             let mut expected = vec![ExactSum::default(); groups];
             rows.iter().for_each(|&(g, x)| expected[g].add_value(x));
-            let new = || SumGroups {
-                windows: Vec::new(),
-                counts: Vec::new(),
-                rare: HashMap::new(),
-                avg,
-            };
+            let new = || SumGroups::new(avg);
             let mut last = new();
             let identity: Vec<usize> = (0..groups).collect();
             for part in rows.chunks(7_000) {
