@@ -793,18 +793,20 @@ impl SumGroups {
         );
     }
 
-    /// The hot loop: one group's window, a few predictable branches.
+    /// The hot loop (one value of one group, counted): the group's window, a few predictable
+    /// branches.
     #[inline]
     fn add(&mut self, group: usize, x: f64) {
         let bits = x.to_bits();
         let biased = ((bits >> 52) & 0x7ff) as i32;
+        let GroupSum { window, count } = &mut self.groups[group];
+        *count += 1;
         if biased == 0x7ff {
             self.rare.entry(group).or_default().add(x, 1);
             return;
         }
         let mantissa = (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52;
         let exponent = biased.max(1) - 1075;
-        let window = &mut self.groups[group].window;
         if window.bottom == UNSET {
             if mantissa == 0 {
                 return;
@@ -912,7 +914,6 @@ impl GroupsAccumulator for SumGroups {
         let data = values.values();
         if values.null_count() == 0 && opt_filter.is_none() {
             for (&group, &x) in group_indices.iter().zip(data.iter()) {
-                self.groups[group].count += 1;
                 self.add(group, x);
             }
         } else {
@@ -920,7 +921,6 @@ impl GroupsAccumulator for SumGroups {
                 if values.is_valid(row)
                     && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
                 {
-                    self.groups[group].count += 1;
                     self.add(group, x);
                 }
             }
