@@ -186,6 +186,26 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
     assert!(!run.stdout.contains("reader-secret") && !run.stderr.contains("reader-secret"));
 }
 
+/// `SELECT order_id FROM orders` compared between `batch/orders/` and `stream`, keyed, as JSON,
+/// with a timeout: the probe of every fault case.
+fn compare_order_ids(ws: &Workspace, stream: &str, timeout: &str) -> Run {
+    ws.run(&[
+        "compare",
+        "--batch",
+        "orders=batch/orders/",
+        "--stream",
+        stream,
+        "--sql",
+        "SELECT order_id FROM orders",
+        "--key",
+        "order_id",
+        "--format",
+        "json",
+        "--timeout",
+        timeout,
+    ])
+}
+
 #[test]
 fn sessions_are_read_only_and_faults_end_in_one_line() {
     let url = database("dr_faults");
@@ -207,23 +227,7 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
 
     let ws = Workspace::new();
     batch(&ws, "7.25");
-    let run = |stream: &str| {
-        ws.run(&[
-            "compare",
-            "--batch",
-            "orders=batch/orders/",
-            "--stream",
-            stream,
-            "--sql",
-            "SELECT order_id FROM orders",
-            "--key",
-            "order_id",
-            "--format",
-            "json",
-            "--timeout",
-            "30s",
-        ])
-    };
+    let run = |stream: &str| compare_order_ids(&ws, stream, "30s");
     let missing = run(&format!("orders={url}?table=shop.nosuch&sslmode=disable"));
     assert_trouble(&missing, "table 'orders' (stream side");
     assert!(missing.stderr.contains("shop.nosuch"), "{}", missing.stderr);
@@ -292,19 +296,11 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
         ],
     );
     assert!(ok, "{out}");
-    let slow = ws.run(&[
-        "compare",
-        "--batch",
-        "orders=batch/orders/",
-        "--stream",
+    let slow = compare_order_ids(
+        &ws,
         &format!("orders={owner}?table=shop.slow&sslmode=disable"),
-        "--sql",
-        "SELECT order_id FROM orders",
-        "--key",
-        "order_id",
-        "--timeout",
         "2s",
-    ]);
+    );
     assert_trouble(&slow, "timed out after 2s");
     let running = || {
         psql(
@@ -349,21 +345,11 @@ fn sessions_are_read_only_and_faults_end_in_one_line() {
             false
         })
     };
-    let dropped = ws.run(&[
-        "compare",
-        "--batch",
-        "orders=batch/orders/",
-        "--stream",
+    let dropped = compare_order_ids(
+        &ws,
         &format!("orders={owner}?table=shop.slow&sslmode=disable"),
-        "--sql",
-        "SELECT order_id FROM orders",
-        "--key",
-        "order_id",
-        "--timeout",
         "60s",
-        "--format",
-        "json",
-    ]);
+    );
     assert!(
         killer.join().unwrap(),
         "the scan never showed in pg_stat_activity"
@@ -658,23 +644,7 @@ fn mariadb_sessions_are_read_only_and_faults_end_in_one_line() {
         Fmt::Parquet,
         "SELECT CAST(value AS INT) AS order_id FROM generate_series(1, 3000)",
     );
-    let run = |stream: &str, timeout: &str| {
-        ws.run(&[
-            "compare",
-            "--batch",
-            "orders=batch/orders/",
-            "--stream",
-            stream,
-            "--sql",
-            "SELECT order_id FROM orders",
-            "--key",
-            "order_id",
-            "--format",
-            "json",
-            "--timeout",
-            timeout,
-        ])
-    };
+    let run = |stream: &str, timeout: &str| compare_order_ids(&ws, stream, timeout);
     let missing = run(
         &format!("orders={url}?table=nosuch&sslmode=disabled"),
         "30s",

@@ -478,6 +478,33 @@ fn compare_against_azure_blob_storage_on_azurite() {
     let endpoint = std::env::var("DUALRUN_TEST_AZURITE").expect(
         "DUALRUN_TEST_AZURITE is not set: run the tests through `make test`, which starts Azurite",
     );
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+        ("AZURITE_BLOB_STORAGE_URL", endpoint.clone()),
+        ("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1".to_string()),
+        ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY.to_string()),
+    ];
+    let outputs = orders_in_an_object_store(
+        "az://lake",
+        Some("az://lake/dualrun/history/"),
+        &env,
+        |dir| azurite_upload(&endpoint, dir, "lake", "stream/orders"),
+    );
+    for output in outputs {
+        assert!(!output.contains(AZURITE_KEY), "the account key was printed");
+    }
+}
+
+/// The orders check with its stream side in an object store (`root` + `/stream/orders/`, put
+/// there by `upload` from a local directory): compare with exact counts, a missing bucket in
+/// one line, then `run` (history at `history`, else local) and `history` reading the record
+/// back. Returns everything the runs printed.
+fn orders_in_an_object_store(
+    root: &str,
+    history: Option<&str>,
+    env: &[(&str, String)],
+    upload: impl FnOnce(&std::path::Path),
+) -> Vec<String> {
     let ws = Workspace::new();
     ws.table_file("local/batch/orders/part-0.parquet", Fmt::Parquet, ROWS);
     ws.table_file(
@@ -485,18 +512,7 @@ fn compare_against_azure_blob_storage_on_azurite() {
         Fmt::Parquet,
         ROWS_CHANGED,
     );
-    azurite_upload(
-        &endpoint,
-        &ws.path("local/stream/orders"),
-        "lake",
-        "stream/orders",
-    );
-    let env = [
-        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
-        ("AZURITE_BLOB_STORAGE_URL", endpoint.clone()),
-        ("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1".to_string()),
-        ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY.to_string()),
-    ];
+    upload(&ws.path("local/stream/orders"));
     let compare = |stream: &str| {
         ws.run_with_env(
             &[
@@ -512,54 +528,46 @@ fn compare_against_azure_blob_storage_on_azurite() {
                 "--format",
                 "json",
             ],
-            &env,
+            env,
         )
     };
-    let run = compare("orders=az://lake/stream/orders/");
+    let run = compare(&format!("orders={root}/stream/orders/"));
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
     assert_eq!(run.check()["scan"]["stream"]["files"], 1);
-    for output in [&run.stdout, &run.stderr] {
-        assert!(!output.contains(AZURITE_KEY), "the account key was printed");
-    }
-    let missing = compare("orders=az://nosuch/stream/orders/");
+    let scheme = root.split("://").next().unwrap();
+    let missing = compare(&format!("orders={scheme}://nosuch/stream/orders/"));
     crate::common::assert_trouble(&missing, "table 'orders' (stream side");
-    assert!(!missing.stderr.contains(AZURITE_KEY));
     assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
 
-    // `run` with its history in the container; `history` reads the record back from there.
+    let history_section =
+        history.map_or(String::new(), |url| format!("[history]\nurl = \"{url}\"\n"));
     ws.write(
         "dualrun.toml",
-        r#"
-[params]
-run_date = "2026-11-25"
-[history]
-url = "az://lake/dualrun/history/"
-[tables.orders]
-batch = "local/batch/orders/"
-stream = "az://lake/stream/orders/"
-[[checks]]
-name = "orders"
-sql = "SELECT id, name, x FROM orders"
-key = ["id"]
-"#,
+        &format!(
+            "[params]\nrun_date = \"2026-11-25\"\n{history_section}[tables.orders]\n\
+             batch = \"local/batch/orders/\"\nstream = \"{root}/stream/orders/\"\n\
+             [[checks]]\nname = \"orders\"\nsql = \"SELECT id, name, x FROM orders\"\nkey = [\"id\"]\n"
+        ),
     );
-    let run = ws.run_with_env(&["run", "--format", "json"], &env);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        !ws.path(".dualrun").exists(),
-        "the history went to a local directory"
+    let nightly = ws.run_with_env(&["run", "--format", "json"], env);
+    assert_eq!(nightly.code, 1, "{}", nightly.stderr);
+    assert_eq!(
+        ws.path(".dualrun").exists(),
+        history.is_none(),
+        "where the history went"
     );
-    let history = ws.run_with_env(&["history", "--format", "json"], &env);
-    assert_eq!(history.code, 0, "{}", history.stderr);
+    let records = ws.run_with_env(&["history", "--format", "json"], env);
+    assert_eq!(records.code, 0, "{}", records.stderr);
     assert!(
-        history.stdout.contains("\"orders\"") && history.stdout.contains("\"diverged\""),
+        records.stdout.contains("\"orders\"") && records.stdout.contains("\"diverged\""),
         "{}",
-        history.stdout
+        records.stdout
     );
-    for output in [&run.stdout, &run.stderr, &history.stdout, &history.stderr] {
-        assert!(!output.contains(AZURITE_KEY), "the account key was printed");
-    }
+    [run, missing, nightly, records]
+        .into_iter()
+        .flat_map(|r| [r.stdout, r.stderr])
+        .collect()
 }
 
 /// Uploads a local directory into a bucket (created) of the GCS emulator, through its JSON API.
@@ -601,18 +609,6 @@ fn compare_run_and_history_on_google_cloud_storage() {
         "DUALRUN_TEST_GCS is not set: run the tests through `make test`, which starts fake-gcs-server",
     );
     let ws = Workspace::new();
-    ws.table_file("local/batch/orders/part-0.parquet", Fmt::Parquet, ROWS);
-    ws.table_file(
-        "local/stream/orders/part-0.parquet",
-        Fmt::Parquet,
-        ROWS_CHANGED,
-    );
-    gcs_upload(
-        &endpoint,
-        &ws.path("local/stream/orders"),
-        "lake",
-        "stream/orders",
-    );
     let key = ws.write(
         "service-account.json",
         &format!(
@@ -620,54 +616,7 @@ fn compare_run_and_history_on_google_cloud_storage() {
         ),
     );
     let env = [("GOOGLE_SERVICE_ACCOUNT", key.display().to_string())];
-    let compare = |stream: &str| {
-        ws.run_with_env(
-            &[
-                "compare",
-                "--batch",
-                "orders=local/batch/orders/",
-                "--stream",
-                stream,
-                "--sql",
-                "SELECT id, name, x FROM orders",
-                "--key",
-                "id",
-                "--format",
-                "json",
-            ],
-            &env,
-        )
-    };
-    let run = compare("orders=gs://lake/stream/orders/");
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(run.counts(), [1, 1, 1, 1, 0, 0]);
-    assert_eq!(run.check()["scan"]["stream"]["files"], 1);
-    let missing = compare("orders=gs://nosuch/stream/orders/");
-    crate::common::assert_trouble(&missing, "table 'orders' (stream side");
-    assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
-
-    // `run` reading the bucket; `history` reads its record back.
-    ws.write(
-        "dualrun.toml",
-        r#"
-[params]
-run_date = "2026-11-25"
-[tables.orders]
-batch = "local/batch/orders/"
-stream = "gs://lake/stream/orders/"
-[[checks]]
-name = "orders"
-sql = "SELECT id, name, x FROM orders"
-key = ["id"]
-"#,
-    );
-    let run = ws.run_with_env(&["run", "--format", "json"], &env);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let history = ws.run_with_env(&["history", "--format", "json"], &env);
-    assert_eq!(history.code, 0, "{}", history.stderr);
-    assert!(
-        history.stdout.contains("\"orders\"") && history.stdout.contains("\"diverged\""),
-        "{}",
-        history.stdout
-    );
+    orders_in_an_object_store("gs://lake", None, &env, |dir| {
+        gcs_upload(&endpoint, dir, "lake", "stream/orders")
+    });
 }
