@@ -21,7 +21,11 @@ fn psql(url: &str, statements: &[&str]) -> (bool, String) {
     for statement in statements {
         command.args(["-c", statement]);
     }
-    let output = command.output().expect("psql is installed with postgresql");
+    outcome(command.output().expect("psql is installed with postgresql"))
+}
+
+/// Whether a client succeeded, and what it printed (stdout, then stderr).
+fn outcome(output: std::process::Output) -> (bool, String) {
     (
         output.status.success(),
         format!(
@@ -503,18 +507,12 @@ fn mariadb(database: &str, sql: &str) -> (bool, String) {
     let socket = std::env::var("DUALRUN_TEST_MYSQL_SOCKET").expect(
         "DUALRUN_TEST_MYSQL_SOCKET is not set: run the tests through `make test`, which starts MariaDB",
     );
-    let output = Command::new("mariadb")
-        .args(["--no-defaults", "--socket", &socket, "-uroot", "-N", "-B"])
-        .args(["-D", database, "-e", sql])
-        .output()
-        .expect("mariadb is installed with mariadb-server");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+    outcome(
+        Command::new("mariadb")
+            .args(["--no-defaults", "--socket", &socket, "-uroot", "-N", "-B"])
+            .args(["-D", database, "-e", sql])
+            .output()
+            .expect("mariadb is installed with mariadb-server"),
     )
 }
 
