@@ -13,11 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int32Array, ListArray,
-    UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, ListArray, UInt64Array,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int32Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::functions_aggregate::average::Avg;
 use datafusion::functions_aggregate::sum::Sum;
@@ -165,13 +164,13 @@ impl ExactSum {
     #[cfg(test)]
     pub fn merge(&mut self, other: &ExactSum) {
         self.merge_window(&other.fixed);
-        self.merge_parts(
-            &other.partials,
-            other.nan,
-            other.pos_inf,
-            other.neg_inf,
-            other.count,
-        );
+        for &p in &other.partials {
+            self.add_finite(p);
+        }
+        self.nan += other.nan;
+        self.pos_inf += other.pos_inf;
+        self.neg_inf += other.neg_inf;
+        self.count += other.count;
     }
 
     /// Adds another sum's window: limb by limb when both have the same one.
@@ -184,16 +183,6 @@ impl ExactSum {
         } else {
             other.pieces(|piece| self.add_finite(piece));
         }
-    }
-
-    fn merge_parts(&mut self, partials: &[f64], nan: u64, pos_inf: u64, neg_inf: u64, count: u64) {
-        for &p in partials {
-            self.add_finite(p);
-        }
-        self.nan += nan;
-        self.pos_inf += pos_inf;
-        self.neg_inf += neg_inf;
-        self.count += count;
     }
 
     /// The sum rounded once, to nearest with ties to even; NULL for no values.
@@ -565,8 +554,6 @@ impl AggregateUDFImpl for ExactFloat {
                     .into(),
             ]);
         }
-        let count =
-            |what: &str| Field::new(format_state_name(args.name, what), DataType::UInt64, true);
         Ok(vec![
             Field::new(
                 format_state_name(args.name, "window"),
@@ -574,17 +561,13 @@ impl AggregateUDFImpl for ExactFloat {
                 true,
             )
             .into(),
+            partials.into(),
             Field::new(
-                format_state_name(args.name, "bottom"),
-                DataType::Int32,
+                format_state_name(args.name, "count"),
+                DataType::UInt64,
                 true,
             )
             .into(),
-            partials.into(),
-            count("nan").into(),
-            count("pos_inf").into(),
-            count("neg_inf").into(),
-            count("count").into(),
         ])
     }
 
@@ -948,14 +931,11 @@ impl GroupsAccumulator for SumGroups {
                 window.pieces(|piece| self.add_finite(group, piece));
             }
             for &x in states.partials(row) {
-                self.add_finite(group, x);
-            }
-            let (nan, pos_inf, neg_inf) = states.non_finite(row);
-            if nan + pos_inf + neg_inf > 0 {
-                let rare = self.rare.entry(group).or_default();
-                rare.nan += nan;
-                rare.pos_inf += pos_inf;
-                rare.neg_inf += neg_inf;
+                if x.is_finite() {
+                    self.add_finite(group, x);
+                } else {
+                    self.rare.entry(group).or_default().add(x, 1);
+                }
             }
             self.groups[group].count += states.count.value(row);
         }
@@ -974,7 +954,9 @@ impl GroupsAccumulator for SumGroups {
     }
 
     /// Each input row as a one-value state (DataFusion skips partial aggregation this way
-    /// when groups barely repeat).
+    /// when groups barely repeat): no window, the value as the one partial (a zero, a NaN or an
+    /// infinity included: merging sorts them out), a count of one. Without NULLs or a filter
+    /// the partials are the input column itself.
     fn convert_to_state(
         &self,
         values: &[ArrayRef],
@@ -982,25 +964,38 @@ impl GroupsAccumulator for SumGroups {
     ) -> Result<Vec<ArrayRef>> {
         let values = values[0].as_primitive::<Float64Type>();
         let rows = values.len();
-        let mut one = Vec::with_capacity(rows);
+        let no_windows: ArrayRef = Arc::new(BinaryArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(vec![0i32; rows + 1])),
+            Vec::<u8>::new().into(),
+            None,
+        ));
+        if values.null_count() == 0 && opt_filter.is_none() {
+            let offsets: Vec<i32> = (0..=rows as i32).collect();
+            return Ok(vec![
+                no_windows,
+                partials_list(offsets, values.clone()),
+                Arc::new(UInt64Array::from(vec![1u64; rows])),
+            ]);
+        }
+        let (mut offsets, mut kept_values, mut counts) = (
+            vec![0i32],
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+        );
         for row in 0..rows {
             let kept =
                 values.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-            let x = values.value(row);
-            one.push((kept, x));
-        }
-        let empty = Fixed::EMPTY;
-        Ok(state_arrays(one.iter().map(|(kept, x)| {
-            let finite = *kept && x.is_finite() && *x != 0.0;
-            Parts {
-                window: &empty,
-                partials: if finite { std::slice::from_ref(x) } else { &[] },
-                nan: u64::from(*kept && x.is_nan()),
-                pos_inf: u64::from(*kept && *x == f64::INFINITY),
-                neg_inf: u64::from(*kept && *x == f64::NEG_INFINITY),
-                count: u64::from(*kept),
+            if kept {
+                kept_values.push(values.value(row));
             }
-        })))
+            offsets.push(kept_values.len() as i32);
+            counts.push(u64::from(kept));
+        }
+        Ok(vec![
+            no_windows,
+            partials_list(offsets, Float64Array::from(kept_values)),
+            Arc::new(UInt64Array::from(counts)),
+        ])
     }
 
     /// Called after every batch, so O(1): the columns, and the side table at a rough size.
@@ -1034,85 +1029,78 @@ impl ExactSum {
 
     fn merge_state_row(&mut self, states: &States, row: usize) {
         self.merge_window(&states.window(row));
-        let (nan, pos_inf, neg_inf) = states.non_finite(row);
-        self.merge_parts(
-            states.partials(row),
-            nan,
-            pos_inf,
-            neg_inf,
-            states.count.value(row),
-        );
+        for &x in states.partials(row) {
+            // Finite partials are added; a NaN or an infinity marks its kind as present.
+            self.add(x, 1);
+        }
+        self.count += states.count.value(row);
     }
 }
 
-/// The intermediate state of exact sums as Arrow arrays: the window's limbs (little-endian
-/// bytes; none for a window not placed, as in rows passed through one by one) and bottom, the
-/// partials outside it, NaN, +inf and -inf counts, and the count.
+/// The intermediate state of exact sums as Arrow arrays: the window (its limbs and bottom,
+/// little-endian; empty for a window not placed, as in rows passed through one by one), the
+/// partials outside it followed by one NaN, +inf or -inf for each kind of non-finite value seen
+/// (the result depends only on which kinds were seen: retractions never cross a state), and the
+/// count.
 fn state_arrays<'a>(sums: impl Iterator<Item = Parts<'a>>) -> Vec<ArrayRef> {
-    let (mut windows, mut window_offsets, mut bottoms) = (Vec::new(), vec![0i32], Vec::new());
-    let (mut offsets, mut partials) = (vec![0i32], Vec::new());
-    let (mut nan, mut pos_inf, mut neg_inf, mut count) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut windows, mut window_offsets) = (Vec::new(), vec![0i32]);
+    let (mut offsets, mut partials, mut count) = (vec![0i32], Vec::new(), Vec::new());
     for sum in sums {
         if sum.window.bottom != UNSET {
             for limb in sum.window.limbs() {
                 windows.extend_from_slice(&limb.to_le_bytes());
             }
+            windows.extend_from_slice(&sum.window.bottom.to_le_bytes());
         }
         window_offsets.push(windows.len() as i32);
-        bottoms.push(sum.window.bottom);
         partials.extend_from_slice(sum.partials);
+        for (seen, marker) in [
+            (sum.nan, f64::NAN),
+            (sum.pos_inf, f64::INFINITY),
+            (sum.neg_inf, f64::NEG_INFINITY),
+        ] {
+            if seen > 0 {
+                partials.push(marker);
+            }
+        }
         offsets.push(partials.len() as i32);
-        nan.push(sum.nan);
-        pos_inf.push(sum.pos_inf);
-        neg_inf.push(sum.neg_inf);
         count.push(sum.count);
     }
-    let list = ListArray::new(
-        Arc::new(Field::new_list_field(DataType::Float64, true)),
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        Arc::new(Float64Array::from(partials)),
-        None,
-    );
-    let column = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
     vec![
         Arc::new(BinaryArray::new(
             OffsetBuffer::new(ScalarBuffer::from(window_offsets)),
             windows.into(),
             None,
         )),
-        Arc::new(Int32Array::from(bottoms)),
-        Arc::new(list),
-        column(nan),
-        column(pos_inf),
-        column(neg_inf),
-        column(count),
+        partials_list(offsets, Float64Array::from(partials)),
+        Arc::new(UInt64Array::from(count)),
     ]
+}
+
+fn partials_list(offsets: impl Into<ScalarBuffer<i32>>, values: Float64Array) -> ArrayRef {
+    Arc::new(ListArray::new(
+        Arc::new(Field::new_list_field(DataType::Float64, true)),
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        None,
+    ))
 }
 
 /// Typed views of [`state_arrays`] arriving to be merged.
 struct States<'a> {
     windows: &'a BinaryArray,
-    bottoms: &'a Int32Array,
     partials: &'a ListArray,
-    nan: &'a UInt64Array,
-    pos_inf: &'a UInt64Array,
-    neg_inf: &'a UInt64Array,
     count: &'a UInt64Array,
 }
 
 impl<'a> States<'a> {
     fn new(arrays: &'a [ArrayRef]) -> Result<Self> {
-        let [windows, bottoms, partials, nan, pos_inf, neg_inf, count] = arrays else {
-            return internal_err!("exact sum state has {} columns, not 7", arrays.len());
+        let [windows, partials, count] = arrays else {
+            return internal_err!("exact sum state has {} columns, not 3", arrays.len());
         };
         Ok(States {
             windows: windows.as_binary::<i32>(),
-            bottoms: bottoms.as_primitive::<Int32Type>(),
             partials: partials.as_list::<i32>(),
-            nan: nan.as_primitive::<UInt64Type>(),
-            pos_inf: pos_inf.as_primitive::<UInt64Type>(),
-            neg_inf: neg_inf.as_primitive::<UInt64Type>(),
             count: count.as_primitive::<UInt64Type>(),
         })
     }
@@ -1130,9 +1118,11 @@ impl<'a> States<'a> {
         for (limb, chunk) in limbs.iter_mut().zip(bytes.chunks_exact(8)) {
             *limb = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
         }
-        Fixed::from_limbs(&limbs, self.bottoms.value(row))
+        let bottom = i32::from_le_bytes(bytes[LIMBS * 8..].try_into().expect("4 bytes"));
+        Fixed::from_limbs(&limbs, bottom)
     }
 
+    /// The partials of a row, with a NaN or infinity for each kind of non-finite value seen.
     fn partials(&self, row: usize) -> &'a [f64] {
         let offsets = self.partials.value_offsets();
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
@@ -1141,14 +1131,6 @@ impl<'a> States<'a> {
             .values()
             .as_primitive::<Float64Type>()
             .values()[start..end]
-    }
-
-    fn non_finite(&self, row: usize) -> (u64, u64, u64) {
-        (
-            self.nan.value(row),
-            self.pos_inf.value(row),
-            self.neg_inf.value(row),
-        )
     }
 }
 
@@ -1378,6 +1360,39 @@ mod tests {
             for (g, (got, want)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "group {g}");
             }
+        }
+    }
+
+    /// Rows passed through one by one keep NULLs and filtered rows out of the sum and count.
+    #[test]
+    fn rows_passed_through_skip_nulls_and_filtered_rows() {
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![
+            Some(0.1),
+            None,
+            Some(f64::INFINITY),
+            Some(0.2),
+            Some(1e300),
+            Some(-0.0),
+        ]));
+        let filter = BooleanArray::from(vec![true, true, false, true, true, true]);
+        let groups = [0usize, 0, 0, 1, 1, 1];
+        for (filter, expected) in [
+            (None, [Some(0.1 + f64::INFINITY), Some(1e300 + 0.2)]),
+            (Some(&filter), [Some(0.1), Some(1e300 + 0.2)]),
+        ] {
+            let passed = SumGroups::new(false);
+            let states = passed.convert_to_state(&[values.clone()], filter).unwrap();
+            let mut merged = SumGroups::new(true);
+            merged.merge_batch(&states, &groups, 2).unwrap();
+            let sums = merged.evaluate(EmitTo::All).unwrap();
+            let sums: Vec<Option<f64>> = sums.as_primitive::<Float64Type>().iter().collect();
+            let counts = if filter.is_some() { [1.0, 3.0] } else { [2.0, 3.0] };
+            let expected: Vec<Option<f64>> = expected
+                .iter()
+                .zip(counts)
+                .map(|(sum, count)| sum.map(|s| s / count))
+                .collect();
+            assert_eq!(sums, expected);
         }
     }
 
