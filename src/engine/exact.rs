@@ -1381,12 +1381,18 @@ mod tests {
             (Some(&filter), [Some(0.1), Some(1e300 + 0.2)]),
         ] {
             let passed = SumGroups::new(false);
-            let states = passed.convert_to_state(&[values.clone()], filter).unwrap();
+            let states = passed
+                .convert_to_state(std::slice::from_ref(&values), filter)
+                .unwrap();
             let mut merged = SumGroups::new(true);
             merged.merge_batch(&states, &groups, 2).unwrap();
             let sums = merged.evaluate(EmitTo::All).unwrap();
             let sums: Vec<Option<f64>> = sums.as_primitive::<Float64Type>().iter().collect();
-            let counts = if filter.is_some() { [1.0, 3.0] } else { [2.0, 3.0] };
+            let counts = if filter.is_some() {
+                [1.0, 3.0]
+            } else {
+                [2.0, 3.0]
+            };
             let expected: Vec<Option<f64>> = expected
                 .iter()
                 .zip(counts)
