@@ -620,6 +620,30 @@ fn a_table_in_mariadb_compares_with_sqlite_and_parquet() {
     let sent = query["sql"].as_str().unwrap_or_default();
     assert!(sent.contains("WHERE") && sent.contains("created"), "{sent}");
     assert!(!sent.contains("status"), "only the columns used: {sent}");
+
+    // validate plans it from the table's schema alone, the password hidden.
+    ws.write(
+        "dualrun.toml",
+        &format!(
+            "[tables.orders]\nbatch = \"batch/orders/\"\nstream = \"{url}?table=orders&sslmode=disabled\"\n\
+             [[checks]]\nname = \"orders\"\nsql = \"SELECT order_id, amount FROM orders\"\nkey = [\"order_id\"]\n"
+        ),
+    );
+    let validated = ws.run(&["validate", "--config", "dualrun.toml"]);
+    assert_eq!(
+        validated.code, 0,
+        "{}\n{}",
+        validated.stdout, validated.stderr
+    );
+    assert!(
+        validated
+            .stdout
+            .contains("orders (stream): database table at mysql://***@")
+            && validated.stdout.contains("amount Decimal128(10, 2)"),
+        "{}",
+        validated.stdout
+    );
+    assert!(!validated.stdout.contains("reader-secret"));
 }
 
 /// Every session dualrun opens is read-only in the server; faults are one line, exit 2.
