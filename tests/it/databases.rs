@@ -89,6 +89,31 @@ fn batch(ws: &Workspace, third_amount: &str) {
     );
 }
 
+/// `validate` on the orders check with its stream side at `stream` (a `scheme://` database
+/// table): planned from the schema alone, the amount a DECIMAL(10, 2), the password hidden.
+fn validates_from_the_schema(ws: &Workspace, stream: &str, scheme: &str) {
+    ws.write(
+        "dualrun.toml",
+        &format!(
+            "[tables.orders]\nbatch = \"batch/orders/\"\nstream = \"{stream}\"\n\
+             [[checks]]\nname = \"orders\"\nsql = \"SELECT order_id, amount FROM orders\"\nkey = [\"order_id\"]\n"
+        ),
+    );
+    let validated = ws.run(&["validate", "--config", "dualrun.toml"]);
+    assert_eq!(
+        validated.code, 0,
+        "{}\n{}",
+        validated.stdout, validated.stderr
+    );
+    let side = format!("orders (stream): database table at {scheme}://***@");
+    assert!(
+        validated.stdout.contains(&side) && validated.stdout.contains("amount Decimal128(10, 2)"),
+        "{}",
+        validated.stdout
+    );
+    assert!(!validated.stdout.contains("reader-secret"));
+}
+
 #[test]
 fn a_stream_table_in_postgresql_compares_with_parquet() {
     let url = database("dr_compare");
@@ -155,32 +180,11 @@ fn a_stream_table_in_postgresql_compares_with_parquet() {
     );
 
     // validate plans a database-backed check from the table's schema alone.
-    ws.write(
-        "dualrun.toml",
-        &format!(
-            "[tables.orders]\nbatch = \"batch/orders/\"\nstream = \"{url}?table=shop.orders&sslmode=disable\"\n\
-             [[checks]]\nname = \"orders\"\nsql = \"SELECT order_id, amount FROM orders\"\nkey = [\"order_id\"]\n"
-        ),
+    validates_from_the_schema(
+        &ws,
+        &format!("{url}?table=shop.orders&sslmode=disable"),
+        "postgres",
     );
-    let validated = ws.run(&["validate", "--config", "dualrun.toml"]);
-    assert_eq!(
-        validated.code, 0,
-        "{}\n{}",
-        validated.stdout, validated.stderr
-    );
-    assert!(
-        validated
-            .stdout
-            .contains("orders (stream): database table at postgres://***@"),
-        "{}",
-        validated.stdout
-    );
-    assert!(
-        validated.stdout.contains("amount Decimal128(10, 2)"),
-        "{}",
-        validated.stdout
-    );
-    assert!(!validated.stdout.contains("reader-secret"));
 
     // A planted difference is found, and the password is never shown.
     batch(&ws, "7.26");
@@ -622,28 +626,11 @@ fn a_table_in_mariadb_compares_with_sqlite_and_parquet() {
     assert!(!sent.contains("status"), "only the columns used: {sent}");
 
     // validate plans it from the table's schema alone, the password hidden.
-    ws.write(
-        "dualrun.toml",
-        &format!(
-            "[tables.orders]\nbatch = \"batch/orders/\"\nstream = \"{url}?table=orders&sslmode=disabled\"\n\
-             [[checks]]\nname = \"orders\"\nsql = \"SELECT order_id, amount FROM orders\"\nkey = [\"order_id\"]\n"
-        ),
+    validates_from_the_schema(
+        &ws,
+        &format!("{url}?table=orders&sslmode=disabled"),
+        "mysql",
     );
-    let validated = ws.run(&["validate", "--config", "dualrun.toml"]);
-    assert_eq!(
-        validated.code, 0,
-        "{}\n{}",
-        validated.stdout, validated.stderr
-    );
-    assert!(
-        validated
-            .stdout
-            .contains("orders (stream): database table at mysql://***@")
-            && validated.stdout.contains("amount Decimal128(10, 2)"),
-        "{}",
-        validated.stdout
-    );
-    assert!(!validated.stdout.contains("reader-secret"));
 }
 
 /// Every session dualrun opens is read-only in the server; faults are one line, exit 2.
