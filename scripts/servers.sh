@@ -20,6 +20,13 @@ as_owner() {  # runs a PostgreSQL tool as the owner of the data directory
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+wait_for_port() {  # waits up to 10 s until something listens on 127.0.0.1:$1
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+    sleep 0.1
+  done
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -69,10 +76,7 @@ start() {
       -public-host "127.0.0.1:$gcsport" -external-url "http://127.0.0.1:$gcsport" \
       -log-level warn >"$state/gcs.log" 2>&1 &
     echo $! > "$state/gcs.pid"
-    for _ in $(seq 1 100); do
-      (exec 3<>"/dev/tcp/127.0.0.1/$gcsport") 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_for_port "$gcsport"
     echo "export DUALRUN_TEST_GCS=http://127.0.0.1:$gcsport"
   fi
 
@@ -83,21 +87,15 @@ start() {
     nohup "$azurite" --blobHost 127.0.0.1 --blobPort "$blob" --location "$state/azurite" \
       --silent --skipApiVersionCheck >"$state/azurite.log" 2>&1 &
     echo $! > "$state/azurite.pid"
-    for _ in $(seq 1 100); do
-      (exec 3<>"/dev/tcp/127.0.0.1/$blob") 2>/dev/null && break
-      sleep 0.1
-    done
+    wait_for_port "$blob"
     echo "export DUALRUN_TEST_AZURITE=http://127.0.0.1:$blob"
   fi
 }
 
 stop() {
-  if [ -f "$state/gcs.pid" ]; then
-    kill "$(cat "$state/gcs.pid")" 2>/dev/null || true
-  fi
-  if [ -f "$state/azurite.pid" ]; then
-    kill "$(cat "$state/azurite.pid")" 2>/dev/null || true
-  fi
+  for pid in "$state/gcs.pid" "$state/azurite.pid"; do
+    [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+  done
   if [ -f "$state/my/pid" ]; then
     kill "$(cat "$state/my/pid")" 2>/dev/null || true
     for _ in $(seq 1 100); do [ -f "$state/my/pid" ] || break; sleep 0.1; done

@@ -416,17 +416,7 @@ async fn sample_keys(ctx: &SessionContext, side: Side, sql: &str) -> Result<Stri
 /// which DataFusion runs faster than a distinct count per key.
 fn change_figures(p: &Pieces, spec: &ChangelogSpec, unordered: &str) -> String {
     let after = format!("({}) AND ({}) IS NOT TRUE", p.changes, p.in_bound);
-    let unknown = match &p.markers {
-        Some((column, allowed)) => {
-            let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
-            format!(
-                "{col} IS NULL OR {col} NOT IN ({})",
-                values.join(", "),
-                col = quote(column)
-            )
-        }
-        None => "FALSE".to_string(),
-    };
+    let unknown = unknown_markers(p);
     format!(
         "SELECT sum(copies), sum(copies) - count(*), count(*) FILTER (WHERE after), \
            sum(copies) FILTER (WHERE unknown), sum(copies) FILTER (WHERE unordered) \
@@ -440,6 +430,22 @@ fn change_figures(p: &Pieces, spec: &ChangelogSpec, unordered: &str) -> String {
         columns = list(&p.columns),
         raw = p.raw,
     )
+}
+
+/// The condition of a change row whose marker column (Flink's op, Debezium's `__op`) holds a
+/// value the shape does not know; FALSE for shapes without markers.
+fn unknown_markers(p: &Pieces) -> String {
+    match &p.markers {
+        Some((column, allowed)) => {
+            let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
+            format!(
+                "{col} IS NULL OR {col} NOT IN ({})",
+                values.join(", "),
+                col = quote(column)
+            )
+        }
+        None => "FALSE".to_string(),
+    }
 }
 
 /// One row per key with a latest version: how many different rows that version has (more than
@@ -552,12 +558,11 @@ pub async fn stats(
         bail!("internal: {what}: {} figures", n.len());
     };
     if let (true, Some((column, allowed))) = (unknown > 0, &p.markers) {
-        let values: Vec<String> = allowed.iter().map(|v| format!("'{v}'")).collect();
         let sample = format!(
-            "SELECT DISTINCT {col} FROM {raw} WHERE {col} IS NULL OR {col} NOT IN ({values}) LIMIT 5",
+            "SELECT DISTINCT {col} FROM {raw} WHERE {unknown} LIMIT 5",
             raw = p.raw,
             col = quote(column),
-            values = values.join(", ")
+            unknown = unknown_markers(&p),
         );
         bail!(
             "{what}: column '{column}' holds values other than {} (e.g. {})",
