@@ -283,13 +283,20 @@ async fn control_runs(
     let mut runs = Vec::new();
     for run in 1..=check.control {
         let (layout_engine, layout) = reference.control_layout(run);
+        let started = std::time::Instant::now();
         let (control, _file) = layout_engine
             .materialize(batch.clone())
             .await
             .with_context(|| format!("control run {run} ({layout})"))?;
+        let materialized = started.elapsed();
         let diff = diff::run(&reference, catalog, check, batch.clone(), control, None)
             .await
             .with_context(|| format!("control run {run} ({layout})"))?;
+        tracing::debug!(
+            "check '{}': control run {run} ({layout}) ran in {materialized:.2?}, its diff in {:.2?}",
+            check.name,
+            started.elapsed() - materialized
+        );
         runs.push((layout, diff));
     }
     Ok(verdict::control_report(runs))

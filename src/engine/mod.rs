@@ -309,12 +309,16 @@ impl Engine {
         (engine, layout)
     }
 
+    /// Rows per batch of a materialized result.
+    const STORED_BATCH_ROWS: usize = 32 * 1024;
+
     /// Runs `plan` to a compressed Arrow file in the spill directory and returns a plan that
     /// reads it back (and the file, deleted when dropped): a result pinned down, to be diffed.
     pub async fn materialize(
         &self,
         plan: LogicalPlan,
     ) -> Result<(LogicalPlan, Arc<dyn datafusion::execution::SpillFile>)> {
+        use datafusion::arrow::compute::BatchCoalescer;
         use datafusion::arrow::ipc::CompressionType;
         use datafusion::arrow::ipc::writer::{FileWriter, IpcWriteOptions};
         use datafusion::datasource::file_format::options::ArrowReadOptions;
@@ -333,9 +337,19 @@ impl Engine {
             &physical.schema(),
             options,
         )?;
+        // The layout's small batches are what the query ran in, not what it should be stored
+        // and read back in: thousands of tiny IPC batches cost more than the query.
+        let mut coalescer = BatchCoalescer::new(physical.schema(), Self::STORED_BATCH_ROWS);
         let mut batches = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
         while let Some(batch) = batches.next().await {
-            writer.write(&batch?)?;
+            coalescer.push_batch(batch?)?;
+            while let Some(batch) = coalescer.next_completed_batch() {
+                writer.write(&batch)?;
+            }
+        }
+        coalescer.finish_buffered_batch()?;
+        while let Some(batch) = coalescer.next_completed_batch() {
+            writer.write(&batch)?;
         }
         writer.finish()?;
         let path = file.path().and_then(|p| p.to_str()).ok_or_else(|| {
