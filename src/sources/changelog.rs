@@ -34,9 +34,9 @@ pub struct ChangelogStats {
     pub side: &'static str,
     /// Change rows in the files.
     pub change_rows: u64,
-    /// Rows that repeat another row exactly (replayed events), counted once.
+    /// Extra copies of a key's latest change (replayed events), which count once.
     pub replayed_rows: u64,
-    /// Changes after the as-of bound, ignored.
+    /// Change rows after the as-of bound, ignored.
     pub ignored_after_as_of: u64,
     /// Keys with a latest version at or before the bound.
     pub keys: u64,
@@ -410,24 +410,16 @@ async fn sample_keys(ctx: &SessionContext, side: Side, sql: &str) -> Result<Stri
     Ok(rows.join("; "))
 }
 
-/// The change log's figures in one row: change rows, replayed rows, distinct rows after the
-/// bound, rows with unknown markers, rows without an ordering value. Identical rows are told
-/// apart by grouping on the key and the row hash (one hash aggregate; replays share a group),
-/// which DataFusion runs faster than a distinct count per key.
-fn change_figures(p: &Pieces, spec: &ChangelogSpec, unordered: &str) -> String {
-    let after = format!("({}) AND ({}) IS NOT TRUE", p.changes, p.in_bound);
-    let unknown = unknown_markers(p);
+/// The change log's figures that need no grouping, in one row and one pass over the changes:
+/// change rows, rows after the bound, rows with unknown markers, rows without an ordering value.
+fn change_figures(p: &Pieces, unordered: &str) -> String {
     format!(
-        "SELECT sum(copies), sum(copies) - count(*), count(*) FILTER (WHERE after), \
-           sum(copies) FILTER (WHERE unknown), sum(copies) FILTER (WHERE unordered) \
-         FROM (SELECT count(*) AS copies, bool_or(({after}) IS TRUE) AS after, \
-                 bool_or(({unknown}) IS TRUE) AS unknown, \
-                 bool_or(({unordered}) IS TRUE) AS unordered \
-               FROM (SELECT *, {ROW_HASH}({columns}) AS {h} FROM {raw}) AS r \
-               GROUP BY {keys}, {h}) AS rows",
-        keys = list(&spec.key),
-        h = ROW_HASH_COLUMN,
-        columns = list(&p.columns),
+        "SELECT count(*), count(*) FILTER (WHERE ({changes}) AND ({in_bound}) IS NOT TRUE), \
+           count(*) FILTER (WHERE ({unknown}) IS TRUE), count(*) FILTER (WHERE ({unordered}) IS TRUE) \
+         FROM {raw}",
+        changes = p.changes,
+        in_bound = p.in_bound,
+        unknown = unknown_markers(p),
         raw = p.raw,
     )
 }
@@ -449,10 +441,10 @@ fn unknown_markers(p: &Pieces) -> String {
 }
 
 /// One row per key with a latest version: how many different rows that version has (more than
-/// one is a tie), and whether it is a delete.
+/// one is a tie), how many rows (more than versions: replays), and whether it is a delete.
 fn latest_per_key(p: &Pieces, spec: &ChangelogSpec) -> String {
     format!(
-        "SELECT {keys}, count(DISTINCT {h}) AS versions, \
+        "SELECT {keys}, count(DISTINCT {h}) AS versions, count(*) AS copies, \
            bool_or(({is_delete}) IS TRUE) AS deleted \
          FROM (SELECT *, {ROW_HASH}({columns}) AS {h} FROM ({latest}) AS t) AS r GROUP BY {keys}",
         keys = list(&spec.key),
@@ -532,13 +524,13 @@ pub async fn stats(
         .map(|o| format!("{} IS NULL", quote(o)))
         .collect();
     let unordered = format!("({}) AND ({})", p.changes, null_order.join(" OR "));
-    // One pass over the changes, one group per key: every figure, and the checks that refuse
-    // the log, from the same aggregate (it spills like the compaction itself).
+    // One plain pass over the changes, and one group per key of the latest changes (the
+    // compaction itself, which spills): every figure, and the checks that refuse the log.
     let figures = format!(
         "SELECT * FROM ({changes}) AS changes, \
-           (SELECT count(*), count(*) FILTER (WHERE deleted), \
+           (SELECT sum(copies - versions), count(*), count(*) FILTER (WHERE deleted), \
               count(*) FILTER (WHERE versions > 1) FROM ({latest}) AS l) AS latest",
-        changes = change_figures(&p, spec, &unordered),
+        changes = change_figures(&p, &unordered),
         latest = latest_per_key(&p, spec),
     );
     let n = numbers(ctx, side, &figures)
@@ -546,10 +538,10 @@ pub async fn stats(
         .with_context(|| what.clone())?;
     let [
         change_rows,
-        replayed,
         after,
         unknown,
         unordered_rows,
+        replayed,
         keys,
         deletes,
         tied,

@@ -168,13 +168,16 @@ fn ties_missing_order_and_unknown_markers_are_refused_by_name() {
     assert!(run.stdout.contains("\"c\""), "{}", run.stdout);
 
     // Several ordering columns: the source time ties, the log offset decides (key 1 ends
-    // 'paid', key 3 '7.5' although its offset-2 change came with an earlier time).
+    // 'paid', key 3 '7.5' although its offset-2 change came with an earlier time). Replays:
+    // key 5's latest change twice counts; key 3's older change twice does not (it never
+    // reaches the table).
     ws.table(
         "two-orders/orders",
         Fmt::Parquet,
         "SELECT order_id, status, amount, CAST(ts AS TIMESTAMP) AS ts, log_offset FROM (VALUES
             (1, 'new', 30.0, '2026-11-24 10:00:00', 1), (1, 'paid', 30.0, '2026-11-24 10:00:00', 2),
-            (3, 'new', 9.0, '2026-11-24 09:00:00', 2), (3, 'new', 7.5, '2026-11-24 10:00:00', 1),
+            (3, 'new', 9.0, '2026-11-24 09:00:00', 2), (3, 'new', 9.0, '2026-11-24 09:00:00', 2),
+            (3, 'new', 7.5, '2026-11-24 10:00:00', 1),
             (4, 'new', 40.0, '2026-11-24 10:00:00', 1), (5, 'paid', 5.0, '2026-11-24 10:00:00', 1),
             (5, 'paid', 5.0, '2026-11-24 10:00:00', 1)) AS t(order_id, status, amount, ts, log_offset)",
     );
