@@ -211,6 +211,7 @@ pub async fn run(
                     let plan = plan::keyless(b, s, &alignment, packing.as_ref())?;
                     let (output, _) = execute_physical(&bucket_state, plan).await?;
                     collector.consume(output, &mut explainer).await?;
+                    partition::return_freed_memory(engine.spec.memory_limit);
                 }
                 (collector.finish(), false)
             } else {
@@ -230,6 +231,7 @@ pub async fn run(
                     )
                     .await?;
                     totals.add(&pass);
+                    partition::return_freed_memory(engine.spec.memory_limit);
                 }
                 (totals.finish(collector), totals.with_occurrence)
             }
