@@ -40,8 +40,9 @@ const TARGET_ROWS: usize = 8192;
 /// How many buckets a keyed diff of `input_bytes` of files needs under `memory_limit`, or
 /// `None` when it fits as one plan. Decoded Arrow data takes a few times its compressed file
 /// size, and a hash join holds one side plus the probe's batches: a bucket gets about a quarter
-/// of the pool (a third ran a 256MiB pool dry now and then on one bucket of 2 × 50M rows). The count is odd, so the bucket (hash mod n) says nothing about the hash
-/// join's own partition (the same hash mod the partition count).
+/// of the pool (a third ran a 256MiB pool dry now and then on one bucket of 2 × 50M rows). The
+/// count is odd, so the bucket (hash mod n) says nothing about the hash join's own partition
+/// (the same hash mod the partition count).
 pub fn bucket_count(
     forced: Option<usize>,
     memory_limit: Option<usize>,
