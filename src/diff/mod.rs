@@ -170,8 +170,13 @@ pub async fn run(
     let stream = plan::prepared(stream, &alignment, packing.as_ref())?;
     let one_pass = !engine.spec.pair_all_by_occurrence;
     // (On Ballista the cluster spreads the work over its executors instead of buckets.)
-    let buckets = partition::bucket_count(engine.spec.buckets, engine.memory_budget(), input_bytes)
-        .filter(|_| engine.remote.is_none());
+    let buckets = partition::bucket_count(
+        engine.spec.buckets,
+        engine.memory_budget(),
+        engine.spec.memory_limit.is_some(),
+        input_bytes,
+    )
+    .filter(|_| engine.remote.is_none());
     let mut scan = ScanStats::default();
     let (collected, paired_by_occurrence) = match buckets {
         Some(buckets) => {
