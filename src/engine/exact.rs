@@ -89,25 +89,9 @@ impl ExactSum {
 
     #[inline]
     fn add_finite(&mut self, x: f64) {
-        if x == 0.0 {
-            return;
+        if !self.fixed.add_value(x) {
+            self.add_to_partials(x);
         }
-        let bits = x.to_bits();
-        let biased = ((bits >> 52) & 0x7ff) as i32;
-        let fraction = bits & ((1 << 52) - 1);
-        // x = mantissa × 2^exponent, mantissa < 2^53.
-        let (mantissa, exponent) = if biased == 0 {
-            (fraction, -1074)
-        } else {
-            (fraction | (1 << 52), biased - 1075)
-        };
-        if self.fixed.bottom == UNSET {
-            self.fixed = Fixed::around(exponent);
-        }
-        if self.fixed.add(mantissa, exponent, x < 0.0) {
-            return;
-        }
-        self.add_to_partials(x);
     }
 
     /// Shewchuk's grow-expansion (Python's `msum`): exact, with the partials kept
@@ -175,12 +159,7 @@ impl ExactSum {
 
     /// Adds another sum's window: limb by limb when both have the same one.
     fn merge_window(&mut self, other: &Fixed) {
-        if other.bottom == UNSET {
-        } else if self.fixed.bottom == UNSET {
-            self.fixed = *other;
-        } else if self.fixed.bottom == other.bottom {
-            self.fixed.add_window(other);
-        } else {
+        if !self.fixed.absorb(other) {
             other.pieces(|piece| self.add_finite(piece));
         }
     }
@@ -278,6 +257,34 @@ impl Fixed {
             bottom: aligned.clamp(-1074, 971 - LAST_SHIFT),
             ..Fixed::EMPTY
         }
+    }
+
+    /// Adds a finite value, placing the window around the first one that is not zero; false
+    /// when it does not fit (the caller keeps it elsewhere).
+    #[inline]
+    fn add_value(&mut self, x: f64) -> bool {
+        if x == 0.0 {
+            return true;
+        }
+        let (mantissa, exponent) = decompose(x);
+        if self.bottom == UNSET {
+            *self = Fixed::around(exponent);
+        }
+        self.add(mantissa, exponent, x < 0.0)
+    }
+
+    /// Adds another window when that can go limb by limb (the same bottom, or this one not
+    /// placed yet); false when the other must be added piece by piece.
+    fn absorb(&mut self, other: &Fixed) -> bool {
+        if other.bottom == UNSET {
+        } else if self.bottom == UNSET {
+            *self = *other;
+        } else if self.bottom == other.bottom {
+            self.add_window(other);
+        } else {
+            return false;
+        }
+        true
     }
 
     /// Adds ±mantissa × 2^exponent; false when it does not fit the window.
@@ -866,15 +873,7 @@ impl SumGroups {
             self.rare.entry(group).or_default().add(x, 1);
             return;
         }
-        if x == 0.0 {
-            return;
-        }
-        let (mantissa, exponent) = decompose(x);
-        let fixed = &mut self.windows[window];
-        if fixed.bottom == UNSET {
-            *fixed = Fixed::around(exponent);
-        }
-        if !fixed.add(mantissa, exponent, x < 0.0) {
+        if !self.windows[window].add_value(x) {
             self.rare.entry(group).or_default().add_to_partials(x);
         }
     }
@@ -882,12 +881,7 @@ impl SumGroups {
     /// Merges another sum's window into a group, which becomes cold.
     fn merge_window(&mut self, group: usize, other: &Fixed) {
         let window = self.make_cold(group);
-        let target = &mut self.windows[window];
-        if target.bottom == UNSET {
-            *target = *other;
-        } else if target.bottom == other.bottom {
-            target.add_window(other);
-        } else {
+        if !self.windows[window].absorb(other) {
             other.pieces(|piece| self.add_cold(group, window, piece));
         }
     }
