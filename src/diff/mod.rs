@@ -191,8 +191,13 @@ pub async fn run(
                 }
                 partition::split(&state, plan, &columns, buckets)
             };
+            let started = std::time::Instant::now();
             let mut batch_buckets = split(batch, "batch").await?;
             let mut stream_buckets = split(stream, "stream").await?;
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "both sides split"
+            );
             let (batch_scan, stream_scan) = (
                 scan::stats(&batch_buckets.physical, catalog),
                 scan::stats(&stream_buckets.physical, catalog),
@@ -237,6 +242,11 @@ pub async fn run(
                     .await?;
                     totals.add(&pass);
                     partition::return_freed_memory(engine.spec.memory_limit);
+                    tracing::debug!(
+                        bucket = index,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "bucket diffed"
+                    );
                 }
                 (totals.finish(collector), totals.with_occurrence)
             }

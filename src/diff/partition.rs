@@ -34,6 +34,9 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+/// The most input (file bytes) one bucket holds; see `bucket_count`.
+const MAX_BUCKET_FILE_BYTES: u64 = 32 << 20;
+
 /// Rows gathered per bucket before they are written, so buckets read back in full batches.
 const TARGET_ROWS: usize = 8192;
 
@@ -48,6 +51,10 @@ const TARGET_ROWS: usize = 8192;
 /// A budget taken from the machine's memory only needs to hold the diff, which peaks at about
 /// 1.75× its files (2 × 20M rows: 2.8 GB for 1.6 GB): buckets write and read every column
 /// once more (the same 20M diff took 14.0 s in buckets, 6.8 s in memory).
+///
+/// Buckets hold at most `MAX_BUCKET_FILE_BYTES` of the input files however large the budget:
+/// a bucket's hash table then stays small enough for the caches. 2 × 50M rows took 26.6 s in
+/// 11 buckets (a 6 GiB budget), 27.2 s in 17, 24.1 s in 33 and 23.0 s in 127.
 pub fn bucket_count(
     forced: Option<usize>,
     budget: Option<usize>,
@@ -63,7 +70,9 @@ pub fn bucket_count(
         return None;
     }
     let decoded = input_bytes.saturating_mul(4);
-    let n = decoded.div_ceil((budget / 4).max(1)) as usize;
+    let n = decoded
+        .div_ceil((budget / 4).max(1))
+        .max(input_bytes.div_ceil(MAX_BUCKET_FILE_BYTES)) as usize;
     Some(n | 1)
 }
 
@@ -197,6 +206,10 @@ struct BucketWriter {
     /// no room for what runs outside it (decoding, compression, the allocator's slack): at
     /// 2 × 50M rows under 256MiB the process peaked at 2.2× the limit.
     share: usize,
+    /// DataFusion's own `spill_compression`, uncompressed unless set. The packed values
+    /// compress poorly: LZ4 took a third of the CPU time of splitting 2 × 50M rows, which ran
+    /// 23.5 s uncompressed against 29.5 s with LZ4 (8.0 GB of files against 5.3 GB).
+    compression: Option<CompressionType>,
     files: Vec<Option<OpenFile>>,
     pending: Vec<Pending>,
     written: Vec<u64>,
@@ -235,6 +248,7 @@ impl BucketWriter {
             schema,
             reservation,
             share,
+            compression: state.config().options().execution.spill_compression.into(),
             files: (0..buckets).map(|_| None).collect(),
             pending: (0..buckets).map(|_| Pending::default()).collect(),
             written: vec![0; buckets],
@@ -319,10 +333,7 @@ impl BucketWriter {
                     .state_runtime
                     .disk_manager
                     .create_tmp_file("dualrun diff bucket")?;
-                // LZ4: writing through the page cache costs more than compressing (on the
-                // 2 × 50M benchmark about twice the CPU time), and the files shrink ~2.5x.
-                let options = IpcWriteOptions::default()
-                    .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+                let options = IpcWriteOptions::default().try_with_compression(self.compression)?;
                 let writer = StreamWriter::try_new_with_options(
                     BufWriter::new(file.open_writer()?),
                     &self.schema,
@@ -397,9 +408,15 @@ mod tests {
         // 2 × 20M rows of the benchmark: 1.6 GB of files.
         let files = 16 * GIB / 10;
         assert_eq!(bucket_count(None, budget, false, files), None);
-        assert_eq!(bucket_count(None, budget, true, files), Some(5));
-        // 2 × 50M rows: 4 GB of files bucket either way, into buckets of a quarter budget.
-        assert_eq!(bucket_count(None, budget, false, 4 * GIB), Some(11));
+        assert_eq!(bucket_count(None, budget, true, files), Some(53));
+        // 2 × 50M rows: 4 GB of files bucket either way, into buckets of at most 32 MiB of
+        // files (a quarter budget would hold 11 times that).
+        assert_eq!(bucket_count(None, budget, false, 4 * GIB), Some(129));
+        // A small limit asks for more, smaller buckets than that.
+        assert_eq!(
+            bucket_count(None, Some(256 << 20), true, 4 * GIB),
+            Some(257)
+        );
         assert_eq!(bucket_count(None, None, false, 4 * GIB), None);
         assert_eq!(bucket_count(Some(1), budget, true, 4 * GIB), None);
         assert_eq!(bucket_count(Some(8), None, false, 1), Some(8));
