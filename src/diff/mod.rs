@@ -175,6 +175,7 @@ pub async fn run(
         engine.memory_budget(),
         engine.spec.memory_limit.is_some(),
         input_bytes,
+        partition::max_buckets(state.config().target_partitions()),
     )
     .filter(|_| engine.remote.is_none());
     let mut scan = ScanStats::default();

@@ -54,12 +54,15 @@ const TARGET_ROWS: usize = 8192;
 ///
 /// Buckets hold at most `MAX_BUCKET_FILE_BYTES` of the input files however large the budget:
 /// a bucket's hash table then stays small enough for the caches. 2 × 50M rows took 26.6 s in
-/// 11 buckets (a 6 GiB budget), 27.2 s in 17, 24.1 s in 33 and 23.0 s in 127.
+/// 11 buckets (a 6 GiB budget), 27.2 s in 17, 24.1 s in 33 and 23.0 s in 127. That is for
+/// speed only, so it asks for no more than `max_buckets` (what the open-file limit allows);
+/// the memory budget's count does not yield to it.
 pub fn bucket_count(
     forced: Option<usize>,
     budget: Option<usize>,
     limit: bool,
     input_bytes: u64,
+    max_buckets: usize,
 ) -> Option<usize> {
     if let Some(n) = forced {
         return (n > 1).then_some(n);
@@ -70,10 +73,30 @@ pub fn bucket_count(
         return None;
     }
     let decoded = input_bytes.saturating_mul(4);
-    let n = decoded
-        .div_ceil((budget / 4).max(1))
-        .max(input_bytes.div_ceil(MAX_BUCKET_FILE_BYTES)) as usize;
-    Some(n | 1)
+    let for_memory = decoded.div_ceil((budget / 4).max(1));
+    let for_speed = input_bytes
+        .div_ceil(MAX_BUCKET_FILE_BYTES)
+        .min(max_buckets as u64);
+    Some(for_memory.max(for_speed) as usize | 1)
+}
+
+/// The most buckets a diff whose sides are read in `partitions` partitions can write without
+/// nearing the process's limit of open files: each writer keeps one file open per bucket, and
+/// half the limit stays for the inputs and everything else.
+pub fn max_buckets(partitions: usize) -> usize {
+    let mut open_files = 1024;
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            open_files = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+        }
+    }
+    (open_files / 2 / partitions.max(1)).max(1)
 }
 
 /// One side split into buckets: per bucket, one spill file per input partition that had rows.
@@ -407,18 +430,24 @@ mod tests {
         let budget = Some(6 * GIB as usize);
         // 2 × 20M rows of the benchmark: 1.6 GB of files.
         let files = 16 * GIB / 10;
-        assert_eq!(bucket_count(None, budget, false, files), None);
-        assert_eq!(bucket_count(None, budget, true, files), Some(53));
+        assert_eq!(bucket_count(None, budget, false, files, 1000), None);
+        assert_eq!(bucket_count(None, budget, true, files, 1000), Some(53));
         // 2 × 50M rows: 4 GB of files bucket either way, into buckets of at most 32 MiB of
         // files (a quarter budget would hold 11 times that).
-        assert_eq!(bucket_count(None, budget, false, 4 * GIB), Some(129));
+        assert_eq!(bucket_count(None, budget, false, 4 * GIB, 1000), Some(129));
         // A small limit asks for more, smaller buckets than that.
         assert_eq!(
-            bucket_count(None, Some(256 << 20), true, 4 * GIB),
+            bucket_count(None, Some(256 << 20), true, 4 * GIB, 1000),
             Some(257)
         );
-        assert_eq!(bucket_count(None, None, false, 4 * GIB), None);
-        assert_eq!(bucket_count(Some(1), budget, true, 4 * GIB), None);
-        assert_eq!(bucket_count(Some(8), None, false, 1), Some(8));
+        assert_eq!(bucket_count(None, None, false, 4 * GIB, 1000), None);
+        assert_eq!(bucket_count(Some(1), budget, true, 4 * GIB, 1000), None);
+        assert_eq!(bucket_count(Some(8), None, false, 1, 1000), Some(8));
+        // Few open files allowed: fewer, larger buckets for speed, never fewer for memory.
+        assert_eq!(bucket_count(None, budget, false, 4 * GIB, 40), Some(41));
+        assert_eq!(
+            bucket_count(None, Some(256 << 20), true, 4 * GIB, 40),
+            Some(257)
+        );
     }
 }

@@ -767,3 +767,54 @@ fn out_of_memory_is_one_line_naming_a_limit() {
     }
     panic!("the suggested limits never sufficed: {advice}");
 }
+
+/// A diff split into more buckets than the soft limit of open files allows files still runs:
+/// each bucket writer keeps a file open per bucket, and dualrun raises its soft limit to the
+/// hard one (1,024 soft under a far higher hard limit is a common default).
+#[test]
+fn many_buckets_under_a_low_soft_limit_of_open_files() {
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .expect("sh runs");
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    if hard.parse::<u64>().is_ok_and(|n| n < 2048) {
+        eprintln!("skipped: the hard limit of open files ({hard}) is too low to raise to");
+        return;
+    }
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "batch",
+        Fmt::Parquet,
+        "SELECT value AS id, value * 2 AS x FROM generate_series(1, 3000)",
+    );
+    let stream = ws.table(
+        "stream",
+        Fmt::Parquet,
+        "SELECT value AS id, CASE WHEN value = 7 THEN 0 ELSE value * 2 END AS x \
+         FROM generate_series(1, 3000)",
+    );
+    ws.write(
+        "buckets.toml",
+        &format!(
+            "[tables.t]\nbatch = \"{batch}\"\nstream = \"{stream}\"\n\n\
+             [[checks]]\nname = \"t\"\nsql = \"SELECT * FROM t\"\nkey = [\"id\"]\n\n\
+             [engine]\nbuckets = 301\ntarget_partitions = 2\n"
+        ),
+    );
+    let output = Command::new("sh")
+        .args(["-c", "ulimit -Sn 128 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_dualrun"))
+        .args(["run", "--config", "buckets.toml", "--format", "json"])
+        .current_dir(ws.dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("dualrun starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let check = &report["checks"][0];
+    assert_eq!(check["status"], "diverged", "{check}");
+    assert_eq!(check["counts"]["matched"], 2999, "{check}");
+    assert_eq!(check["counts"]["mismatched"], 1, "{check}");
+}
