@@ -342,6 +342,21 @@ impl BucketWriter {
         Ok(())
     }
 
+    /// A new bucket file, open for writing.
+    fn open(&self) -> Result<OpenFile> {
+        let file = self
+            .state_runtime
+            .disk_manager
+            .create_tmp_file("dualrun diff bucket")?;
+        let options = IpcWriteOptions::default().try_with_compression(self.compression)?;
+        let writer = StreamWriter::try_new_with_options(
+            BufWriter::new(file.open_writer()?),
+            &self.schema,
+            options,
+        )?;
+        Ok(OpenFile { file, writer })
+    }
+
     fn flush(&mut self, bucket: usize) -> Result<()> {
         let pending = std::mem::take(&mut self.pending[bucket]);
         if pending.batches.is_empty() {
@@ -349,21 +364,15 @@ impl BucketWriter {
         }
         let batch = compact_views(concat_batches(&self.schema, &pending.batches)?)?;
         drop(pending.batches);
-        let open = match &mut self.files[bucket] {
-            Some(open) => open,
-            slot => {
-                let file = self
-                    .state_runtime
-                    .disk_manager
-                    .create_tmp_file("dualrun diff bucket")?;
-                let options = IpcWriteOptions::default().try_with_compression(self.compression)?;
-                let writer = StreamWriter::try_new_with_options(
-                    BufWriter::new(file.open_writer()?),
-                    &self.schema,
-                    options,
-                )?;
-                slot.insert(OpenFile { file, writer })
-            }
+        if self.files[bucket].is_none() {
+            let buckets = self.files.len();
+            let open = self
+                .open()
+                .map_err(|error| explain_open_files(error, buckets))?;
+            self.files[bucket] = Some(open);
+        }
+        let Some(open) = self.files[bucket].as_mut() else {
+            return Err(anyhow!("internal: bucket file {bucket} is not open"));
         };
         open.writer.write(&batch)?;
         self.written[bucket] += batch.num_rows() as u64;
@@ -371,6 +380,23 @@ impl BucketWriter {
             .shrink(pending.reserved.min(self.reservation.size()));
         Ok(())
     }
+}
+
+/// Says what to do when the bucket files ran out of file handles (the hard limit was too low
+/// to raise the soft one far enough); other errors as they are.
+fn explain_open_files(error: anyhow::Error, buckets: usize) -> anyhow::Error {
+    let emfile = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(24)
+    }) || error.to_string().contains("os error 24");
+    if !emfile {
+        return error;
+    }
+    anyhow!(
+        "too many open files for {buckets} buckets on disk (each bucket keeps a file open per input partition): raise the limit (`ulimit -n`) or set [engine] buckets lower"
+    )
 }
 
 /// Gives the memory a finished bucket freed back to the system when the process holds more

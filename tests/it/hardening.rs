@@ -770,7 +770,8 @@ fn out_of_memory_is_one_line_naming_a_limit() {
 
 /// A diff split into more buckets than the soft limit of open files allows files still runs:
 /// each bucket writer keeps a file open per bucket, and dualrun raises its soft limit to the
-/// hard one (1,024 soft under a far higher hard limit is a common default).
+/// hard one (1,024 soft under a far higher hard limit is a common default). When the hard limit
+/// is too low too, the error says so and what to change.
 #[test]
 fn many_buckets_under_a_low_soft_limit_of_open_files() {
     let hard = Command::new("sh")
@@ -817,4 +818,21 @@ fn many_buckets_under_a_low_soft_limit_of_open_files() {
     assert_eq!(check["status"], "diverged", "{check}");
     assert_eq!(check["counts"]["matched"], 2999, "{check}");
     assert_eq!(check["counts"]["mismatched"], 1, "{check}");
+    // With a hard limit too low as well, the error says what to change.
+    let output = Command::new("sh")
+        .args(["-c", "ulimit -n 200 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_dualrun"))
+        .args(["run", "--config", "buckets.toml"])
+        .current_dir(ws.dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("dualrun starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("too many open files for 301 buckets")
+            && stderr.contains("`ulimit -n`")
+            && stderr.contains("[engine] buckets"),
+        "{stderr}"
+    );
 }
