@@ -54,7 +54,8 @@ fn main() -> ExitCode {
             eprintln!("{}", std::backtrace::Backtrace::force_capture());
         }
     }));
-    raise_open_file_limit();
+    // Bucketed diffs keep hundreds of spill files open at once.
+    dualrun::diff::partition::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,27 +152,4 @@ async fn dispatch(cli: Cli) -> Exit {
         panic!("injected by DUALRUN_TEST_PANIC");
     }
     commands::execute(cli.command).await
-}
-
-/// Raises the soft limit of open files to the hard one. A diff split into buckets keeps a spill
-/// file open per bucket and input partition (hundreds on a large diff), and many systems start
-/// processes with a soft limit of 1,024 under a far higher hard limit, which any process may
-/// raise itself to. Nothing else changes if the call fails.
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-                && limit.rlim_cur < limit.rlim_max
-            {
-                limit.rlim_cur = limit.rlim_max.min(1 << 20);
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
-        }
-    }
 }

@@ -84,19 +84,36 @@ pub fn bucket_count(
 /// nearing the process's limit of open files: each writer keeps one file open per bucket, and
 /// half the limit stays for the inputs and everything else.
 pub fn max_buckets(partitions: usize) -> usize {
-    let mut open_files = 1024;
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            open_files = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    let open_files = open_file_limits().map_or(1024, |limit| limit.rlim_cur);
+    let open_files = usize::try_from(open_files).unwrap_or(usize::MAX);
+    (open_files / 2 / partitions.max(1)).max(1)
+}
+
+/// Raises the process's soft limit of open files to the hard one. Many systems start processes
+/// with a soft limit of 1,024 under a far higher hard limit, which any process may raise itself
+/// to; splitting a large diff needs hundreds of files open. Nothing changes if the call fails.
+pub fn raise_open_file_limit() {
+    let Some(mut limit) = open_file_limits() else {
+        return;
+    };
+    let raised = limit.rlim_max.min(1 << 20);
+    if raised > limit.rlim_cur {
+        limit.rlim_cur = raised;
+        // SAFETY: setrlimit only reads the struct it is given.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
-    (open_files / 2 / partitions.max(1)).max(1)
+}
+
+/// The soft and hard limits of open files (dualrun runs on Unix only).
+fn open_file_limits() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
 }
 
 /// One side split into buckets: per bucket, one spill file per input partition that had rows.
