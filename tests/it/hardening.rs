@@ -803,14 +803,18 @@ fn many_buckets_under_a_low_soft_limit_of_open_files() {
              [engine]\nbuckets = 301\ntarget_partitions = 2\n"
         ),
     );
-    let output = Command::new("sh")
-        .args(["-c", "ulimit -Sn 128 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_dualrun"))
-        .args(["run", "--config", "buckets.toml", "--format", "json"])
-        .current_dir(ws.dir.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("dualrun starts");
+    // `dualrun run` of that config under a shell's `ulimit` flags.
+    let run_under = |ulimit: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_dualrun"))
+            .args(["run", "--config", "buckets.toml", "--format", "json"])
+            .current_dir(ws.dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("dualrun starts")
+    };
+    let output = run_under("-Sn 128");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
@@ -819,14 +823,7 @@ fn many_buckets_under_a_low_soft_limit_of_open_files() {
     assert_eq!(check["counts"]["matched"], 2999, "{check}");
     assert_eq!(check["counts"]["mismatched"], 1, "{check}");
     // With a hard limit too low as well, the error says what to change.
-    let output = Command::new("sh")
-        .args(["-c", "ulimit -n 200 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_dualrun"))
-        .args(["run", "--config", "buckets.toml"])
-        .current_dir(ws.dir.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("dualrun starts");
+    let output = run_under("-n 200");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
