@@ -402,6 +402,8 @@ impl BucketWriter {
 /// Says what to do when the bucket files ran out of file handles (the hard limit was too low
 /// to raise the soft one far enough); other errors as they are.
 fn explain_open_files(error: anyhow::Error, buckets: usize) -> anyhow::Error {
+    // DataFusion's disk manager reports it only as text ("IO error: Too many open files (os
+    // error 24) at path …"), with no io::Error in the chain; other paths keep the io::Error.
     let emfile = error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
