@@ -753,8 +753,10 @@ impl Accumulator for DistinctAccumulator {
 /// - cold: a group whose exact sum no longer fits two doubles (or that met a NaN, an infinity or
 ///   a value near the double range) moves, for good, to a fixed-point window (where a big group
 ///   sums fastest), with whatever is rarer still (values outside the window, non-finite counts)
-///   in a side table. The first cold groups take a batch's values by exponent first (see
-///   [`ByExponent`]), which a GROUP BY over a handful of groups spends most of its time on.
+///   in a side table.
+///
+/// A GROUP BY over a handful of groups sums each batch by exponent first
+/// ([`SumGroups::add_few`]).
 ///
 /// Both tiers hold the exact sum and round it once, so a group's result does not depend on
 /// which tier the order of arrival left it in.
@@ -763,90 +765,24 @@ struct SumGroups {
     groups: Vec<GroupSum>,
     /// The windows of cold groups; a cold group's `lo` holds its index here.
     windows: Vec<Fixed>,
-    /// The group of each window.
-    window_groups: Vec<usize>,
     /// Partials and non-finite counts of cold groups that have any.
     rare: HashMap<usize, ExactSum>,
-    /// The values of the first cold groups within one batch, before they reach their windows.
-    batch: ByExponent,
+    /// [`SumGroups::add_few`]'s slots, kept between batches (zero there).
+    few: Option<Box<FewSlots>>,
     avg: bool,
 }
 
-/// Windows whose groups sum a batch by exponent first (32 KiB each): with few groups (a GROUP
-/// BY over a handful of values, where every group is cold), the window's shifts and carries
-/// would cost more than the rest of the aggregation.
-const BY_EXPONENT_WINDOWS: usize = 16;
-/// Biased exponents below this sum by exponent: even a batch's whole sum at the top one is far
-/// from the double range when it is folded into the window.
-const BY_EXPONENT_BELOW: u64 = 0x780;
-
-/// Values summed by exponent between two folds: far fewer than the 2^31 halves of mantissas
-/// (each below 2^32) an i64 takes.
+/// At most this many groups sum a batch by exponent ([`SumGroups::add_few`]).
+const FEW_GROUPS: usize = 16;
+/// Biased exponents below this sum by exponent: even a batch's whole sum at the top one stays
+/// far from the double range.
+const BY_EXPONENT_BELOW: usize = 0x780;
+/// Values summed by exponent before a fold: far fewer than the 2^31 halves of mantissas (each
+/// below 2^32) an i64 takes.
 const BY_EXPONENT_VALUES: usize = 1 << 20;
-
-/// A few cold groups' latest finite values: per window and biased exponent, the exact sum of
-/// the signed mantissas, kept as two sums of their low 32 bits and of the rest (two additions
-/// without a carry between them), with a bit per slot that is not zero. Folded into the
-/// windows at the end of every batch (and after [`BY_EXPONENT_VALUES`] values), so that
-/// nothing else sees it.
-#[derive(Debug, Default)]
-struct ByExponent {
-    /// Low and high sums of each slot.
-    sums: Vec<[i64; 2]>,
-    /// The windows that have slots: none until the first cold group, then
-    /// [`BY_EXPONENT_WINDOWS`].
-    windows: usize,
-    touched: Vec<u64>,
-    /// Values added since the last fold outside [`SumGroups::add_all`], which folds by itself.
-    values: usize,
-}
-
-impl ByExponent {
-    /// Adds a finite value's bits of biased exponent `biased` (below [`BY_EXPONENT_BELOW`]) to
-    /// `window`'s slots; false when the window has none.
-    #[inline(always)]
-    fn add(&mut self, window: usize, bits: u64, biased: u64) -> bool {
-        if window >= self.windows {
-            return false;
-        }
-        // Windows side by side per exponent: few cache lines, and no two windows' slots
-        // 32 KiB apart (the same cache set).
-        let slot = biased as usize * BY_EXPONENT_WINDOWS + window;
-        let [low, high] = &mut self.sums[slot];
-        let mantissa = (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52;
-        let flip = -((bits >> 63) as i64);
-        *low += ((mantissa & 0xffff_ffff) as i64 ^ flip) - flip;
-        *high += ((mantissa >> 32) as i64 ^ flip) - flip;
-        self.touched[slot >> 6] |= 1 << (slot & 63);
-        true
-    }
-
-    /// Each slot that is not zero as exact doubles (53-bit pieces of its sum, scaled), with its
-    /// window; the slots are zero again afterwards.
-    fn drain(&mut self, mut emit: impl FnMut(usize, f64)) {
-        for (word, bits) in self.touched.iter_mut().enumerate() {
-            while *bits != 0 {
-                let slot = word * 64 + bits.trailing_zeros() as usize;
-                *bits &= *bits - 1;
-                let [low, high] = std::mem::take(&mut self.sums[slot]);
-                let sum = low as i128 + ((high as i128) << 32);
-                let (window, biased) = (
-                    slot % BY_EXPONENT_WINDOWS,
-                    (slot / BY_EXPONENT_WINDOWS) as i32,
-                );
-                let exponent = biased.max(1) - 1075;
-                let magnitude = sum.unsigned_abs();
-                for (k, start) in [0u32, 53].into_iter().enumerate() {
-                    let chunk = ((magnitude >> start) as u64) & ((1 << 53) - 1);
-                    if chunk != 0 {
-                        let piece = chunk as f64 * pow2(exponent + 53 * k as i32);
-                        emit(window, if sum < 0 { -piece } else { piece });
-                    }
-                }
-            }
-        }
-    }
-}
+/// Per biased exponent and group, the sums of the low 32 bits and of the rest of the signed
+/// mantissas.
+type FewSlots = [[i64; 2]; 2048 * FEW_GROUPS];
 
 /// A group's exact sum `hi + lo` (hot) and its count; in a cold group `hi` is NaN and `lo` the
 /// index of its window.
@@ -883,15 +819,11 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
 /// The hot path of one value into one group: in registers while the group is hot, into its
 /// window when it is cold; false when the value needs [`SumGroups::add_slowly`].
 #[inline(always)]
-fn add_fast(sum: &mut GroupSum, windows: &mut [Fixed], batch: &mut ByExponent, x: f64) -> bool {
+fn add_fast(sum: &mut GroupSum, windows: &mut [Fixed], x: f64) -> bool {
     if let Some(window) = sum.cold() {
         // A big group: its window nearly always takes the value, without a branch on the
         // value's kind (zero, subnormal, negative) until the window refuses it.
         let bits = x.to_bits();
-        if (bits >> 52) & 0x7ff < BY_EXPONENT_BELOW && batch.add(window, bits, (bits >> 52) & 0x7ff)
-        {
-            return true;
-        }
         let biased = ((bits >> 52) & 0x7ff) as i32;
         let fixed = &mut windows[window];
         if biased != 0x7ff && fixed.bottom != UNSET {
@@ -917,9 +849,8 @@ impl SumGroups {
         SumGroups {
             groups: Vec::new(),
             windows: Vec::new(),
-            window_groups: Vec::new(),
             rare: HashMap::new(),
-            batch: ByExponent::default(),
+            few: None,
             avg,
         }
     }
@@ -932,39 +863,17 @@ impl SumGroups {
     /// [`SumGroups::add_slowly`], out of line.
     #[inline(always)]
     fn add(&mut self, group: usize, x: f64) {
-        if !add_fast(
-            &mut self.groups[group],
-            &mut self.windows,
-            &mut self.batch,
-            x,
-        ) {
+        if !add_fast(&mut self.groups[group], &mut self.windows, x) {
             self.add_slowly(group, x);
         }
-        self.batch.values += 1;
-        if self.batch.values == BY_EXPONENT_VALUES {
-            self.fold_batch();
-        }
     }
 
-    /// The hot loop over a batch without NULLs, folding the sums by exponent as often as they
-    /// need.
+    /// The hot loop over a batch without NULLs. The tiers are borrowed once per run of rows
+    /// that need nothing unusual, so their bounds and bases stay in registers.
     fn add_all(&mut self, group_indices: &[usize], data: &[f64]) {
-        for (group_indices, data) in group_indices
-            .chunks(BY_EXPONENT_VALUES)
-            .zip(data.chunks(BY_EXPONENT_VALUES))
-        {
-            self.add_run(group_indices, data);
-            self.fold_batch();
-        }
-    }
-
-    /// The tiers are borrowed once per run of rows that need nothing unusual, so their bounds
-    /// and bases stay in registers.
-    fn add_run(&mut self, group_indices: &[usize], data: &[f64]) {
         let mut start = 0;
         while start < group_indices.len() {
-            let (groups, windows, batch) =
-                (&mut self.groups[..], &mut self.windows[..], &mut self.batch);
+            let (groups, windows) = (&mut self.groups[..], &mut self.windows[..]);
             let refused =
                 group_indices[start..]
                     .iter()
@@ -972,7 +881,7 @@ impl SumGroups {
                     .position(|(&group, &x)| {
                         let sum = &mut groups[group];
                         sum.count += 1;
-                        !add_fast(sum, windows, batch, x)
+                        !add_fast(sum, windows, x)
                     });
             let Some(offset) = refused else {
                 return;
@@ -981,6 +890,68 @@ impl SumGroups {
             self.add_slowly(group_indices[row], data[row]);
             start = row + 1;
         }
+    }
+
+    /// A batch of a GROUP BY over a handful of groups, where every group soon holds a big exact
+    /// sum and the windows' shifts and carries would be most of the query's time: each value's
+    /// signed mantissa goes, as two halves with no carry between them, into a slot per exponent
+    /// and group, and the slots are added into the groups once per batch (each an exact
+    /// integer times a power of two). The top of the double range, NaN and infinities take the
+    /// usual path.
+    fn add_few(&mut self, group_indices: &[usize], data: &[f64]) {
+        let mut slots = self.few.take().unwrap_or_else(|| {
+            vec![[0i64; 2]; 2048 * FEW_GROUPS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("the slots' length")
+        });
+        for (group_indices, data) in group_indices
+            .chunks(BY_EXPONENT_VALUES)
+            .zip(data.chunks(BY_EXPONENT_VALUES))
+        {
+            let mut counts = [0u64; FEW_GROUPS];
+            let (mut lowest, mut highest) = (usize::MAX, 0);
+            let mut unusual = Vec::new();
+            for (&group, &x) in group_indices.iter().zip(data) {
+                let bits = x.to_bits();
+                let biased = ((bits >> 52) & 0x7ff) as usize;
+                if biased >= BY_EXPONENT_BELOW || group >= FEW_GROUPS {
+                    unusual.push((group, x));
+                    continue;
+                }
+                counts[group] += 1;
+                let mantissa = (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52;
+                let flip = -((bits >> 63) as i64);
+                let [low, high] = &mut slots[biased * FEW_GROUPS + group];
+                *low += ((mantissa & 0xffff_ffff) as i64 ^ flip) - flip;
+                *high += ((mantissa >> 32) as i64 ^ flip) - flip;
+                lowest = lowest.min(biased);
+                highest = highest.max(biased);
+            }
+            for (group, count) in counts.into_iter().enumerate().filter(|c| c.1 > 0) {
+                self.groups[group].count += count;
+            }
+            for biased in lowest..=highest {
+                for group in 0..FEW_GROUPS {
+                    let [low, high] = std::mem::take(&mut slots[biased * FEW_GROUPS + group]);
+                    let sum = low as i128 + ((high as i128) << 32);
+                    let magnitude = sum.unsigned_abs();
+                    // Below 2^84: two exact doubles.
+                    for start in [0, 53] {
+                        let chunk = ((magnitude >> start) as u64) & ((1 << 53) - 1);
+                        if chunk != 0 {
+                            let piece = chunk as f64 * pow2(biased.max(1) as i32 - 1075 + start);
+                            self.add(group, if sum < 0 { -piece } else { piece });
+                        }
+                    }
+                }
+            }
+            for (group, x) in unusual {
+                self.groups[group].count += 1;
+                self.add(group, x);
+            }
+        }
+        self.few = Some(slots);
     }
 
     /// A value the hot loop could not take: the group turns (or is) cold, and the value goes
@@ -1000,29 +971,11 @@ impl SumGroups {
         }
         let window = self.windows.len();
         self.windows.push(Fixed::EMPTY);
-        self.window_groups.push(group);
-        if window < BY_EXPONENT_WINDOWS && self.batch.sums.is_empty() {
-            self.batch.sums = vec![[0; 2]; BY_EXPONENT_WINDOWS * 2048];
-            self.batch.windows = BY_EXPONENT_WINDOWS;
-            self.batch.touched = vec![0; BY_EXPONENT_WINDOWS * 2048 / 64];
-        }
         let (hi, lo) = (sum.hi, sum.lo);
         (sum.hi, sum.lo) = (f64::NAN, f64::from_bits(window as u64));
         self.add_cold(group, window, hi);
         self.add_cold(group, window, lo);
         window
-    }
-
-    /// Moves the batch's sums by exponent into their windows.
-    fn fold_batch(&mut self) {
-        if self.batch.sums.is_empty() {
-            self.batch.values = 0;
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.values = 0;
-        batch.drain(|window, piece| self.add_cold(self.window_groups[window], window, piece));
-        self.batch = batch;
     }
 
     fn add_cold(&mut self, group: usize, window: usize, x: f64) {
@@ -1066,13 +1019,11 @@ impl SumGroups {
         let groups = emit_to.take_needed(&mut self.groups);
         let taken = groups.len();
         let windows = std::mem::take(&mut self.windows);
-        self.window_groups.clear();
         let mut emitted = SumGroups {
             groups,
             windows: Vec::new(),
-            window_groups: Vec::new(),
             rare: HashMap::new(),
-            batch: ByExponent::default(),
+            few: None,
             avg: self.avg,
         };
         for (group, sum) in std::mem::take(&mut self.rare) {
@@ -1083,11 +1034,10 @@ impl SumGroups {
             }
         }
         for tier in [&mut emitted, &mut *self] {
-            for (group, sum) in tier.groups.iter_mut().enumerate() {
+            for sum in &mut tier.groups {
                 if let Some(window) = sum.cold() {
                     sum.lo = f64::from_bits(tier.windows.len() as u64);
                     tier.windows.push(windows[window]);
-                    tier.window_groups.push(group);
                 }
             }
         }
@@ -1144,7 +1094,11 @@ impl GroupsAccumulator for SumGroups {
         let values = values[0].as_primitive::<Float64Type>();
         let data = values.values();
         if values.null_count() == 0 && opt_filter.is_none() {
-            self.add_all(group_indices, data);
+            if total_num_groups <= FEW_GROUPS {
+                self.add_few(group_indices, data);
+            } else {
+                self.add_all(group_indices, data);
+            }
         } else {
             for (row, (&group, &x)) in group_indices.iter().zip(data.iter()).enumerate() {
                 if values.is_valid(row)
@@ -1155,7 +1109,6 @@ impl GroupsAccumulator for SumGroups {
                 }
             }
         }
-        self.fold_batch();
         Ok(())
     }
 
@@ -1176,7 +1129,6 @@ impl GroupsAccumulator for SumGroups {
             }
             self.groups[group].count += states.counts[row];
         }
-        self.fold_batch();
         Ok(())
     }
 
@@ -1241,6 +1193,7 @@ impl GroupsAccumulator for SumGroups {
         self.groups.capacity() * size_of::<GroupSum>()
             + self.windows.capacity() * size_of::<Fixed>()
             + self.rare.capacity() * (size_of::<usize>() + size_of::<ExactSum>() + 16)
+            + self.few.as_ref().map_or(0, |_| size_of::<FewSlots>())
     }
 }
 
@@ -1545,7 +1498,7 @@ mod tests {
     /// some turn cold in a merge.
     #[test]
     fn group_sums_agree_with_one_exact_sum_per_group() {
-        // Three groups turn cold at once and sum by exponent; 40 and 5,000 stay mostly hot.
+        // Three groups sum by exponent; 40 and 5,000 stay mostly hot.
         for groups in [3, 40, 5_000] {
             group_sums_agree(groups);
         }
