@@ -309,63 +309,16 @@ impl Engine {
         (engine, layout)
     }
 
-    /// Rows per batch of a materialized result.
-    const STORED_BATCH_ROWS: usize = 32 * 1024;
-
     /// Runs `plan` to a compressed Arrow file in the spill directory and returns a plan that
     /// reads it back (and the file, deleted when dropped): a result pinned down, to be diffed.
     pub async fn materialize(
         &self,
         plan: LogicalPlan,
     ) -> Result<(LogicalPlan, Arc<dyn datafusion::execution::SpillFile>)> {
-        use datafusion::arrow::compute::BatchCoalescer;
-        use datafusion::arrow::ipc::CompressionType;
-        use datafusion::arrow::ipc::writer::{FileWriter, IpcWriteOptions};
-        use datafusion::datasource::file_format::options::ArrowReadOptions;
-        use futures::StreamExt;
-
-        let state = self.ctx.state();
-        let physical = state.create_physical_plan(&plan).await?;
-        let file = state
-            .runtime_env()
-            .disk_manager
-            .create_tmp_file("dualrun control run")?;
-        let options =
-            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
-        let mut writer = FileWriter::try_new_with_options(
-            std::io::BufWriter::new(file.open_writer()?),
-            &physical.schema(),
-            options,
-        )?;
-        // The layout's small batches are what the query ran in, not what it should be stored
-        // and read back in: thousands of tiny IPC batches cost more than the query.
-        let mut coalescer = BatchCoalescer::new(physical.schema(), Self::STORED_BATCH_ROWS);
-        let mut batches = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
-        while let Some(batch) = batches.next().await {
-            coalescer.push_batch(batch?)?;
-            while let Some(batch) = coalescer.next_completed_batch() {
-                writer.write(&batch)?;
-            }
-        }
-        coalescer.finish_buffered_batch()?;
-        while let Some(batch) = coalescer.next_completed_batch() {
-            writer.write(&batch)?;
-        }
-        writer.finish()?;
-        let path = file.path().and_then(|p| p.to_str()).ok_or_else(|| {
-            anyhow!("control runs need a local spill directory with a UTF-8 path")
-        })?;
-        let read = self
-            .ctx
-            .read_arrow(
-                path,
-                ArrowReadOptions {
-                    file_extension: "",
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok((read.into_unoptimized_plan(), file))
+        let pinned =
+            crate::sources::pinned::pin(&self.ctx.state(), &plan, "dualrun control run").await?;
+        let read = self.ctx.read_table(pinned.table)?;
+        Ok((read.into_unoptimized_plan(), pinned.file))
     }
 
     /// A copy of the session state whose unqualified table names resolve on `side`.

@@ -1,9 +1,9 @@
 //! Stream tables in stream shapes: a side whose files are a change log (upserts, Flink row
 //! kinds, flattened Debezium events) or at-least-once appends is read as the table the batch
 //! side holds: the latest version of each key as of the batch cut-off, deletes removed. The
-//! compaction is SQL that DataFusion plans and runs (MAX aggregates joined back), registered
-//! as a view under the table's name; the raw changes stay under `<table>__changes` on that side
-//! only. Replayed events (identical rows) count once; two different latest versions of a key tied
+//! compaction is one DataFusion aggregate by key ([`latest`](super::latest)), run once at the
+//! first use and pinned in the spill directory, registered under the table's name; the raw
+//! changes stay under `<table>__changes` on that side only. Replayed events (identical rows) count once; two different latest versions of a key tied
 //! on the ordering, or a version without an ordering value, are an error naming keys, never a
 //! coin toss.
 
@@ -11,15 +11,25 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{Array, AsArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
-use datafusion::catalog::view::ViewTable;
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::hash_utils::{RandomState, combine_hashes, create_hashes};
+use datafusion::common::{Column, DataFusionError};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    AggregateUDF, ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, TableType, Volatility, cast,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SessionContext, lit};
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
+use super::latest::{self, Latest};
+use super::pinned::{Pinned, pin};
 use crate::config::{ChangelogShape, ChangelogSpec, Side};
 
 /// Where the raw change rows of `table` are registered (on their side only).
@@ -195,63 +205,165 @@ fn pieces(table: &str, side: Side, spec: &ChangelogSpec, schema: &Schema) -> Res
     })
 }
 
-/// The rows of each key's latest version at or before the bound: per key the greatest value of
-/// the first `order_by` column, joined back to the changes that carry it; then the same for the
-/// next column among those; and so on. Plain MAX aggregates and hash joins, which plan, spill
-/// and run far faster in DataFusion 55 than `last_value(… ORDER BY …)` per column (4x on 10M
-/// changes). A replayed latest change comes out as several identical rows; two different
-/// latest changes (a tie) are refused by [`stats`] beforehand.
-fn latest_rows(p: &Pieces, spec: &ChangelogSpec) -> String {
-    let mut rows = format!(
-        "SELECT * FROM {raw} WHERE ({changes}) AND ({in_bound})",
+/// Each key's latest change at or before the bound, in one hash aggregate ([`Latest`]): the
+/// logical table's columns, then the copies of that change, whether another change ties with
+/// it and whether it is a delete.
+fn compaction_sql(p: &Pieces, spec: &ChangelogSpec) -> String {
+    let field = |name: &str| {
+        format!(
+            "\"__dr_latest\"['{}'] AS {}",
+            name.replace('\'', "''"),
+            quote(name)
+        )
+    };
+    let fields: Vec<String> = p
+        .output
+        .iter()
+        .map(String::as_str)
+        .chain([latest::COPIES, latest::TIE, latest::DELETED])
+        .map(field)
+        .collect();
+    format!(
+        "SELECT {fields} FROM (SELECT {keys}, {LATEST}({ROW_HASH}({columns}), ({is_delete}) IS TRUE, \
+           {order_by}, {output}) AS \"__dr_latest\" \
+         FROM {raw} WHERE ({changes}) AND ({in_bound}) GROUP BY {keys}) AS l",
+        fields = fields.join(", "),
+        keys = list(&spec.key),
+        columns = list(&p.columns),
+        is_delete = p.is_delete,
+        order_by = list(&spec.order_by),
+        output = list(&p.output),
         raw = p.raw,
         changes = p.changes,
         in_bound = p.in_bound,
-    );
-    for column in &spec.order_by {
-        // IS NOT DISTINCT FROM throughout: NULL keys are one key, as in GROUP BY (the ordering
-        // column holds no NULL here: such changes are refused).
-        let on: Vec<String> = spec
-            .key
-            .iter()
-            .map(|k| format!("(r.{k} IS NOT DISTINCT FROM l.{k})", k = quote(k)))
-            .chain(std::iter::once(format!(
-                "(r.{} IS NOT DISTINCT FROM l.\"__dr_latest\")",
-                quote(column)
-            )))
-            .collect();
-        rows = format!(
-            "SELECT r.* FROM (SELECT {keys}, max({column}) AS \"__dr_latest\" FROM ({rows}) AS c \
-             GROUP BY {keys}) AS l JOIN ({rows}) AS r ON {on}",
-            keys = list(&spec.key),
-            column = quote(column),
-            on = on.join(" AND "),
-        );
-    }
-    rows
+    )
 }
 
-/// The view that compacts the raw changes of `table` on `side` (registered under [`raw_name`]),
-/// to register under the table's name.
+/// The name under which [`Latest`] is known in a change log's own session.
+const LATEST: &str = "dualrun_latest";
+
+/// The table that compacts the raw changes of `table` on `side` (registered under
+/// [`raw_name`]), to register under the table's name. Planned now, so that a wrong spec fails
+/// at registration; run at its first use.
 pub async fn view(
     ctx: &SessionContext,
     side: Side,
     table: &str,
     spec: &ChangelogSpec,
-) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+) -> Result<Arc<dyn TableProvider>> {
     register_row_hash(ctx);
-    let (state, p) = raw_pieces(ctx, side, table, spec).await?;
-    let sql = format!(
-        "SELECT DISTINCT {output} FROM ({latest}) AS latest WHERE ({is_delete}) IS NOT TRUE",
-        output = list(&p.output),
-        latest = latest_rows(&p, spec),
-        is_delete = p.is_delete,
-    );
+    let what = format!("table '{table}' ({} side) changelog", side.name());
+    let (mut state, p) = raw_pieces(ctx, side, table, spec).await?;
+    state.register_udaf(Arc::new(AggregateUDF::new_from_impl(Latest::new(
+        spec.order_by.len(),
+        p.output.clone(),
+    ))))?;
     let plan = state
-        .create_logical_plan(&sql)
+        .create_logical_plan(&compaction_sql(&p, spec))
         .await
-        .with_context(|| format!("table '{table}' ({} side) changelog", side.name()))?;
-    Ok(Arc::new(ViewTable::new(plan, Some(sql))))
+        .with_context(|| what.clone())?;
+    let fields: Vec<FieldRef> = p
+        .output
+        .iter()
+        .map(|name| {
+            Ok(Arc::new(
+                plan.schema()
+                    .field_with_unqualified_name(name)?
+                    .as_ref()
+                    .clone(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(Compacted {
+        what,
+        state,
+        plan,
+        schema: Arc::new(Schema::new(fields)),
+        pinned: OnceCell::new(),
+    }))
+}
+
+/// A change log's logical table: its compacted rows, computed once at the first use (a scan or
+/// the figures) and pinned in the spill directory, so that the figures and every check read the
+/// same rows without compacting again.
+pub struct Compacted {
+    what: String,
+    state: SessionState,
+    /// The latest changes, deletes included, with [`latest::COPIES`], [`latest::TIE`] and
+    /// [`latest::DELETED`].
+    plan: LogicalPlan,
+    /// The logical table's.
+    schema: SchemaRef,
+    pinned: OnceCell<Pinned>,
+}
+
+impl std::fmt::Debug for Compacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compacted")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compacted {
+    async fn pinned(&self) -> Result<&Pinned> {
+        self.pinned
+            .get_or_try_init(|| async {
+                let started = std::time::Instant::now();
+                let pinned = pin(&self.state, &self.plan, "dualrun compacted change log")
+                    .await
+                    .with_context(|| self.what.clone())?;
+                tracing::debug!("{}: compacted in {:.2?}", self.what, started.elapsed());
+                Ok(pinned)
+            })
+            .await
+    }
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Compacted {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let pinned = self
+            .pinned()
+            .await
+            .map_err(|error| DataFusionError::External(error.into()))?;
+        let columns: Vec<Expr> = match projection {
+            Some(indices) => indices
+                .iter()
+                .map(|&i| column(self.schema.field(i).name()))
+                .collect(),
+            None => self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| column(f.name()))
+                .collect(),
+        };
+        let plan =
+            LogicalPlanBuilder::scan("compacted", provider_as_source(pinned.table.clone()), None)?
+                .filter(column(latest::DELETED).is_not_true())?
+                .project(columns)?
+                .build()?;
+        state.create_physical_plan(&plan).await
+    }
 }
 
 /// The side's session and the SQL pieces over the raw changes of `table`.
@@ -362,21 +474,16 @@ fn side_state(
     state
 }
 
-/// Runs one of the change log's own queries on its side.
-async fn collect(
-    ctx: &SessionContext,
-    side: Side,
-    sql: &str,
-) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+/// One of the change log's own queries on its side.
+async fn query(ctx: &SessionContext, side: Side, sql: &str) -> Result<DataFrame> {
     let state = side_state(ctx, side);
     let plan = state.create_logical_plan(sql).await?;
-    Ok(datafusion::prelude::DataFrame::new(state, plan)
-        .collect()
-        .await?)
+    Ok(DataFrame::new(state, plan))
 }
 
-async fn numbers(ctx: &SessionContext, side: Side, sql: &str) -> Result<Vec<u64>> {
-    let batches = collect(ctx, side, sql).await?;
+/// The first row of a query's answer, as counts.
+async fn numbers(query: DataFrame) -> Result<Vec<u64>> {
+    let batches = query.collect().await?;
     let batch = batches
         .iter()
         .find(|b| b.num_rows() > 0)
@@ -394,8 +501,9 @@ async fn numbers(ctx: &SessionContext, side: Side, sql: &str) -> Result<Vec<u64>
         .collect()
 }
 
-async fn sample_keys(ctx: &SessionContext, side: Side, sql: &str) -> Result<String> {
-    let batches = collect(ctx, side, sql).await?;
+/// A query's rows, for a message.
+async fn sample_keys(query: DataFrame) -> Result<String> {
+    let batches = query.collect().await?;
     let mut rows = Vec::new();
     for batch in &batches {
         for row in 0..batch.num_rows() {
@@ -440,24 +548,8 @@ fn unknown_markers(p: &Pieces) -> String {
     }
 }
 
-/// One row per key with a latest version: how many different rows that version has (more than
-/// one is a tie), how many rows (more than versions: replays), and whether it is a delete.
-fn latest_per_key(p: &Pieces, spec: &ChangelogSpec) -> String {
-    format!(
-        "SELECT {keys}, count(DISTINCT {h}) AS versions, count(*) AS copies, \
-           bool_or(({is_delete}) IS TRUE) AS deleted \
-         FROM (SELECT *, {ROW_HASH}({columns}) AS {h} FROM ({latest}) AS t) AS r GROUP BY {keys}",
-        keys = list(&spec.key),
-        h = ROW_HASH_COLUMN,
-        is_delete = p.is_delete,
-        columns = list(&p.columns),
-        latest = latest_rows(p, spec),
-    )
-}
-
-/// The name under which [`RowHash`] is registered, and the column it fills.
+/// The name under which [`RowHash`] is registered.
 const ROW_HASH: &str = "dualrun_row_hash";
-const ROW_HASH_COLUMN: &str = "\"__dr_row_hash\"";
 
 /// A 64-bit hash of a whole change row (every column, NULLs told apart from values), with a
 /// fixed seed: replayed events hash alike, so the statistics count them and a tie between two
@@ -524,29 +616,12 @@ pub async fn stats(
         .map(|o| format!("{} IS NULL", quote(o)))
         .collect();
     let unordered = format!("({}) AND ({})", p.changes, null_order.join(" OR "));
-    // One plain pass over the changes, and one group per key of the latest changes (the
-    // compaction itself, which spills): every figure, and the checks that refuse the log.
-    let figures = format!(
-        "SELECT * FROM ({changes}) AS changes, \
-           (SELECT sum(copies - versions), count(*), count(*) FILTER (WHERE deleted), \
-              count(*) FILTER (WHERE versions > 1) FROM ({latest}) AS l) AS latest",
-        changes = change_figures(&p, &unordered),
-        latest = latest_per_key(&p, spec),
-    );
-    let n = numbers(ctx, side, &figures)
+    // One plain pass over the changes refuses what cannot be compacted; the compaction (which
+    // spills, and is pinned for the checks to read) gives the rest.
+    let n = numbers(query(ctx, side, &change_figures(&p, &unordered)).await?)
         .await
         .with_context(|| what.clone())?;
-    let [
-        change_rows,
-        after,
-        unknown,
-        unordered_rows,
-        replayed,
-        keys,
-        deletes,
-        tied,
-    ] = n[..]
-    else {
+    let [change_rows, after, unknown, unordered_rows] = n[..] else {
         bail!("internal: {what}: {} figures", n.len());
     };
     if let (true, Some((column, allowed))) = (unknown > 0, &p.markers) {
@@ -559,7 +634,7 @@ pub async fn stats(
         bail!(
             "{what}: column '{column}' holds values other than {} (e.g. {})",
             allowed.join(", "),
-            sample_keys(ctx, side, &sample).await?
+            sample_keys(query(ctx, side, &sample).await?).await?
         );
     }
     if unordered_rows > 0 {
@@ -571,22 +646,51 @@ pub async fn stats(
         bail!(
             "{what}: change rows without a value in order_by ({}) cannot be ordered, e.g. keys {}",
             spec.order_by.join(", "),
-            sample_keys(ctx, side, &sample).await?
+            sample_keys(query(ctx, side, &sample).await?).await?
         );
     }
+    let provider = ctx
+        .catalog(super::CATALOG)
+        .and_then(|catalog| catalog.schema(side.name()))
+        .with_context(|| format!("internal: {what}: no {} schema", side.name()))?
+        .table(table)
+        .await?
+        .with_context(|| format!("internal: {what}: not registered"))?;
+    let compacted = (provider.as_ref() as &dyn std::any::Any)
+        .downcast_ref::<Compacted>()
+        .with_context(|| format!("internal: {what}: not a compacted change log"))?;
+    let latest = SessionContext::new_with_state(compacted.state.clone())
+        .read_table(compacted.pinned().await?.table.clone())?;
+    let counted = |name: &str| sum(cast(column(name), DataType::UInt64));
+    let n = numbers(latest.clone().aggregate(
+        vec![],
+        vec![
+            count(lit(1)),
+            sum(column(latest::COPIES)),
+            counted(latest::DELETED),
+            counted(latest::TIE),
+        ],
+    )?)
+    .await
+    .with_context(|| what.clone())?;
+    let [keys, copies, deletes, tied] = n[..] else {
+        bail!("internal: {what}: {} figures", n.len());
+    };
     if tied > 0 {
-        let sample = format!(
-            "SELECT {keys} FROM ({latest}) AS l WHERE versions > 1 ORDER BY {keys} LIMIT 5",
-            keys = list(&spec.key),
-            latest = latest_per_key(&p, spec),
-        );
+        let keys: Vec<Expr> = spec.key.iter().map(|k| column(k)).collect();
+        let sample = latest
+            .filter(column(latest::TIE))?
+            .select(keys.clone())?
+            .sort(keys.into_iter().map(|k| k.sort(true, true)).collect())?
+            .limit(0, Some(5))?;
         bail!(
             "{what}: {tied} {} with two different latest changes tied on order_by ({}): {}; add a column that breaks the tie (e.g. the log offset) to order_by",
             crate::words::plural(tied, "key", "keys"),
             spec.order_by.join(", "),
-            sample_keys(ctx, side, &sample).await?
+            sample_keys(sample).await?
         );
     }
+    let replayed = copies - keys;
     Ok(ChangelogStats {
         table: table.to_string(),
         side: side.name(),
@@ -632,7 +736,7 @@ pub async fn keys_with_deletes(
         is_delete = p.is_delete,
         wanted = wanted.join(" OR "),
     );
-    Ok(numbers(ctx, side, &sql)
+    Ok(numbers(query(ctx, side, &sql).await?)
         .await?
         .first()
         .copied()

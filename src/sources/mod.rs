@@ -31,6 +31,8 @@ pub mod changelog;
 pub mod database;
 #[cfg(feature = "delta")]
 pub mod delta;
+mod latest;
+pub mod pinned;
 pub mod store;
 
 pub use store::{register_object_store, table_url};
