@@ -183,7 +183,9 @@ impl<'a> Order<'a> {
 /// `start` in the arena, a long ordering's bytes and the values as row-format bytes.
 #[derive(Clone, Copy, Debug, Default)]
 struct Change {
-    prefix: u128,
+    /// The ordering's prefix, high and low halves (two u64 rather than a u128, whose alignment
+    /// would pad the group to 64 bytes).
+    prefix: [u64; 2],
     start: usize,
     order_len: u32,
     row_len: u32,
@@ -195,6 +197,10 @@ struct Change {
 }
 
 impl Change {
+    fn prefix(&self) -> u128 {
+        (self.prefix[0] as u128) << 64 | self.prefix[1] as u128
+    }
+
     /// Bytes of the ordering in the arena: all of a long one's, none of a short one's.
     fn order_in_arena(&self) -> usize {
         if self.order_len as usize > SHORT_ORDER {
@@ -206,7 +212,7 @@ impl Change {
 
     fn order<'a>(&self, arena: &'a [u8]) -> Order<'a> {
         Order {
-            prefix: self.prefix,
+            prefix: self.prefix(),
             len: self.order_len as usize,
             bytes: &arena[self.start..self.start + self.order_in_arena()],
         }
@@ -217,7 +223,7 @@ impl Change {
         if self.order_len as usize > SHORT_ORDER {
             self.order(arena).bytes.to_vec()
         } else {
-            self.prefix.to_be_bytes()[..self.order_len as usize].to_vec()
+            self.prefix().to_be_bytes()[..self.order_len as usize].to_vec()
         }
     }
 
@@ -301,7 +307,7 @@ impl LatestGroups {
     fn store(&mut self, group: usize, order: Order, row: &[u8]) {
         let change = &mut self.groups[group];
         self.garbage += change.bytes();
-        change.prefix = order.prefix;
+        change.prefix = [(order.prefix >> 64) as u64, order.prefix as u64];
         change.start = self.arena.len();
         change.order_len = order.len as u32;
         change.row_len = row.len() as u32;
