@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{Array, AsArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::common::hash_utils::{RandomState, combine_hashes, create_hashes};
 use datafusion::common::{Column, DataFusionError};
 use datafusion::datasource::provider_as_source;
@@ -254,6 +255,12 @@ pub async fn view(
     register_row_hash(ctx);
     let what = format!("table '{table}' ({} side) changelog", side.name());
     let (mut state, p) = raw_pieces(ctx, side, table, spec).await?;
+    // DataFusion's default batch, not the diff's 4x: at equal speed, the compaction of 10M
+    // changes peaked 50 MiB lower under a 512MiB limit and 170 MiB lower under 256MiB.
+    let execution = &mut state.config_mut().options_mut().execution;
+    if usize::from(execution.batch_size) > 8192 {
+        execution.batch_size = ConfigNonZeroUsize::try_new(8192)?;
+    }
     state.register_udaf(Arc::new(AggregateUDF::new_from_impl(Latest::new(
         spec.order_by.len(),
         p.output.clone(),
