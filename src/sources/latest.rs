@@ -275,14 +275,8 @@ struct LatestGroups {
 
 impl LatestGroups {
     fn new(orders: &[DataType], values: &[DataType], fields: Fields) -> Result<LatestGroups> {
-        let order_types = orders.to_vec();
-        let orders = RowConverter::new(orders.iter().cloned().map(SortField::new).collect())?;
-        let nulls: Vec<ArrayRef> = order_types.iter().map(|t| new_null_array(t, 1)).collect();
-        let null_order = orders.convert_columns(&nulls)?.row(0).as_ref().to_vec();
-        let value_types: Vec<DataType> = values.to_vec();
-        let values = RowConverter::new(value_types.iter().cloned().map(SortField::new).collect())?;
-        let nulls: Vec<ArrayRef> = value_types.iter().map(|t| new_null_array(t, 1)).collect();
-        let null_row = values.convert_columns(&nulls)?.row(0).as_ref().to_vec();
+        let (orders, null_order) = Self::converter(orders)?;
+        let (values, null_row) = Self::converter(values)?;
         Ok(LatestGroups {
             orders,
             values,
@@ -295,6 +289,14 @@ impl LatestGroups {
             null_row,
             null_order,
         })
+    }
+
+    /// The row format of `types`, and its row of NULLs.
+    fn converter(types: &[DataType]) -> Result<(RowConverter, Vec<u8>)> {
+        let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())?;
+        let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
+        let null_row = converter.convert_columns(&nulls)?.row(0).as_ref().to_vec();
+        Ok((converter, null_row))
     }
 
     fn resize(&mut self, groups: usize) {
