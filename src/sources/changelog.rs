@@ -225,10 +225,11 @@ fn compaction_sql(p: &Pieces, spec: &ChangelogSpec) -> String {
         .map(field)
         .collect();
     format!(
-        "SELECT {fields} FROM (SELECT {keys}, {LATEST}({ROW_HASH}({columns}), ({is_delete}) IS TRUE, \
+        "SELECT {fields} FROM (SELECT {keys}, {latest}({ROW_HASH}({columns}), ({is_delete}) IS TRUE, \
            {order_by}, {output}) AS \"__dr_latest\" \
          FROM {raw} WHERE ({changes}) AND ({in_bound}) GROUP BY {keys}) AS l",
         fields = fields.join(", "),
+        latest = latest::NAME,
         keys = list(&spec.key),
         columns = list(&p.columns),
         is_delete = p.is_delete,
@@ -239,9 +240,6 @@ fn compaction_sql(p: &Pieces, spec: &ChangelogSpec) -> String {
         in_bound = p.in_bound,
     )
 }
-
-/// The name under which [`Latest`] is known in a change log's own session.
-const LATEST: &str = "dualrun_latest";
 
 /// The table that compacts the raw changes of `table` on `side` (registered under
 /// [`raw_name`]), to register under the table's name. Planned now, so that a wrong spec fails

@@ -29,6 +29,8 @@ use datafusion::logical_expr::{
 pub const COPIES: &str = "__dr_copies";
 pub const TIE: &str = "__dr_tie";
 pub const DELETED: &str = "__dr_deleted";
+/// The aggregate's name in a change log's own session.
+pub const NAME: &str = "dualrun_latest";
 
 /// `dualrun_latest(row_hash, is_delete, order_1 … order_k, value_1 … value_n)`: a struct of the
 /// values of the change with the greatest (order_1 … order_k), then [`COPIES`], [`TIE`] and
@@ -73,7 +75,7 @@ impl Latest {
 
 impl AggregateUDFImpl for Latest {
     fn name(&self) -> &str {
-        "dualrun_latest"
+        NAME
     }
 
     fn signature(&self) -> &Signature {
@@ -85,7 +87,7 @@ impl AggregateUDFImpl for Latest {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        not_impl_err!("dualrun_latest runs grouped by key only")
+        not_impl_err!("{NAME} runs grouped by key only")
     }
 
     /// The group's latest change: its hash (NULL: none), copies, tie and delete, then its
