@@ -309,6 +309,14 @@ impl LatestGroups {
     /// Stores a group's latest change's ordering and values (its other fields are set
     /// already).
     fn store(&mut self, group: usize, order: Order, row: &[u8]) {
+        let needed = row.len() + if order.is_long() { order.len } else { 0 };
+        if self.arena.len() + needed > self.arena.capacity() && self.garbage * 4 >= self.arena.len()
+        {
+            // Growing would double an arena a quarter dead: copy the live bytes instead, so
+            // the memory the pool is told of (and the spills it forces) stays near the live size.
+            self.arena = Self::live(&mut self.groups, &self.arena);
+            self.garbage = 0;
+        }
         let change = &mut self.groups[group];
         self.garbage += change.bytes();
         change.prefix = [(order.prefix >> 64) as u64, order.prefix as u64];
@@ -330,9 +338,11 @@ impl LatestGroups {
         self.garbage = 0;
     }
 
-    /// A new arena with the bytes of `groups` only, which are moved to it.
+    /// A new arena with the bytes of `groups` only, which are moved to it, and room for a
+    /// quarter more.
     fn live(groups: &mut [Change], arena: &[u8]) -> Vec<u8> {
-        let mut live = Vec::with_capacity(groups.iter().map(Change::bytes).sum());
+        let bytes: usize = groups.iter().map(Change::bytes).sum();
+        let mut live = Vec::with_capacity(bytes + bytes / 4);
         for change in groups.iter_mut().filter(|c| c.seen) {
             let start = live.len();
             live.extend_from_slice(&arena[change.start..change.start + change.bytes()]);
