@@ -827,7 +827,7 @@ fn add_fast(sum: &mut GroupSum, windows: &mut [Fixed], x: f64) -> bool {
         let biased = ((bits >> 52) & 0x7ff) as i32;
         let fixed = &mut windows[window];
         if biased != 0x7ff && fixed.bottom != UNSET {
-            let mantissa = (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52;
+            let mantissa = significand(bits, biased as u64);
             return fixed.add(mantissa, biased.max(1) - 1075, bits >> 63 == 1);
         }
     } else if x.abs() < OVERFLOW_RISK {
@@ -920,7 +920,7 @@ impl SumGroups {
                     continue;
                 }
                 counts[group] += 1;
-                let mantissa = (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52;
+                let mantissa = significand(bits, biased as u64);
                 let flip = -((bits >> 63) as i64);
                 let [low, high] = &mut slots[biased * FEW_GROUPS + group];
                 *low += ((mantissa & 0xffff_ffff) as i64 ^ flip) - flip;
@@ -1073,13 +1073,15 @@ impl SumGroups {
 #[inline]
 fn decompose(x: f64) -> (u64, i32) {
     let bits = x.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let fraction = bits & ((1 << 52) - 1);
-    if biased == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1 << 52), biased - 1075)
-    }
+    let biased = (bits >> 52) & 0x7ff;
+    (significand(bits, biased), biased.max(1) as i32 - 1075)
+}
+
+/// The significand of a finite double's `bits` of biased exponent `biased`: the fraction with
+/// the hidden bit (none for a subnormal). The value is it × 2^(max(biased, 1) − 1075).
+#[inline(always)]
+fn significand(bits: u64, biased: u64) -> u64 {
+    (bits & ((1 << 52) - 1)) | ((biased != 0) as u64) << 52
 }
 
 impl GroupsAccumulator for SumGroups {

@@ -350,18 +350,10 @@ impl TableProvider for Compacted {
             .pinned()
             .await
             .map_err(|error| DataFusionError::External(error.into()))?;
-        let columns: Vec<Expr> = match projection {
-            Some(indices) => indices
-                .iter()
-                .map(|&i| column(self.schema.field(i).name()))
-                .collect(),
-            None => self
-                .schema
-                .fields()
-                .iter()
-                .map(|f| column(f.name()))
-                .collect(),
-        };
+        let indices = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let columns = indices.iter().map(|&i| column(self.schema.field(i).name()));
         let plan =
             LogicalPlanBuilder::scan("compacted", provider_as_source(pinned.table.clone()), None)?
                 .filter(column(latest::DELETED).is_not_true())?

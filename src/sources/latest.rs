@@ -144,7 +144,7 @@ const SHORT_ORDER: usize = 16;
 
 /// An ordering as row-format bytes, compared mostly by its first [`SHORT_ORDER`] bytes as a
 /// big-endian number (zero-padded): a number compare, not a memcmp behind a pointer.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Order<'a> {
     prefix: u128,
     len: usize,
@@ -301,6 +301,12 @@ impl LatestGroups {
         Ok((converter, null_row))
     }
 
+    /// Where the value columns start among `columns` (input or state): they come last, one per
+    /// output field but the three counts.
+    fn values_start(&self, columns: &[ArrayRef]) -> usize {
+        columns.len() - (self.fields.len() - 3)
+    }
+
     fn resize(&mut self, groups: usize) {
         self.groups.resize(groups, Change::default());
         self.pending.resize(groups, NONE);
@@ -382,7 +388,7 @@ impl LatestGroups {
     /// The input's columns as changes: the row hash, whether it is a delete, the ordering
     /// columns, the values.
     fn input<'a>(&self, values: &'a [ArrayRef]) -> Incoming<'a> {
-        let orders_end = values.len() - self.fields.len() + 3;
+        let orders_end = self.values_start(values);
         Incoming {
             hashes: values[0].as_primitive::<UInt64Type>(),
             copies: None,
@@ -476,7 +482,7 @@ impl GroupsAccumulator for LatestGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.resize(total_num_groups);
-        let orders_end = values.len() - (self.fields.len() - 3);
+        let orders_end = self.values_start(values);
         let incoming = Incoming {
             hashes: values[0].as_primitive::<UInt64Type>(),
             copies: Some(values[1].as_primitive::<UInt64Type>()),
