@@ -24,9 +24,10 @@ use anyhow::Result;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::DataFrame;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 pub use cell::{cell_json, cell_text};
 pub use result::*;
@@ -208,16 +209,19 @@ pub async fn run(
             scan.database_queries =
                 [batch_scan.database_queries, stream_scan.database_queries].concat();
             let bucket_state = engine.diff_state(input_bytes / buckets as u64);
-            let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
+            let stage = |index: usize| {
                 if let Some(progress) = progress {
                     progress.stage(format!("bucket {}/{buckets}", index + 1));
                 }
+            };
+            let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
                 Ok((batch_buckets.take(index)?, stream_buckets.take(index)?))
             };
             if alignment.keys.is_empty() {
                 let mut collector =
                     keyless::KeylessCollector::new(&alignment, check.sample, packing.clone());
                 for index in 0..buckets {
+                    stage(index);
                     let (b, s) = next(index)?;
                     let plan = plan::keyless(b, s, &alignment, packing.as_ref())?;
                     let (output, _) = execute_physical(&bucket_state, plan).await?;
@@ -228,19 +232,64 @@ pub async fn run(
             } else {
                 let mut collector = keyed_collector(&alignment, check, packing.clone());
                 let mut totals = KeyedPass::default();
+                // With room for two buckets at once, the next bucket's join builds its hash
+                // table while this one's rows are compared: a join builds on one thread.
+                let overlap = one_pass
+                    && engine.memory_budget().is_some_and(|budget| {
+                        input_bytes.saturating_mul(4) / buckets as u64 * 2 <= budget as u64 / 4
+                    });
+                let mut ahead: Option<OnePass> = None;
                 for index in 0..buckets {
-                    let sides = next(index)?;
-                    let pass = keyed_pass(
-                        &bucket_state,
-                        sides,
-                        one_pass,
-                        &alignment,
-                        check,
-                        &mut collector,
-                        &mut explainer,
-                        None,
-                    )
-                    .await?;
+                    stage(index);
+                    let pass = if one_pass {
+                        let this = match ahead.take() {
+                            Some(this) => this,
+                            None => {
+                                let sides = next(index)?;
+                                OnePass::start(
+                                    &bucket_state,
+                                    sides,
+                                    &alignment,
+                                    check,
+                                    packing.as_ref(),
+                                )
+                                .await?
+                            }
+                        };
+                        if overlap && index + 1 < buckets {
+                            let sides = next(index + 1)?;
+                            let next_pass = OnePass::start(
+                                &bucket_state,
+                                sides,
+                                &alignment,
+                                check,
+                                packing.as_ref(),
+                            )
+                            .await?;
+                            ahead = Some(next_pass.ahead());
+                        }
+                        this.finish(
+                            &bucket_state,
+                            &alignment,
+                            check,
+                            &mut collector,
+                            &mut explainer,
+                            None,
+                        )
+                        .await?
+                    } else {
+                        keyed_pass(
+                            &bucket_state,
+                            next(index)?,
+                            one_pass,
+                            &alignment,
+                            check,
+                            &mut collector,
+                            &mut explainer,
+                            None,
+                        )
+                        .await?
+                    };
                     totals.add(&pass);
                     partition::return_freed_memory(engine.spec.memory_limit);
                     tracing::debug!(
@@ -400,7 +449,7 @@ impl KeyedPass {
 #[allow(clippy::too_many_arguments)]
 async fn keyed_pass(
     state: &SessionState,
-    (batch, stream): (LogicalPlan, LogicalPlan),
+    sides: (LogicalPlan, LogicalPlan),
     in_process: bool,
     alignment: &align::Alignment,
     check: &CheckSpec,
@@ -408,20 +457,95 @@ async fn keyed_pass(
     explainer: &mut explain::Explainer,
     progress: Option<&Arc<dyn Progress>>,
 ) -> Result<KeyedPass> {
-    let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
     if in_process {
+        let started = OnePass::start(state, sides, alignment, check, collector.packing()).await?;
+        return started
+            .finish(state, alignment, check, collector, explainer, progress)
+            .await;
+    }
+    occurrence_pass(
+        state, sides, alignment, check, collector, explainer, progress,
+    )
+    .await
+}
+
+/// A one-pass keyed diff plan, started. Started ahead (see `ahead`), a bucket's join builds
+/// its hash table while the previous bucket's rows are still being compared.
+struct OnePass {
+    sides: (LogicalPlan, LogicalPlan),
+    ids: plan::RowIds,
+    output: SendableRecordBatchStream,
+    physical: Arc<dyn ExecutionPlan>,
+}
+
+impl OnePass {
+    async fn start(
+        state: &SessionState,
+        (batch, stream): (LogicalPlan, LogicalPlan),
+        alignment: &align::Alignment,
+        check: &CheckSpec,
+        packing: Option<&pack::Packing>,
+    ) -> Result<OnePass> {
         let ids = plan::RowIds::default();
         let shape = plan::KeyedShape {
-            dimensions,
-            packing: collector.packing(),
+            dimensions: [check.time_column.as_deref(), check.window_column.as_deref()],
+            packing,
             row_ids: Some(&ids),
             ..Default::default()
         };
         let plan = plan::keyed(batch.clone(), stream.clone(), alignment, shape)?;
         let (output, physical) = execute_physical(state, plan).await?;
-        let ticker = track_progress(&physical, progress);
-        let consumed =
-            duplicates::consume(state, output, &ids, collector, explainer, dimensions).await;
+        tracing::trace!(
+            "diff plan:\n{}",
+            datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
+        );
+        Ok(OnePass {
+            sides: (batch, stream),
+            ids,
+            output,
+            physical,
+        })
+    }
+
+    /// Runs the plan now, a couple of batches ahead of whoever reads its rows.
+    fn ahead(self) -> OnePass {
+        let mut builder = RecordBatchReceiverStream::builder(self.output.schema(), 2);
+        let sender = builder.tx();
+        let mut output = self.output;
+        builder.spawn(async move {
+            while let Some(batch) = output.next().await {
+                if sender.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        OnePass {
+            output: builder.build(),
+            ..self
+        }
+    }
+
+    async fn finish(
+        self,
+        state: &SessionState,
+        alignment: &align::Alignment,
+        check: &CheckSpec,
+        collector: &mut keyed::KeyedCollector<'_>,
+        explainer: &mut explain::Explainer,
+        progress: Option<&Arc<dyn Progress>>,
+    ) -> Result<KeyedPass> {
+        let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
+        let ticker = track_progress(&self.physical, progress);
+        let consumed = duplicates::consume(
+            state,
+            self.output,
+            &self.ids,
+            collector,
+            explainer,
+            dimensions,
+        )
+        .await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }
@@ -432,11 +556,29 @@ async fn keyed_pass(
                 batch_dups: stats.batch_dups,
                 stream_dups: stats.stream_dups,
                 with_occurrence: stats.batch_dups + stats.stream_dups > 0,
-                physical: Some(physical),
+                physical: Some(self.physical),
             });
         }
         tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
+        occurrence_pass(
+            state, self.sides, alignment, check, collector, explainer, progress,
+        )
+        .await
     }
+}
+
+/// The keyed diff that counts each side's duplicated keys first and, if any, pairs every row
+/// by (key, occurrence in value order).
+async fn occurrence_pass(
+    state: &SessionState,
+    (batch, stream): (LogicalPlan, LogicalPlan),
+    alignment: &align::Alignment,
+    check: &CheckSpec,
+    collector: &mut keyed::KeyedCollector<'_>,
+    explainer: &mut explain::Explainer,
+    progress: Option<&Arc<dyn Progress>>,
+) -> Result<KeyedPass> {
+    let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
     let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
         side_counts(state, plan::duplicate_keys(batch.clone(), alignment)?),
         side_counts(state, plan::duplicate_keys(stream.clone(), alignment)?),
