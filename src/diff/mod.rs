@@ -238,35 +238,19 @@ pub async fn run(
                     && engine.memory_budget().is_some_and(|budget| {
                         input_bytes.saturating_mul(4) / buckets as u64 * 2 <= budget as u64 / 4
                     });
+                let start = |sides| {
+                    OnePass::start(&bucket_state, sides, &alignment, check, packing.as_ref())
+                };
                 let mut ahead: Option<OnePass> = None;
                 for index in 0..buckets {
                     stage(index);
                     let pass = if one_pass {
                         let this = match ahead.take() {
                             Some(this) => this,
-                            None => {
-                                let sides = next(index)?;
-                                OnePass::start(
-                                    &bucket_state,
-                                    sides,
-                                    &alignment,
-                                    check,
-                                    packing.as_ref(),
-                                )
-                                .await?
-                            }
+                            None => start(next(index)?).await?,
                         };
                         if overlap && index + 1 < buckets {
-                            let sides = next(index + 1)?;
-                            let next_pass = OnePass::start(
-                                &bucket_state,
-                                sides,
-                                &alignment,
-                                check,
-                                packing.as_ref(),
-                            )
-                            .await?;
-                            ahead = Some(next_pass.ahead());
+                            ahead = Some(start(next(index + 1)?).await?.ahead());
                         }
                         this.finish(
                             &bucket_state,
