@@ -262,10 +262,9 @@ pub async fn run(
                         )
                         .await?
                     } else {
-                        keyed_pass(
+                        occurrence_pass(
                             &bucket_state,
                             next(index)?,
-                            one_pass,
                             &alignment,
                             check,
                             &mut collector,
