@@ -48,7 +48,8 @@ pub async fn pin(state: &SessionState, plan: &LogicalPlan, what: &str) -> Result
         options,
     )?;
     let mut coalescer = BatchCoalescer::new(schema.clone(), PINNED_BATCH_ROWS);
-    let mut batches = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
+    let mut batches =
+        datafusion::physical_plan::execute_stream(physical.clone(), state.task_ctx())?;
     while let Some(batch) = batches.next().await {
         coalescer.push_batch(batch?)?;
         while let Some(batch) = coalescer.next_completed_batch() {
@@ -60,6 +61,14 @@ pub async fn pin(state: &SessionState, plan: &LogicalPlan, what: &str) -> Result
         writer.write(&batch)?;
     }
     writer.finish()?;
+    // Where a compaction's time went (`RUST_LOG=dualrun=trace`): each operator's rows and time.
+    tracing::trace!(
+        "{what}, as run:\n{}",
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+            physical.as_ref()
+        )
+        .indent(true)
+    );
     let path = file
         .path()
         .and_then(|p| p.to_str())
