@@ -9,13 +9,14 @@
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
-use std::io::BufWriter;
+use std::io::{BufReader, BufWriter};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::CompressionType;
+use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
@@ -33,7 +34,9 @@ use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_plan::execution_plan::ReplaceChildrenOptions;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, SpillMetrics, Time};
 use datafusion::physical_plan::repartition::BatchPartitioner;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
 use datafusion::physical_plan::{
@@ -282,7 +285,15 @@ impl PartitionStream for BucketFile {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
-        match self.manager.read_spill_as_stream(self.file.clone(), None) {
+        let read = match self.file.path() {
+            Some(path) => Ok(read_bucket_file(
+                self.file.clone(),
+                path.to_owned(),
+                file_schema(&schema),
+            )),
+            None => self.manager.read_spill_as_stream(self.file.clone(), None),
+        };
+        match read {
             // Back to view types: the views point into the values as read, nothing is copied.
             Ok(stream) => Box::pin(RecordBatchStreamAdapter::new(
                 schema.clone(),
@@ -297,6 +308,40 @@ impl PartitionStream for BucketFile {
             )),
         }
     }
+}
+
+/// Reads a bucket file on a thread of its own with arrow's blocking IPC reader, a batch or
+/// two ahead of the join. Each message's body is read straight into its buffer: one copy out of
+/// the page cache. DataFusion's own spill reader hands 128 KiB chunks from an async file to an
+/// incremental decoder, which copies every byte twice more and hops threads per chunk: reading
+/// this way took 1.5 s of user CPU off a 2 × 50M-row diff (37.6 s to 36.0 s, 3 runs each).
+fn read_bucket_file(
+    file: Arc<dyn SpillFile>,
+    path: std::path::PathBuf,
+    schema: SchemaRef,
+) -> SendableRecordBatchStream {
+    let mut builder = RecordBatchReceiverStreamBuilder::new(schema, 2);
+    let sender = builder.tx();
+    builder.spawn_blocking(move || {
+        // The file is deleted once the last handle to it is dropped: keep it until read.
+        let _file = file;
+        let opened = std::fs::File::open(&path).map_err(DataFusionError::IoError)?;
+        let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, opened), None)?;
+        // SAFETY: this process wrote the file moments ago, with arrow's own IPC writer, into a
+        // temporary directory of its own; validating it again would only cost time (DataFusion
+        // skips it on its spill files for the same reason).
+        let reader = unsafe { reader.with_skip_validation(true) };
+        for batch in reader {
+            if sender
+                .blocking_send(batch.map_err(DataFusionError::from))
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(())
+    });
+    builder.build()
 }
 
 /// Runs `plan` (one side's normalised columns) and writes its rows into `buckets` spill files
