@@ -581,9 +581,17 @@ impl ScalarUDFImpl for RowHash {
         for array in &arrays {
             column.iter_mut().for_each(|h| *h = 0);
             create_hashes([array], &SEED, &mut column)?;
-            for (i, (row, value)) in row.iter_mut().zip(&column).enumerate() {
-                let value = if array.is_null(i) { NULL } else { *value };
-                *row = combine_hashes(*row, value);
+            match array.logical_nulls() {
+                None => row
+                    .iter_mut()
+                    .zip(&column)
+                    .for_each(|(row, value)| *row = combine_hashes(*row, *value)),
+                Some(nulls) => {
+                    for (i, (row, value)) in row.iter_mut().zip(&column).enumerate() {
+                        let value = if nulls.is_null(i) { NULL } else { *value };
+                        *row = combine_hashes(*row, value);
+                    }
+                }
             }
         }
         Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(row))))
