@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Fields};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::file_format::avro::AvroFormat;
@@ -319,6 +320,10 @@ async fn register_one(
         .infer_schema(&state, &url)
         .await
         .map_err(|e| anyhow!("cannot read the schema of the {} files: {e}", format.name()))?;
+    let mut options = options;
+    if format == Format::Parquet && has_float(schema.fields()) {
+        options.format = Arc::new(nan_safe_parquet());
+    }
     if format == Format::Csv && source.csv_header {
         warn_if_header_looks_like_data(name, side, &schema, files.first());
     }
@@ -407,6 +412,45 @@ fn warn_if_header_looks_like_data(
         data_like.join(", "),
         side.name()
     );
+}
+
+/// Parquet read without pruning by the files' statistics, for tables with float columns.
+/// Parquet leaves NaN out of a float column's min and max, while DataFusion orders NaN above
+/// every number: a row group holding NaN and 1.0 says max = 1.0, and `WHERE x > 5` skipped it,
+/// losing the NaN row that the same filter keeps where the file carries no statistics. A lost
+/// row on one side is a false verdict; reading every row group is only slower.
+fn nan_safe_parquet() -> ParquetFormat {
+    let mut options = TableParquetOptions::default();
+    options.global.pruning = false;
+    options.global.enable_page_index = false;
+    options.global.bloom_filter_on_read = false;
+    ParquetFormat::default().with_options(options)
+}
+
+/// Whether any column, or any field nested in one, is a float.
+fn has_float(fields: &Fields) -> bool {
+    fields
+        .iter()
+        .any(|field| data_type_has_float(field.data_type()))
+}
+
+pub(crate) fn data_type_has_float(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => true,
+        DataType::List(field)
+        | DataType::LargeList(field)
+        | DataType::ListView(field)
+        | DataType::LargeListView(field)
+        | DataType::FixedSizeList(field, _)
+        | DataType::Map(field, _) => data_type_has_float(field.data_type()),
+        DataType::Struct(fields) => has_float(fields),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .any(|(_, f)| data_type_has_float(f.data_type())),
+        DataType::Dictionary(_, value) => data_type_has_float(value),
+        DataType::RunEndEncoded(_, value) => data_type_has_float(value.data_type()),
+        _ => false,
+    }
 }
 
 fn file_format(format: Format, csv_header: bool) -> Arc<dyn FileFormat> {

@@ -628,6 +628,40 @@ fn csv_without_header_warns_and_reads_whole_with_the_option() {
 
 /// divergence_ratio stays in 0..=1 keyed and keyless; NULL is JSON null in top_pairs; an empty
 /// string is shown as '' and distinct from NULL in text.
+/// Parquet's min and max leave NaN out: a row group of NaN and 1.0 says min = max = 1.0. Read by
+/// its statistics, that NaN became 1.0 (a false match against a stream of 1.0s), `max(x)` said
+/// 1.0 and `WHERE x > 5` lost the NaN row, which DataFusion orders above every number. The other
+/// side here is Arrow IPC, which carries no statistics: both must give the same answers.
+#[test]
+fn nan_in_parquet_is_read_as_nan_whatever_its_statistics_say() {
+    let ws = Workspace::new();
+    let rows = "SELECT * FROM (VALUES (1, CAST('NaN' AS DOUBLE)), (2, 1.0)) AS t(id, x)";
+    let batch = ws.table("parquet", Fmt::Parquet, rows);
+    let same = ws.table("arrow", Fmt::Arrow, rows);
+    let ones = ws.table(
+        "ones",
+        Fmt::Arrow,
+        "SELECT * FROM (VALUES (1, 1.0), (2, 1.0)) AS t(id, x)",
+    );
+    let run = ws.compare(&batch, &ones, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.counts(), [1, 1, 0, 0, 0, 0], "{}", run.stdout);
+    for sql in [
+        "SELECT * FROM t",
+        "SELECT id, x FROM t WHERE x > 5",
+        "SELECT id FROM t WHERE x = 1.0",
+        "SELECT max(x) AS most, count(*) AS n FROM t",
+    ] {
+        let run = ws.compare(&batch, &same, sql, &[]);
+        assert_eq!(run.code, 0, "{sql}: {}", run.stdout);
+        assert_eq!(
+            run.counts()[0],
+            1 + u64::from(sql == "SELECT * FROM t"),
+            "{sql}"
+        );
+    }
+}
+
 #[test]
 fn ratio_nulls_and_empty_strings_honour_the_contract() {
     let ws = Workspace::new();
