@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/dualrun
 BIN_RELEASE := $(CARGO_TARGET_DIR)/release/dualrun
 
-.PHONY: demo test bench cluster-demo cluster-bench fmt lint build fixtures
+.PHONY: demo test bench fuzz cluster-demo cluster-bench fmt lint build fixtures
 
 build:
 	@scripts/setup.sh build
@@ -40,6 +40,14 @@ bench:
 	@scripts/setup.sh bench
 	$(CARGO) build --release --quiet
 	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) $(BENCH_ARGS)
+
+# Differential fuzzing of verdicts: random messy tables, dualrun's counts against a Python model
+# of docs/semantics.md (FUZZ_SEEDS=0:1000 for more cases).
+FUZZ_SEEDS ?= 0:300
+fuzz:
+	@scripts/setup.sh bench
+	$(CARGO) build --release --quiet
+	.venv/bin/python bench/fuzz_verdicts.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
 
 # A real Ballista cluster on loopback (scheduler + two executors, cargo-installed when missing):
 # the demo through it, verdicts checked against embedded; or the 5M benchmark through it.

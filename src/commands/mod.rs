@@ -63,6 +63,7 @@ async fn open(plan: &Plan) -> Result<(Engine, crate::sources::Catalog)> {
         &plan.tables,
         &plan.raw_tables,
         &plan.engine.store,
+        engine.remote.is_some(),
     )
     .await?;
     engine

@@ -197,12 +197,7 @@ impl Engine {
             options.execution.sort_spill_reservation_bytes =
                 (limit / 16).min(options.execution.sort_spill_reservation_bytes);
         }
-        // No answers from the files' statistics: Parquet's min and max leave NaN out, and
-        // DataFusion took a column whose min equals its max for that constant, reading a row
-        // group of NaN and 5e-324 as 5e-324 twice (and `max(x)` from the statistics as well).
-        // The analysis is to be computed from the rows on both sides, like any other query.
         let config = config
-            .with_collect_statistics(false)
             .with_target_partitions(partitions)
             .with_default_catalog_and_schema(CATALOG, Side::Batch.name())
             .with_create_default_catalog_and_schema(true)

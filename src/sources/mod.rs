@@ -9,20 +9,29 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
-use datafusion::arrow::datatypes::{DataType, Fields};
+use datafusion::arrow::datatypes::{DataType, Fields, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::catalog::Session;
+use datafusion::common::Statistics;
+use datafusion::common::stats::Precision;
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::FileMeta;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::file_format::avro::AvroFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::physical_plan::{FileScanConfig, FileSource};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
+use object_store::{ObjectMeta, ObjectStore};
 
 use crate::config::{Format, RawTable, Side, SourceSpec, StoreOptions, TableSpec};
 use crate::redact::redact_url;
@@ -115,12 +124,14 @@ impl Catalog {
 }
 
 /// Creates the `batch` and `stream` schemas and registers every table in both. A table that
-/// cannot be registered is recorded, not fatal: only the checks that read it fail.
+/// cannot be registered is recorded, not fatal: only the checks that read it fail. `portable`
+/// tables are only of kinds a plan sent to Ballista can carry.
 pub async fn register_tables(
     ctx: &SessionContext,
     tables: &[TableSpec],
     raw_tables: &[RawTable],
     store: &StoreOptions,
+    portable: bool,
 ) -> Result<Catalog> {
     let catalog = ctx
         .catalog(CATALOG)
@@ -143,10 +154,10 @@ pub async fn register_tables(
             continue;
         }
         let registered = match &source.changelog {
-            None => register_one(ctx, side, name, source, store).await,
+            None => register_one(ctx, side, name, source, store, portable).await,
             Some(changelog) => {
                 let changes = changelog::raw_name(name);
-                match register_one(ctx, side, &changes, source, store).await {
+                match register_one(ctx, side, &changes, source, store, portable).await {
                     Ok(listed) => {
                         changelog::view(ctx, side, name, changelog)
                             .await
@@ -192,6 +203,7 @@ async fn register_one(
     name: &str,
     source: &SourceSpec,
     store: &StoreOptions,
+    portable: bool,
 ) -> Result<Listed> {
     #[cfg(feature = "databases")]
     if database::is_database(&source.url) {
@@ -322,7 +334,13 @@ async fn register_one(
         .map_err(|e| anyhow!("cannot read the schema of the {} files: {e}", format.name()))?;
     let mut options = options;
     if format == Format::Parquet && has_float(schema.fields()) {
-        options.format = Arc::new(nan_safe_parquet());
+        let format = nan_safe_parquet();
+        // A plan for Ballista is serialised, which knows DataFusion's formats only; the
+        // statistics are kept from the columns there by `engine::ballista` instead.
+        options.format = match portable {
+            true => Arc::new(format.0),
+            false => Arc::new(format),
+        };
     }
     if format == Format::Csv && source.csv_header {
         warn_if_header_looks_like_data(name, side, &schema, files.first());
@@ -414,17 +432,101 @@ fn warn_if_header_looks_like_data(
     );
 }
 
-/// Parquet read without pruning by the files' statistics, for tables with float columns.
-/// Parquet leaves NaN out of a float column's min and max, while DataFusion orders NaN above
-/// every number: a row group holding NaN and 1.0 says max = 1.0, and `WHERE x > 5` skipped it,
-/// losing the NaN row that the same filter keeps where the file carries no statistics. A lost
-/// row on one side is a false verdict; reading every row group is only slower.
-fn nan_safe_parquet() -> ParquetFormat {
+/// Parquet for tables with float columns: no pruning by the files' statistics, and no min or
+/// max of a float column in the statistics DataFusion plans with. Parquet leaves NaN out of a
+/// float column's min and max, while DataFusion orders NaN above every number: a row group of
+/// NaN and 1.0 says min = max = 1.0, and DataFusion read it as 1.0 twice (a column whose min
+/// equals its max is taken for that constant), answered `max(x)` as 1.0, and skipped it for
+/// `WHERE x > 5`. The row counts stay: the join is planned by them.
+fn nan_safe_parquet() -> NanSafeParquet {
     let mut options = TableParquetOptions::default();
     options.global.pruning = false;
     options.global.enable_page_index = false;
     options.global.bloom_filter_on_read = false;
-    ParquetFormat::default().with_options(options)
+    NanSafeParquet(ParquetFormat::default().with_options(options))
+}
+
+#[derive(Debug)]
+struct NanSafeParquet(ParquetFormat);
+
+impl NanSafeParquet {
+    fn without_float_bounds(mut statistics: Statistics, schema: &SchemaRef) -> Statistics {
+        for (column, field) in statistics.column_statistics.iter_mut().zip(schema.fields()) {
+            if data_type_has_float(field.data_type()) {
+                column.min_value = Precision::Absent;
+                column.max_value = Precision::Absent;
+            }
+        }
+        statistics
+    }
+}
+
+#[async_trait::async_trait]
+impl FileFormat for NanSafeParquet {
+    fn get_ext(&self) -> String {
+        self.0.get_ext()
+    }
+
+    fn get_ext_with_compression(
+        &self,
+        compression: &FileCompressionType,
+    ) -> datafusion::error::Result<String> {
+        self.0.get_ext_with_compression(compression)
+    }
+
+    fn compression_type(&self) -> Option<FileCompressionType> {
+        self.0.compression_type()
+    }
+
+    async fn infer_schema(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+    ) -> datafusion::error::Result<SchemaRef> {
+        self.0.infer_schema(state, store, objects).await
+    }
+
+    async fn infer_stats(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> datafusion::error::Result<Statistics> {
+        let statistics = self
+            .0
+            .infer_stats(state, store, table_schema.clone(), object)
+            .await?;
+        Ok(Self::without_float_bounds(statistics, &table_schema))
+    }
+
+    async fn infer_stats_and_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> datafusion::error::Result<FileMeta> {
+        let mut meta = self
+            .0
+            .infer_stats_and_ordering(state, store, table_schema.clone(), object)
+            .await?;
+        meta.statistics = Self::without_float_bounds(meta.statistics, &table_schema);
+        Ok(meta)
+    }
+
+    async fn create_physical_plan(
+        &self,
+        state: &dyn Session,
+        conf: FileScanConfig,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.0.create_physical_plan(state, conf).await
+    }
+
+    fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
+        self.0.file_source(table_schema)
+    }
 }
 
 /// Whether any column, or any field nested in one, is a float.

@@ -120,6 +120,28 @@ fn a_keyed_diff_with_duplicates_on_ballista() {
     assert_eq!(distributed.check()["samples"], embedded.check()["samples"]);
 }
 
+/// Parquet's statistics leave NaN out (see the embedded case in `hardening`): on Ballista too, a
+/// row group of NaN and 1.0 is read as it is, and `WHERE x > 5` keeps the NaN row.
+#[test]
+fn nan_in_parquet_is_read_as_nan_on_ballista() {
+    let ws = Workspace::new();
+    let rows = "SELECT * FROM (VALUES (1, CAST('NaN' AS DOUBLE)), (2, 1.0)) AS t(id, x)";
+    let batch = ws.table("parquet", Fmt::Parquet, rows);
+    let same = ws.table("arrow", Fmt::Arrow, rows);
+    let ones = ws.table(
+        "ones",
+        Fmt::Arrow,
+        "SELECT * FROM (VALUES (1, 1.0), (2, 1.0)) AS t(id, x)",
+    );
+    let ballista = ["--engine", "ballista://standalone"];
+    let run = ws.compare(&batch, &ones, "SELECT * FROM t", &ballista);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let sql = "SELECT id, x FROM t WHERE x > 5";
+    let run = ws.compare(&batch, &same, sql, &ballista);
+    assert_eq!(run.code, 0, "{sql}: {}{}", run.stdout, run.stderr);
+    assert_eq!(run.counts()[0], 1, "{sql}");
+}
+
 #[test]
 fn a_limit_is_refused_on_ballista_and_runs_in_process_when_the_check_asks() {
     let ws = Workspace::new();

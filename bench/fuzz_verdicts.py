@@ -1,0 +1,252 @@
+"""Differential fuzzing of verdicts: random messy tables (NULL, NaN and -0.0 values, NULL and
+float keys, duplicate keys, replayed rows, widened integer types, one to forty files, tiny row
+groups), diffed by dualrun and by a plain-Python model of docs/semantics.md; every count must
+agree. Each seed is one case; a failing seed's files are kept under --work to replay.
+
+    .venv/bin/python bench/fuzz_verdicts.py --dualrun target/release/dualrun --seeds 0:300
+
+The variants run each case through `compare`, through `run` with the diff forced into 3 buckets
+on disk, and with 3-row batches (DATAFUSION_EXECUTION_BATCH_SIZE=3)."""
+import argparse, datetime, decimal, json, math, os, random, shutil, subprocess, sys, tempfile
+import pyarrow as pa, pyarrow.parquet as pq
+
+NAN = "NaN"
+
+
+def canon(v):
+    if v is None:
+        return None
+    if isinstance(v, float):
+        if math.isnan(v):
+            return NAN
+        if v == 0.0:
+            return 0.0
+    return v
+
+
+def order_key(v):
+    v = canon(v)
+    if v is None:
+        return (2,)
+    if v == NAN:
+        return (1,)
+    if isinstance(v, str):
+        return (0, v.encode())
+    return (0, v)
+
+
+def gen_value(rng, kind):
+    r = rng.random()
+    if r < 0.08:
+        return None
+    if kind == "int":
+        return rng.choice([0, 1, -1, 2, -2, 127, -128, 2**31 - 1, -(2**31), rng.randint(-1000, 1000)])
+    if kind == "big":
+        return rng.choice([0, -1, 2**62, -(2**63), 2**63 - 1, rng.randint(-10**12, 10**12)])
+    if kind == "float":
+        return rng.choice([0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1.5, -1.5,
+                           1e-300, 5e-324, rng.uniform(-1e6, 1e6), rng.randint(-5, 5) * 1.0])
+    if kind == "str":
+        return rng.choice(["", "a", "A", "ä", "日本", "a" * 13, "x" * 40, "NULL", "0",
+                           " a", "a ", "\n", "".join(rng.choice("abc") for _ in range(rng.randint(0, 20)))])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "dec":
+        return decimal.Decimal(rng.randint(-10**8, 10**8)).scaleb(-2)
+    if kind == "ts":
+        return datetime.datetime(2026, 1, 1) + datetime.timedelta(microseconds=rng.randint(-10**15, 10**15))
+    if kind == "date":
+        return datetime.date(2026, 1, 1) + datetime.timedelta(days=rng.randint(-10**5, 10**5))
+    raise ValueError(kind)
+
+
+ARROW = {"int": pa.int32(), "big": pa.int64(), "float": pa.float64(), "str": pa.string(),
+         "bool": pa.bool_(), "dec": pa.decimal128(12, 2), "ts": pa.timestamp("us"),
+         "date": pa.date32()}
+
+
+def mutate(rng, kind, v):
+    for _ in range(20):
+        w = gen_value(rng, kind)
+        if canon(w) != canon(v):
+            return w
+    return None if v is not None else gen_value(rng, kind)
+
+
+def equivalent(rng, kind, v):
+    """A different bit pattern of an equal value (dualrun must call it equal)."""
+    if kind == "float" and v is not None:
+        if isinstance(v, float) and math.isnan(v):
+            return -float("nan") if rng.random() < 0.5 else float("nan")
+        if v == 0.0:
+            return -0.0 if math.copysign(1, v) > 0 else 0.0
+    return v
+
+
+def scenario(seed):
+    rng = random.Random(seed)
+    kinds = [rng.choice(list(ARROW)) for _ in range(rng.randint(1, 6))]
+    cols = [f"c{i}" for i in range(len(kinds))]
+    keyshape = rng.choice(["int", "int", "str", "composite", "none", "nullable", "float"])
+    keyed = keyshape != "none"
+    n = rng.choice([0, 1, 5, 50, 300, 2000])
+    keyspace = max(1, int(n * rng.choice([0.3, 1.0, 3.0])))
+
+    def make_key():
+        k = rng.randrange(keyspace)
+        if keyshape == "int":
+            return (k,)
+        if keyshape == "str":
+            return (f"k{k}",)
+        if keyshape == "composite":
+            return (k % 7, f"{k // 7}")
+        if keyshape == "nullable":
+            return (None if k % 11 == 0 else k,)
+        if keyshape == "float":
+            return (rng.choice([float("nan"), 0.0, -0.0, 1.5]) if k % 9 == 0 else float(k),)
+        return ()
+
+    keycols = {"int": ["id"], "str": ["id"], "composite": ["ka", "kb"], "none": [],
+               "nullable": ["id"], "float": ["id"]}[keyshape]
+    keytypes = {"int": [pa.int64()], "str": [pa.string()], "composite": [pa.int32(), pa.string()],
+                "none": [], "nullable": [pa.int64()], "float": [pa.float64()]}[keyshape]
+    dup_rate = rng.choice([0, 0, 0.01, 0.2])
+    batch = []
+    used = set()
+    for _ in range(n):
+        key = make_key()
+        if keyed and key in used and rng.random() > dup_rate:
+            continue
+        used.add(key)
+        batch.append(list(key) + [gen_value(rng, k) for k in kinds])
+    stream = []
+    nk = len(keycols)
+    p_del, p_mod, p_eqv = rng.choice([(0, 0, 0), (0.01, 0.01, 0.1), (0.1, 0.2, 0.3)])
+    for row in batch:
+        r = rng.random()
+        if r < p_del:
+            continue
+        row = list(row)
+        if rng.random() < p_mod:
+            c = rng.randrange(len(kinds))
+            row[nk + c] = mutate(rng, kinds[c], row[nk + c])
+        if rng.random() < p_eqv:
+            c = rng.randrange(len(kinds))
+            row[nk + c] = equivalent(rng, kinds[c], row[nk + c])
+        stream.append(row)
+        if rng.random() < dup_rate / 2:
+            stream.append(list(row))  # at-least-once replay
+    for _ in range(rng.choice([0, 0, 3, n // 10])):
+        stream.append(list(make_key()) + [gen_value(rng, k) for k in kinds])
+    rng.shuffle(stream)
+    rng.shuffle(batch)
+    # The stream side may widen int32 columns to int64.
+    widen = keyshape != "none" and rng.random() < 0.3
+    return dict(kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
+                stream=stream, widen=widen, keyed=keyed, rng=rng)
+
+
+def write(rows, names, types, path, rng):
+    os.makedirs(path)
+    files = rng.choice([1, 1, 3, 40])
+    chunks = [rows[i::files] for i in range(files)]
+    schema = pa.schema([pa.field(n, t) for n, t in zip(names, types)])
+    for i, chunk in enumerate(chunks):
+        cols = list(zip(*chunk)) if chunk else [[] for _ in names]
+        table = pa.table([pa.array(list(c), type=t) for c, t in zip(cols, types)], schema=schema)
+        pq.write_table(table, f"{path}/part-{i:03}.parquet",
+                       row_group_size=rng.choice([7, 1000, 100000]))
+
+
+def oracle(sc):
+    nk = len(sc["keycols"])
+    b, s = sc["batch"], sc["stream"]
+    if not sc["keyed"]:
+        from collections import Counter
+        cb = Counter(tuple(canon(v) for v in r) for r in b)
+        cs = Counter(tuple(canon(v) for v in r) for r in s)
+        matched = sum(min(cb[k], cs[k]) for k in cb)
+        return dict(matched=matched, mismatched=0, missing_in_stream=len(b) - matched,
+                    extra_in_stream=len(s) - matched,
+                    duplicate_keys_batch=sum(1 for v in cb.values() if v > 1),
+                    duplicate_keys_stream=sum(1 for v in cs.values() if v > 1))
+    gb, gs = {}, {}
+    for rows, g in ((b, gb), (s, gs)):
+        for r in rows:
+            g.setdefault(tuple(canon(v) for v in r[:nk]), []).append(r[nk:])
+    out = dict(matched=0, mismatched=0, missing_in_stream=0, extra_in_stream=0,
+               duplicate_keys_batch=sum(1 for v in gb.values() if len(v) > 1),
+               duplicate_keys_stream=sum(1 for v in gs.values() if len(v) > 1))
+    for k in set(gb) | set(gs):
+        rb = sorted(gb.get(k, []), key=lambda r: [order_key(v) for v in r])
+        rs = sorted(gs.get(k, []), key=lambda r: [order_key(v) for v in r])
+        for x, y in zip(rb, rs):
+            if all(canon(p) == canon(q) for p, q in zip(x, y)):
+                out["matched"] += 1
+            else:
+                out["mismatched"] += 1
+        out["missing_in_stream"] += max(0, len(rb) - len(rs))
+        out["extra_in_stream"] += max(0, len(rs) - len(rb))
+    return out
+
+
+def run(sc, seed, variant):
+    d = f"{WORK}/{seed}"
+    shutil.rmtree(d, ignore_errors=True)
+    names = sc["keycols"] + sc["cols"]
+    btypes = sc["keytypes"] + [ARROW[k] for k in sc["kinds"]]
+    stypes = [pa.int64() if (sc["widen"] and t == pa.int32()) else t for t in btypes]
+    write(sc["batch"], names, btypes, f"{d}/b", sc["rng"])
+    write(sc["stream"], names, stypes, f"{d}/s", sc["rng"])
+    results = {}
+    for v in variant:
+        if v == "compare":
+            cmd = [BIN, "compare", "--batch", f"t={d}/b/", "--stream", f"t={d}/s/", "--sql",
+                   "SELECT * FROM t", "--format", "json", "--allow-empty"]
+            if sc["keyed"]:
+                cmd += ["--key", ",".join(sc["keycols"])]
+        else:
+            key = f'key = {json.dumps(sc["keycols"])}' if sc["keyed"] else ""
+            extra = {"buckets": "[engine]\nbuckets = 3\n", "tiny": ""}[v]
+            with open(f"{d}/c.toml", "w") as f:
+                f.write(f'[tables.t]\nbatch = "{d}/b/"\nstream = "{d}/s/"\n\n[[checks]]\nname = "c"\n'
+                        f'sql = "SELECT * FROM t"\n{key}\nallow_empty = true\n\n{extra}')
+            cmd = [BIN, "run", "--config", f"{d}/c.toml", "--format", "json", "--no-history"]
+        env = dict(os.environ)
+        if v == "tiny":
+            env["DATAFUSION_EXECUTION_BATCH_SIZE"] = "3"
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        try:
+            rep = json.loads(p.stdout)
+            c = rep["checks"][0]
+            results[v] = (c["status"], c.get("counts"), c.get("error"))
+        except Exception as e:
+            results[v] = ("crash", p.returncode, p.stderr[-400:])
+    return results
+
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--dualrun", required=True, help="the dualrun binary")
+parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
+parser.add_argument("--variants", default="compare,buckets,tiny")
+parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz"))
+args = parser.parse_args()
+BIN, WORK = args.dualrun, args.work
+first, end = (int(x) for x in args.seeds.split(":"))
+SEEDS = range(first, end)
+
+fails = 0
+for seed in SEEDS:
+    sc = scenario(seed)
+    want = oracle(sc)
+    got = run(sc, seed, args.variants.split(","))
+    for v, (status, counts, err) in got.items():
+        if counts != want:
+            fails += 1
+            print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
+                  f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])}",
+                  flush=True)
+        else:
+            shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
+print(f"{fails} disagreements in {len(SEEDS)} cases x {len(args.variants.split(','))} variants")
+sys.exit(1 if fails else 0)
