@@ -7,7 +7,7 @@ agree. Each seed is one case; a failing seed's files are kept under --work to re
 
 The variants run each case through `compare`, through `run` with the diff forced into 3 buckets
 on disk, and with 3-row batches (DATAFUSION_EXECUTION_BATCH_SIZE=3)."""
-import argparse, datetime, decimal, json, math, os, random, shutil, subprocess, sys, tempfile
+import argparse, datetime, decimal, json, math, os, random, shutil, struct, subprocess, sys, tempfile
 import pyarrow as pa, pyarrow.parquet as pq
 
 NAN = "NaN"
@@ -43,6 +43,9 @@ def gen_value(rng, kind):
         return rng.choice([0, 1, -1, 2, -2, 127, -128, 2**31 - 1, -(2**31), rng.randint(-1000, 1000)])
     if kind == "big":
         return rng.choice([0, -1, 2**62, -(2**63), 2**63 - 1, rng.randint(-10**12, 10**12)])
+    if kind == "f32":  # as float32 holds them, so that the model compares what is stored
+        v = rng.choice([0.0, -0.0, float("nan"), float("inf"), 1.5, -2.25, 3.0e38, 1.0e-40])
+        return struct.unpack("<f", struct.pack("<f", v))[0]
     if kind == "float":
         return rng.choice([0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1.5, -1.5,
                            1e-300, 5e-324, rng.uniform(-1e6, 1e6), rng.randint(-5, 5) * 1.0])
@@ -60,7 +63,7 @@ def gen_value(rng, kind):
     raise ValueError(kind)
 
 
-ARROW = {"int": pa.int32(), "big": pa.int64(), "float": pa.float64(), "str": pa.string(),
+ARROW = {"f32": pa.float32(), "int": pa.int32(), "big": pa.int64(), "float": pa.float64(), "str": pa.string(),
          "bool": pa.bool_(), "dec": pa.decimal128(12, 2), "ts": pa.timestamp("us"),
          "date": pa.date32()}
 
@@ -75,7 +78,7 @@ def mutate(rng, kind, v):
 
 def equivalent(rng, kind, v):
     """A different bit pattern of an equal value (dualrun must call it equal)."""
-    if kind == "float" and v is not None:
+    if kind in ("float", "f32") and v is not None:
         if isinstance(v, float) and math.isnan(v):
             return -float("nan") if rng.random() < 0.5 else float("nan")
         if v == 0.0:
@@ -87,7 +90,7 @@ def scenario(seed):
     rng = random.Random(seed)
     kinds = [rng.choice(list(ARROW)) for _ in range(rng.randint(1, 6))]
     cols = [f"c{i}" for i in range(len(kinds))]
-    keyshape = rng.choice(["int", "int", "str", "composite", "none", "nullable", "float"])
+    keyshape = rng.choice(["int", "int", "str", "composite", "none", "nullable", "float", "ts"])
     keyed = keyshape != "none"
     n = rng.choice([0, 1, 5, 50, 300, 2000])
     keyspace = max(1, int(n * rng.choice([0.3, 1.0, 3.0])))
@@ -102,14 +105,17 @@ def scenario(seed):
             return (k % 7, f"{k // 7}")
         if keyshape == "nullable":
             return (None if k % 11 == 0 else k,)
+        if keyshape == "ts":
+            return (datetime.datetime(2026, 1, 1) + datetime.timedelta(seconds=k),)
         if keyshape == "float":
             return (rng.choice([float("nan"), 0.0, -0.0, 1.5]) if k % 9 == 0 else float(k),)
         return ()
 
     keycols = {"int": ["id"], "str": ["id"], "composite": ["ka", "kb"], "none": [],
-               "nullable": ["id"], "float": ["id"]}[keyshape]
+               "nullable": ["id"], "float": ["id"], "ts": ["id"]}[keyshape]
     keytypes = {"int": [pa.int64()], "str": [pa.string()], "composite": [pa.int32(), pa.string()],
-                "none": [], "nullable": [pa.int64()], "float": [pa.float64()]}[keyshape]
+                "none": [], "nullable": [pa.int64()], "float": [pa.float64()],
+                "ts": [pa.timestamp("us")]}[keyshape]
     dup_rate = rng.choice([0, 0, 0.01, 0.2])
     batch = []
     used = set()
@@ -142,8 +148,17 @@ def scenario(seed):
     rng.shuffle(batch)
     # The stream side may widen int32 columns to int64.
     widen = keyshape != "none" and rng.random() < 0.3
-    return dict(kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
-                stream=stream, widen=widen, keyed=keyed, rng=rng)
+    strings = rng.choice([pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())])
+    # Sometimes a filter, so that row groups may be pruned by their statistics.
+    where = None
+    if rng.random() < 0.3:
+        c = rng.randrange(len(kinds))
+        if kinds[c] in ("int", "big", "float", "f32", "str", "date"):
+            where = (c, gen_value(rng, kinds[c]))
+            if where[1] is None or (isinstance(where[1], float) and (math.isnan(where[1]) or where[1] == 0)):
+                where = None
+    return dict(where=where, kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
+                stream=stream, widen=widen, keyed=keyed, rng=rng, strings=strings)
 
 
 def write(rows, names, types, path, rng):
@@ -158,9 +173,42 @@ def write(rows, names, types, path, rng):
                        row_group_size=rng.choice([7, 1000, 100000]))
 
 
+def kept(sc, row):
+    """DataFusion's `col > literal`: NULL is not kept; floats in IEEE total order, where a NaN
+    is above every number and a NaN with its sign bit set below every number."""
+    if sc["where"] is None:
+        return True
+    c, t = sc["where"]
+    v = row[len(sc["keycols"]) + c]
+    if v is None:
+        return False
+    if isinstance(v, float) and math.isnan(v):
+        return math.copysign(1.0, v) > 0
+    if isinstance(v, str):
+        return v.encode() > t.encode()
+    return v > t
+
+
+def sql(sc):
+    if sc["where"] is None:
+        return "SELECT * FROM t"
+    c, t = sc["where"]
+    kind = sc["kinds"][c]
+    if kind == "str":
+        lit = "'" + t.replace("'", "''") + "'"
+    elif kind == "date":
+        lit = f"DATE '{t.isoformat()}'"
+    elif isinstance(t, float) and math.isinf(t):
+        lit = f"CAST('{'-' if t < 0 else ''}Infinity' AS DOUBLE)"
+    else:
+        lit = repr(t)
+    return f"SELECT * FROM t WHERE c{c} > {lit}"
+
+
 def oracle(sc):
     nk = len(sc["keycols"])
-    b, s = sc["batch"], sc["stream"]
+    b = [r for r in sc["batch"] if kept(sc, r)]
+    s = [r for r in sc["stream"] if kept(sc, r)]
     if not sc["keyed"]:
         from collections import Counter
         cb = Counter(tuple(canon(v) for v in r) for r in b)
@@ -195,14 +243,15 @@ def run(sc, seed, variant):
     shutil.rmtree(d, ignore_errors=True)
     names = sc["keycols"] + sc["cols"]
     btypes = sc["keytypes"] + [ARROW[k] for k in sc["kinds"]]
-    stypes = [pa.int64() if (sc["widen"] and t == pa.int32()) else t for t in btypes]
+    stypes = [pa.int64() if (sc["widen"] and t == pa.int32()) else
+              sc["strings"] if t == pa.string() else t for t in btypes]
     write(sc["batch"], names, btypes, f"{d}/b", sc["rng"])
     write(sc["stream"], names, stypes, f"{d}/s", sc["rng"])
     results = {}
     for v in variant:
         if v == "compare":
             cmd = [BIN, "compare", "--batch", f"t={d}/b/", "--stream", f"t={d}/s/", "--sql",
-                   "SELECT * FROM t", "--format", "json", "--allow-empty"]
+                   sql(sc), "--format", "json", "--allow-empty"]
             if sc["keyed"]:
                 cmd += ["--key", ",".join(sc["keycols"])]
         else:
@@ -210,7 +259,7 @@ def run(sc, seed, variant):
             extra = {"buckets": "[engine]\nbuckets = 3\n", "tiny": ""}[v]
             with open(f"{d}/c.toml", "w") as f:
                 f.write(f'[tables.t]\nbatch = "{d}/b/"\nstream = "{d}/s/"\n\n[[checks]]\nname = "c"\n'
-                        f'sql = "SELECT * FROM t"\n{key}\nallow_empty = true\n\n{extra}')
+                        f'sql = {json.dumps(sql(sc))}\n{key}\nallow_empty = true\n\n{extra}')
             cmd = [BIN, "run", "--config", f"{d}/c.toml", "--format", "json", "--no-history"]
         env = dict(os.environ)
         if v == "tiny":
@@ -244,7 +293,7 @@ for seed in SEEDS:
         if counts != want:
             fails += 1
             print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
-                  f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])}",
+                  f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)}",
                   flush=True)
         else:
             shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
