@@ -157,7 +157,12 @@ def scenario(seed):
             where = (c, gen_value(rng, kinds[c]))
             if where[1] is None or (isinstance(where[1], float) and (math.isnan(where[1]) or where[1] == 0)):
                 where = None
-    return dict(where=where, kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
+    # Sometimes an absolute tolerance on one numeric column (keyed diffs only).
+    tolerance = None
+    numeric = [c for c, k in enumerate(kinds) if k in ("int", "big", "float", "dec")]
+    if keyed and numeric and rng.random() < 0.3:
+        tolerance = (rng.choice(numeric), rng.choice(["1", "0.5", "100"]))
+    return dict(where=where, tolerance=tolerance, kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
                 stream=stream, widen=widen, keyed=keyed, rng=rng, strings=strings)
 
 
@@ -205,6 +210,18 @@ def sql(sc):
     return f"SELECT * FROM t WHERE c{c} > {lit}"
 
 
+def same(sc, column, b, s):
+    """Equal, or within the column's tolerance: |b - s| <= abs; NaN and infinities never within."""
+    if canon(b) == canon(s):
+        return True
+    if sc["tolerance"] is None or sc["tolerance"][0] != column or b is None or s is None:
+        return False
+    if any(isinstance(v, float) and (math.isnan(v) or math.isinf(v)) for v in (b, s)):
+        return False
+    limit = decimal.Decimal(sc["tolerance"][1])
+    return abs(decimal.Decimal(b) - decimal.Decimal(s)) <= limit
+
+
 def oracle(sc):
     nk = len(sc["keycols"])
     b = [r for r in sc["batch"] if kept(sc, r)]
@@ -229,7 +246,7 @@ def oracle(sc):
         rb = sorted(gb.get(k, []), key=lambda r: [order_key(v) for v in r])
         rs = sorted(gs.get(k, []), key=lambda r: [order_key(v) for v in r])
         for x, y in zip(rb, rs):
-            if all(canon(p) == canon(q) for p, q in zip(x, y)):
+            if all(same(sc, c, p, q) for c, (p, q) in enumerate(zip(x, y))):
                 out["matched"] += 1
             else:
                 out["mismatched"] += 1
@@ -254,8 +271,12 @@ def run(sc, seed, variant):
                    sql(sc), "--format", "json", "--allow-empty"]
             if sc["keyed"]:
                 cmd += ["--key", ",".join(sc["keycols"])]
+            if sc["tolerance"]:
+                cmd += ["--tolerance", f"c{sc['tolerance'][0]}=abs:{sc['tolerance'][1]}"]
         else:
             key = f'key = {json.dumps(sc["keycols"])}' if sc["keyed"] else ""
+            if sc["tolerance"]:
+                key += f'\ntolerance = {{ c{sc["tolerance"][0]} = "abs:{sc["tolerance"][1]}" }}'
             extra = {"buckets": "[engine]\nbuckets = 3\n", "tiny": ""}[v]
             with open(f"{d}/c.toml", "w") as f:
                 f.write(f'[tables.t]\nbatch = "{d}/b/"\nstream = "{d}/s/"\n\n[[checks]]\nname = "c"\n'
@@ -293,7 +314,7 @@ for seed in SEEDS:
         if counts != want:
             fails += 1
             print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
-                  f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)}",
+                  f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)} tolerance={sc['tolerance']}",
                   flush=True)
         else:
             shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)

@@ -43,7 +43,7 @@ use super::columns::{self, BATCH_PRESENT, BATCH_ROW_ID, STREAM_PRESENT, STREAM_R
 use super::explain::Explainer;
 use super::keyed::KeyedCollector;
 use super::pack::Packing;
-use super::plan::{self, KeyedShape, RowIds};
+use super::plan::{self, KeyedShape};
 
 /// Unpaired rows whose key hashes are remembered per side; beyond it the pass gives up.
 const MAX_UNPAIRED_KEYS: usize = 4_000_000;
@@ -76,6 +76,11 @@ impl Seen {
         }
         *self.more.entry(id).or_default() += 1;
         true
+    }
+
+    /// How many distinct ids were seen.
+    fn distinct(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
     /// How many times `id` came out paired.
@@ -187,7 +192,6 @@ impl Kept {
 pub async fn consume(
     state: &SessionState,
     mut output: SendableRecordBatchStream,
-    ids: &RowIds,
     collector: &mut KeyedCollector<'_>,
     explainer: &mut Explainer,
     dimensions: [Option<&str>; 2],
@@ -199,6 +203,8 @@ pub async fn consume(
     let mut unpaired: [HashSet<u64>; 2] = Default::default();
     let mut candidates: [HashSet<u64>; 2] = Default::default();
     let mut repeats = 0usize;
+    // Rows that came out without a partner, per side: each exactly once.
+    let mut alone = [0u64; 2];
     let mut kept = Kept::new(state);
     let mut hashes = Vec::new();
     let watch_windows = dimensions.iter().any(Option::is_some);
@@ -232,6 +238,8 @@ pub async fn consume(
         }
         let missing = and_not(&bp, &sp)?;
         let extra = and_not(&sp, &bp)?;
+        alone[0] += missing.true_count() as u64;
+        alone[1] += extra.true_count() as u64;
         if missing.true_count() + extra.true_count() > 0 {
             let keys: Vec<ArrayRef> = key_names
                 .iter()
@@ -278,7 +286,12 @@ pub async fn consume(
             kept.push(state, filter_record_batch(&flagged, &keep)?)?;
         }
     }
-    let (batch_rows, stream_rows) = ids.rows();
+    // Each side's rows are the ids that came out, not the ids handed out: DataFusion may move
+    // the projection that numbers the rows below a filter of the query (it did, when a
+    // tolerance kept a filtered column out of the packed values), numbering rows the filter
+    // then drops. A filter that kept nothing was counted as rows that all matched.
+    let batch_rows = seen[0].distinct() + alone[0];
+    let stream_rows = seen[1].distinct() + alone[1];
 
     // The repeated keys: exactly, from the rows paired twice and the unpaired rows whose key
     // hash was seen twice.

@@ -459,7 +459,6 @@ async fn keyed_pass(
 /// its hash table while the previous bucket's rows are still being compared.
 struct OnePass {
     sides: (LogicalPlan, LogicalPlan),
-    ids: plan::RowIds,
     output: SendableRecordBatchStream,
     physical: Arc<dyn ExecutionPlan>,
 }
@@ -487,7 +486,6 @@ impl OnePass {
         );
         Ok(OnePass {
             sides: (batch, stream),
-            ids,
             output,
             physical,
         })
@@ -523,15 +521,8 @@ impl OnePass {
     ) -> Result<KeyedPass> {
         let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
         let ticker = track_progress(&self.physical, progress);
-        let consumed = duplicates::consume(
-            state,
-            self.output,
-            &self.ids,
-            collector,
-            explainer,
-            dimensions,
-        )
-        .await;
+        let consumed =
+            duplicates::consume(state, self.output, collector, explainer, dimensions).await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }

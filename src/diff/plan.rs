@@ -315,9 +315,10 @@ pub fn keyed(
 }
 
 /// Dense row numbers for the two sides of one plan: each batch of a side takes the next block
-/// of numbers, so a side's rows are numbered 0..n whatever its partitioning, and the last
-/// number tells how many rows the side had. The keyed consumer marks each number it sees in a
-/// bitmap: a row that comes out of the join twice has a key that repeats on the other side.
+/// of numbers, so a side's rows are numbered 0..n whatever its partitioning. The keyed consumer
+/// marks each number it sees in a bitmap: a row that comes out of the join twice has a key that
+/// repeats on the other side, and the numbers seen are the side's rows. (Not the numbers handed
+/// out: DataFusion may number rows below a filter that then drops them.)
 /// (A volatile function of DataFusion's, evaluated once per row like `random()`; in-process
 /// only, as Ballista executors do not know it.)
 #[derive(Debug, Default)]
@@ -334,14 +335,6 @@ impl RowIds {
             next: next.clone(),
         })
         .call(vec![])
-    }
-
-    /// Rows numbered so far on each side: after the plan ran, each side's row count.
-    pub fn rows(&self) -> (u64, u64) {
-        (
-            self.batch.load(Ordering::Relaxed),
-            self.stream.load(Ordering::Relaxed),
-        )
     }
 }
 
