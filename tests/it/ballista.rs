@@ -125,21 +125,10 @@ fn a_keyed_diff_with_duplicates_on_ballista() {
 #[test]
 fn nan_in_parquet_is_read_as_nan_on_ballista() {
     let ws = Workspace::new();
-    let rows = "SELECT * FROM (VALUES (1, CAST('NaN' AS DOUBLE)), (2, 1.0)) AS t(id, x)";
-    let batch = ws.table("parquet", Fmt::Parquet, rows);
-    let same = ws.table("arrow", Fmt::Arrow, rows);
-    let ones = ws.table(
-        "ones",
-        Fmt::Arrow,
-        "SELECT * FROM (VALUES (1, 1.0), (2, 1.0)) AS t(id, x)",
-    );
+    let batch = ws.table("parquet", Fmt::Parquet, crate::common::NAN_AND_ONE);
+    let same = ws.table("arrow", Fmt::Arrow, crate::common::NAN_AND_ONE);
     let ballista = ["--engine", "ballista://standalone"];
-    let run = ws.compare(&batch, &ones, "SELECT * FROM t", &ballista);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    let sql = "SELECT id, x FROM t WHERE x > 5";
-    let run = ws.compare(&batch, &same, sql, &ballista);
-    assert_eq!(run.code, 0, "{sql}: {}{}", run.stdout, run.stderr);
-    assert_eq!(run.counts()[0], 1, "{sql}");
+    crate::common::assert_nan_read_as_nan(&ws, &batch, &same, &ballista);
 }
 
 #[test]

@@ -387,3 +387,26 @@ pub fn wait_until_up(url: &str) {
     }
     panic!("{url} did not come up");
 }
+
+/// Rows whose Parquet statistics say min = max = 1.0: NaN is left out of them.
+pub const NAN_AND_ONE: &str =
+    "SELECT * FROM (VALUES (1, CAST('NaN' AS DOUBLE)), (2, 1.0)) AS t(id, x)";
+
+/// Queries whose answers NaN changes if statistics stand in for the rows of `NAN_AND_ONE`.
+pub const NAN_QUERIES: [&str; 4] = [
+    "SELECT * FROM t",
+    "SELECT id, x FROM t WHERE x > 5",
+    "SELECT id FROM t WHERE x = 1.0",
+    "SELECT max(x) AS most, count(*) AS n FROM t",
+];
+
+/// Asserts that `NAN_QUERIES` give the same answers over `batch` and `same` (both holding
+/// `NAN_AND_ONE`): everything matches, with two rows for the whole table and one otherwise.
+pub fn assert_nan_read_as_nan(ws: &Workspace, batch: &str, same: &str, extra: &[&str]) {
+    for sql in NAN_QUERIES {
+        let run = ws.compare(batch, same, sql, extra);
+        assert_eq!(run.code, 0, "{sql}: {}{}", run.stdout, run.stderr);
+        let rows = 1 + u64::from(sql == NAN_QUERIES[0]);
+        assert_eq!(run.counts()[0], rows, "{sql}");
+    }
+}
