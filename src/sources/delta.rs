@@ -21,7 +21,7 @@ use datafusion::prelude::SessionContext;
 use deltalake::DeltaTableBuilder;
 
 use crate::config::SourceSpec;
-use crate::sources::{Listed, data_type_has_float};
+use crate::sources::{Listed, data_type_has_float, has_float};
 
 /// Whether the location holds a Delta log.
 pub async fn is_delta(ctx: &SessionContext, url: &ListingTableUrl) -> bool {
@@ -95,7 +95,10 @@ pub async fn register(
         .table_provider()
         .await
         .map_err(|e| anyhow!("Delta table: {e}"))?;
-    register(Arc::new(NanSafeDelta { inner: provider }))?;
+    match has_float(provider.schema().fields()) {
+        true => register(Arc::new(NanSafeDelta { inner: provider }))?,
+        false => register(provider)?,
+    }
     tracing::debug!(version = ?table.version(), files, "registered Delta table");
     Ok(Listed {
         files,

@@ -530,7 +530,7 @@ impl FileFormat for NanSafeParquet {
 }
 
 /// Whether any column, or any field nested in one, is a float.
-fn has_float(fields: &Fields) -> bool {
+pub(crate) fn has_float(fields: &Fields) -> bool {
     fields
         .iter()
         .any(|field| data_type_has_float(field.data_type()))
