@@ -28,6 +28,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource};
 use datafusion::datasource::table_schema::TableSchema;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
@@ -499,6 +500,18 @@ impl FileFormat for NanSafeParquet {
             .infer_stats(state, store, table_schema.clone(), object)
             .await?;
         Ok(Self::without_float_bounds(statistics, &table_schema))
+    }
+
+    async fn infer_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> datafusion::error::Result<Option<LexOrdering>> {
+        self.0
+            .infer_ordering(state, store, table_schema, object)
+            .await
     }
 
     async fn infer_stats_and_ordering(
