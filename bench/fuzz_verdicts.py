@@ -295,28 +295,34 @@ def run(sc, seed, variant):
     return results
 
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--dualrun", required=True, help="the dualrun binary")
-parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
-parser.add_argument("--variants", default="compare,buckets,tiny")
-parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz"))
-args = parser.parse_args()
-BIN, WORK = args.dualrun, args.work
-first, end = (int(x) for x in args.seeds.split(":"))
-SEEDS = range(first, end)
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dualrun", required=True, help="the dualrun binary")
+    parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
+    parser.add_argument("--variants", default="compare,buckets,tiny")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz"))
+    args = parser.parse_args()
+    global BIN, WORK
+    BIN, WORK = args.dualrun, args.work
+    first, end = (int(x) for x in args.seeds.split(":"))
+    SEEDS = range(first, end)
 
-fails = 0
-for seed in SEEDS:
-    sc = scenario(seed)
-    want = oracle(sc)
-    got = run(sc, seed, args.variants.split(","))
-    for v, (status, counts, err) in got.items():
-        if counts != want:
-            fails += 1
-            print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
-                  f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)} tolerance={sc['tolerance']}",
-                  flush=True)
-        else:
-            shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
-print(f"{fails} disagreements in {len(SEEDS)} cases x {len(args.variants.split(','))} variants")
-sys.exit(1 if fails else 0)
+    fails = 0
+    for seed in SEEDS:
+        sc = scenario(seed)
+        want = oracle(sc)
+        got = run(sc, seed, args.variants.split(","))
+        for v, (status, counts, err) in got.items():
+            if counts != want:
+                fails += 1
+                print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
+                      f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)} tolerance={sc['tolerance']}",
+                      flush=True)
+            else:
+                shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
+    print(f"{fails} disagreements in {len(SEEDS)} cases x {len(args.variants.split(','))} variants")
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()

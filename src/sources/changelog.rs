@@ -109,9 +109,13 @@ fn pieces(table: &str, side: Side, spec: &ChangelogSpec, schema: &Schema) -> Res
     }
     for column in &spec.order_by {
         let data_type = schema.field_with_name(column)?.data_type();
-        if !(data_type.is_primitive()
+        let values = match data_type {
+            DataType::Dictionary(_, values) => values.as_ref(),
+            other => other,
+        };
+        if !(values.is_primitive()
             || matches!(
-                data_type,
+                values,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             ))
         {

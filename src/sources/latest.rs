@@ -14,7 +14,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, StructArray, UInt32Array, UInt64Array, new_null_array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, UInt64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Result, internal_err, not_impl_err};
@@ -266,6 +266,10 @@ impl Change {
 struct LatestGroups {
     orders: RowConverter,
     values: RowConverter,
+    /// The types the ordering and value columns came in as (the row format gives a
+    /// dictionary's values back, not the dictionary).
+    order_types: Vec<DataType>,
+    value_types: Vec<DataType>,
     fields: Fields,
     groups: Vec<Change>,
     arena: Vec<u8>,
@@ -278,12 +282,18 @@ struct LatestGroups {
 }
 
 impl LatestGroups {
-    fn new(orders: &[DataType], values: &[DataType], fields: Fields) -> Result<LatestGroups> {
-        let (orders, null_order) = Self::converter(orders)?;
-        let (values, null_row) = Self::converter(values)?;
+    fn new(
+        orders_types: &[DataType],
+        values_types: &[DataType],
+        fields: Fields,
+    ) -> Result<LatestGroups> {
+        let (orders, null_order) = Self::converter(orders_types)?;
+        let (values, null_row) = Self::converter(values_types)?;
         Ok(LatestGroups {
             orders,
             values,
+            order_types: orders_types.to_vec(),
+            value_types: values_types.to_vec(),
             fields,
             groups: Vec::new(),
             arena: Vec::new(),
@@ -300,6 +310,21 @@ impl LatestGroups {
         let nulls: Vec<ArrayRef> = types.iter().map(|t| new_null_array(t, 1)).collect();
         let null_row = converter.convert_columns(&nulls)?.row(0).as_ref().to_vec();
         Ok((converter, null_row))
+    }
+
+    /// Columns read back from the row format, as the `types` they came in as.
+    fn as_they_came(columns: Vec<ArrayRef>, types: &[DataType]) -> Result<Vec<ArrayRef>> {
+        columns
+            .into_iter()
+            .zip(types)
+            .map(|(column, data_type)| {
+                if column.data_type() == data_type {
+                    Ok(column)
+                } else {
+                    Ok(cast(&column, data_type)?)
+                }
+            })
+            .collect()
     }
 
     /// Where the value columns start among `columns` (input or state): they come last, one per
@@ -506,7 +531,7 @@ impl GroupsAccumulator for LatestGroups {
                 &self.null_row
             })
         });
-        let mut columns = self.values.convert_rows(rows)?;
+        let mut columns = Self::as_they_came(self.values.convert_rows(rows)?, &self.value_types)?;
         columns.push(Arc::new(UInt64Array::from_iter_values(
             taken.iter().map(|c| c.copies),
         )));
@@ -548,18 +573,22 @@ impl GroupsAccumulator for LatestGroups {
                 taken.iter().map(|c| Some(c.deleted)),
             )),
         ];
-        columns.extend(
+        columns.extend(Self::as_they_came(
             self.orders
                 .convert_rows(orders.iter().map(|o| parser.parse(o)))?,
-        );
+            &self.order_types,
+        )?);
         let parser = self.values.parser();
-        columns.extend(self.values.convert_rows(taken.iter().map(|c| {
-            parser.parse(if c.seen {
-                c.row(&arena)
-            } else {
-                &self.null_row
-            })
-        }))?);
+        columns.extend(Self::as_they_came(
+            self.values.convert_rows(taken.iter().map(|c| {
+                parser.parse(if c.seen {
+                    c.row(&arena)
+                } else {
+                    &self.null_row
+                })
+            }))?,
+            &self.value_types,
+        )?);
         Ok(columns)
     }
 
