@@ -432,14 +432,19 @@ fn envelope(table: &str, side: Side, schema: &Schema) -> Result<String> {
     if field("op").is_none() {
         bail!("{what}: the Debezium envelope has no op field");
     }
-    let value = |column: &str| match (field("after"), field("before")) {
-        (Some(_), Some(_)) => format!(
-            "coalesce({}['{column}'], {}['{column}'])",
-            path("after"),
-            path("before")
-        ),
-        (Some(_), None) => format!("{}['{column}']", path("after")),
-        _ => format!("{}['{column}']", path("before")),
+    // The row is `after`, or `before` when there is no `after` (a delete): whole rows, never
+    // column by column, or an update that sets a column to NULL would read the old value.
+    let value = |column: &str| {
+        let column = column.replace('\'', "''");
+        match (field("after"), field("before")) {
+            (Some(_), Some(_)) => format!(
+                "CASE WHEN {after} IS NOT NULL THEN {after}['{column}'] ELSE {before}['{column}'] END",
+                after = path("after"),
+                before = path("before")
+            ),
+            (Some(_), None) => format!("{}['{column}']", path("after")),
+            _ => format!("{}['{column}']", path("before")),
+        }
     };
     let mut columns: Vec<String> = row_fields
         .iter()

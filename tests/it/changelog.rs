@@ -392,6 +392,32 @@ fn upsert_debezium_and_dedup_shapes() {
     assert_eq!(run.check()["changelog"][0]["replayed_rows"], 2);
 }
 
+/// Debezium's envelope: an update that sets a column to NULL has it NULL in `after` and set in
+/// `before`; the row is `after`, so the column is NULL (not the old value).
+#[test]
+fn a_debezium_update_to_null_reads_null() {
+    let ws = Workspace::new();
+    ws.table(
+        "b/orders",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, CAST(NULL AS VARCHAR), 30.0), (2, 'new', 12.0)) AS t(order_id, status, amount)",
+    );
+    ws.write(
+        "s/orders/events.json",
+        concat!(
+            r#"{"before": null, "after": {"order_id": 1, "status": "new", "amount": 30.0}, "op": "c", "ts_ms": 1795514400000}"#,
+            "\n",
+            r#"{"before": {"order_id": 1, "status": "new", "amount": 30.0}, "after": {"order_id": 1, "status": null, "amount": 30.0}, "op": "u", "ts_ms": 1795514460000}"#,
+            "\n",
+            r#"{"before": null, "after": {"order_id": 2, "status": "new", "amount": 12.0}, "op": "c", "ts_ms": 1795514400000}"#,
+            "\n",
+        ),
+    );
+    config(&ws, r#"{ shape = "debezium", key = ["order_id"] }"#);
+    let run = matching(&ws);
+    assert_eq!(run.check()["changelog"][0]["rows"], 2, "{}", run.stdout);
+}
+
 /// Raw events on the stream side (epoch millis, cents, a nested attribute) become the logical
 /// table through a view; the same SQL then compares them with the batch table. Raw tables stay
 /// on their side and out of the checks.
