@@ -18,7 +18,7 @@ from fuzz_verdicts import ARROW, canon, gen_value, mutate, oracle, write
 T0 = datetime.datetime(2026, 1, 1)
 EPOCH_MS = int(T0.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 DAY_MS = 86_400_000
-SHAPES = ("upsert", "tombstone", "flink", "debezium", "dedup")
+SHAPES = ("upsert", "tombstone", "flink", "debezium", "envelope", "dedup")
 ORDERINGS = ("ms", "ts", "ms+seq", "seq", "str")
 
 
@@ -33,7 +33,7 @@ def changelog_scenario(seed):
     rng = random.Random(seed)
     shape = rng.choice(SHAPES)
     keyshape = rng.choice(["int", "int", "str", "composite", "nullable"])
-    ordering = "debezium" if shape == "debezium" else rng.choice(ORDERINGS)
+    ordering = "debezium" if shape in ("debezium", "envelope") else rng.choice(ORDERINGS)
     if shape == "debezium" and rng.random() < 0.3:
         ordering = "debezium+seq"
     kinds = [rng.choice([k for k in ARROW if k != "f32"]) for _ in range(rng.randint(1, 4))]
@@ -58,6 +58,7 @@ def changelog_scenario(seed):
         "flink": [("op", pa.string())],
         "debezium": [("__op", pa.string())] + rng.choice(
             [[], [("__deleted", pa.string())], [("__deleted", pa.bool_())]]),
+        "envelope": [("__op", pa.string())],
         "dedup": [],
     }[shape]
     names = keycols + values + [n for n, _ in order_cols] + [n for n, _ in marker_cols]
@@ -115,7 +116,7 @@ def changelog_scenario(seed):
             if op == "+U" and rng.random() < 0.7:
                 # The before-image: same ordering, older values; never a change.
                 rows.append(key(k) + [gen_value(rng, kind) for kind in kinds] + list(order) + ["-U"])
-        elif shape == "debezium":
+        elif shape in ("debezium", "envelope"):
             op = rng.choices(["c", "u", "r", "d"], [0.3, 0.4, 0.1, 0.2])[0]
             marks = [op]
             if len(marker_cols) == 2:
@@ -131,7 +132,7 @@ def changelog_scenario(seed):
     if rows and rng.random() < 0.06:
         r = rng.choice(rows)
         r[names.index(order_by[rng.randrange(len(order_by))])] = None
-    if rows and shape in ("flink", "debezium") and rng.random() < 0.03:
+    if rows and shape in ("flink", "debezium", "envelope") and rng.random() < 0.03:
         rng.choice(rows)[names.index(marker_cols[0][0])] = rng.choice(["+X", "x", None])
     rng.shuffle(rows)
 
@@ -141,11 +142,41 @@ def changelog_scenario(seed):
     else:
         as_of = rng.choice([("none", None), ("default", DAY_MS),
                             ("explicit", rng.randrange(span))])
-    return dict(rng=rng, shape=shape, ordering=ordering, keycols=keycols, names=names,
+    raw = envelope(rng, rows, keycols + values, keytypes + [ARROW[k] for k in kinds], kinds) \
+        if shape == "envelope" else None
+    return dict(rng=rng, shape=shape, raw=raw, ordering=ordering, keycols=keycols, names=names,
                 types=types, change_types=change_types, kinds=kinds, values=values,
                 order_by=order_by, as_of_column=as_of_column, as_of=as_of, rows=rows,
                 changelog_side=rng.choice(["stream", "stream", "stream", "batch"]),
                 marker_cols=[n for n, _ in marker_cols])
+
+
+def envelope(rng, rows, row_names, row_types, kinds):
+    """Debezium's own envelope of flattened rows (the row's columns, __source_ts_ms, __op), as
+    a sink writes it to Parquet: before/after structs, op, ts_ms, source.ts_ms, sometimes in a
+    payload struct. An update's before is another version of the row; its after may hold NULLs."""
+    n = len(row_names)
+    row_type = pa.struct([pa.field(name, t) for name, t in zip(row_names, row_types)])
+    source_type = pa.struct([pa.field("db", pa.string()), pa.field("ts_ms", pa.int64())])
+    names = ["before", "after", "op", "ts_ms", "source"]
+    types = [row_type, row_type, pa.string(), pa.int64(), source_type]
+    out = []
+    for r in rows:
+        row = dict(zip(row_names, r[:n]))
+        ts, op = r[n], r[n + 1]
+        older = dict(row, **{c: gen_value(rng, k) for c, k in zip(row_names[n - len(kinds):], kinds)})
+        before, after = {"c": (None, row), "r": (None, row), "u": (older, row),
+                         "d": (row, None)}.get(op, (older, row))
+        # The commit time in source.ts_ms, else (older connectors) only the event's ts_ms.
+        if rng.random() < 0.8:
+            source, event_ts = {"db": "shop", "ts_ms": ts}, (None if ts is None else ts + 7)
+        else:
+            source, event_ts = {"db": "shop", "ts_ms": None}, ts
+        out.append([before, after, op, event_ts, source])
+    if rng.random() < 0.5:
+        return names, types, out
+    payload = pa.struct([pa.field(name, t) for name, t in zip(names, types)])
+    return ["payload"], [payload], [[dict(zip(names, r))] for r in out]
 
 
 def ms_of(sc, v):
@@ -169,7 +200,7 @@ def output_names(sc):
         return [n for n in names if n != "deleted"]
     if shape == "flink":
         return [n for n in names if n != "op"]
-    if shape == "debezium":
+    if shape in ("debezium", "envelope"):
         return [n for n in names if not n.startswith("__")]
     return list(names)
 
@@ -183,7 +214,7 @@ def compact(sc):
     def is_change(r):
         return shape != "flink" or r[col["op"]] != "-U"
 
-    if shape in ("flink", "debezium"):
+    if shape in ("flink", "debezium", "envelope"):
         marker, allowed = ("op", {"+I", "-U", "+U", "-D"}) if shape == "flink" else \
             ("__op", {"c", "u", "d", "r"})
         if any(r[col[marker]] not in allowed for r in rows):
@@ -206,7 +237,7 @@ def compact(sc):
             return all(r[col[n]] is None for n in others)
         if shape == "flink":
             return r[col["op"]] == "-D"
-        if shape == "debezium":
+        if shape in ("debezium", "envelope"):
             gone = r[col["__op"]] == "d"
             if "__deleted" in col:
                 d = r[col["__deleted"]]
@@ -272,7 +303,7 @@ def snapshot(sc, logical):
 
 
 def config(sc, d):
-    shape = "upsert" if sc["shape"] == "tombstone" else sc["shape"]
+    shape = {"tombstone": "upsert", "envelope": "debezium"}.get(sc["shape"], sc["shape"])
     spec = {"shape": shape, "key": sc["keycols"]}
     if not sc["ordering"].startswith("debezium") or sc["ordering"] == "debezium+seq" or sc["rng"].random() < 0.5:
         spec["order_by"] = sc["order_by"]
@@ -300,7 +331,10 @@ def config(sc, d):
 
 def run(sc, d, variants, snapshot_rows):
     shutil.rmtree(d, ignore_errors=True)
-    write(sc["rows"], sc["names"], sc["change_types"], f"{d}/changes", sc["rng"])
+    if sc["raw"]:
+        write(sc["raw"][2], sc["raw"][0], sc["raw"][1], f"{d}/changes", sc["rng"])
+    else:
+        write(sc["rows"], sc["names"], sc["change_types"], f"{d}/changes", sc["rng"])
     out_names = output_names(sc)
     out_types = [sc["types"][sc["names"].index(n)] for n in out_names]
     write(snapshot_rows, out_names, out_types, f"{d}/snapshot", sc["rng"])
