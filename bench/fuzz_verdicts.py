@@ -68,7 +68,25 @@ ARROW = {"f32": pa.float32(), "int": pa.int32(), "big": pa.int64(), "float": pa.
          "date": pa.date32()}
 
 
+NUDGES = {"int": [1, -1, 2, 100, 101], "big": [1, -1, 100, 101],
+          "float": [0.5, -0.5, 1.0, 100.0, 1e-9], "dec": [decimal.Decimal("0.01"), decimal.Decimal("-1.00"), decimal.Decimal("100.00")],
+          "ts": [datetime.timedelta(milliseconds=500), datetime.timedelta(seconds=-30), datetime.timedelta(seconds=31),
+                 datetime.timedelta(hours=2), datetime.timedelta(days=1)],
+          "date": [datetime.timedelta(days=1), datetime.timedelta(days=-2)]}
+LIMITS = {"int": 2**31, "big": 2**63}
+
+
 def mutate(rng, kind, v):
+    # Half the time a value near the old one, often exactly on a tolerance's edge.
+    if kind in NUDGES and v is not None and rng.random() < 0.5:
+        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+            pass
+        else:
+            w = v + rng.choice(NUDGES[kind])
+            if kind == "float" and rng.random() < 0.5:
+                w = v * rng.choice([1.01, 0.99, 1.5, 2.0])
+            if (kind not in LIMITS or -LIMITS[kind] <= w < LIMITS[kind]) and canon(w) != canon(v):
+                return w
     for _ in range(20):
         w = gen_value(rng, kind)
         if canon(w) != canon(v):
@@ -157,11 +175,17 @@ def scenario(seed):
             where = (c, gen_value(rng, kinds[c]))
             if where[1] is None or (isinstance(where[1], float) and (math.isnan(where[1]) or where[1] == 0)):
                 where = None
-    # Sometimes an absolute tolerance on one numeric column (keyed diffs only).
+    # Sometimes a tolerance on one numeric (absolute, relative or both) or temporal column
+    # (a duration); keyed diffs only.
     tolerance = None
     numeric = [c for c, k in enumerate(kinds) if k in ("int", "big", "float", "dec")]
+    temporal = [c for c, k in enumerate(kinds) if k in ("ts", "date")]
     if keyed and numeric and rng.random() < 0.3:
-        tolerance = (rng.choice(numeric), rng.choice(["1", "0.5", "100"]))
+        tolerance = (rng.choice(numeric), rng.choice(
+            ["abs:1", "abs:0.5", "abs:100", "rel:0.5", "rel:0.01", "rel:1", "rel:0",
+             "abs:1,rel:0.1", "abs:0.25,rel:0.001"]))
+    elif keyed and temporal and rng.random() < 0.3:
+        tolerance = (rng.choice(temporal), rng.choice(["abs:500ms", "abs:30s", "abs:2h", "abs:1d", "abs:40000d"]))
     return dict(where=where, tolerance=tolerance, kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
                 stream=stream, widen=widen, keyed=keyed, rng=rng, strings=strings)
 
@@ -218,8 +242,15 @@ def same(sc, column, b, s):
         return False
     if any(isinstance(v, float) and (math.isnan(v) or math.isinf(v)) for v in (b, s)):
         return False
-    limit = decimal.Decimal(sc["tolerance"][1])
-    return abs(decimal.Decimal(b) - decimal.Decimal(s)) <= limit
+    spec = dict(part.split(":") for part in sc["tolerance"][1].split(","))
+    if isinstance(b, (datetime.date, datetime.datetime)):
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+        amount = spec["abs"].rstrip("msdh")
+        unit = spec["abs"][len(amount):]
+        return abs(b - s) <= datetime.timedelta(seconds=int(amount) * units[unit])
+    b, s = decimal.Decimal(b), decimal.Decimal(s)
+    limit = decimal.Decimal(spec.get("abs", "0")) + decimal.Decimal(spec.get("rel", "0")) * max(abs(b), abs(s))
+    return abs(b - s) <= limit
 
 
 def oracle(sc):
@@ -272,11 +303,11 @@ def run(sc, seed, variant):
             if sc["keyed"]:
                 cmd += ["--key", ",".join(sc["keycols"])]
             if sc["tolerance"]:
-                cmd += ["--tolerance", f"c{sc['tolerance'][0]}=abs:{sc['tolerance'][1]}"]
+                cmd += ["--tolerance", f"c{sc['tolerance'][0]}={sc['tolerance'][1]}"]
         else:
             key = f'key = {json.dumps(sc["keycols"])}' if sc["keyed"] else ""
             if sc["tolerance"]:
-                key += f'\ntolerance = {{ c{sc["tolerance"][0]} = "abs:{sc["tolerance"][1]}" }}'
+                key += f'\ntolerance = {{ c{sc["tolerance"][0]} = "{sc["tolerance"][1]}" }}'
             extra = {"buckets": "[engine]\nbuckets = 3\n", "tiny": ""}[v]
             with open(f"{d}/c.toml", "w") as f:
                 f.write(f'[tables.t]\nbatch = "{d}/b/"\nstream = "{d}/s/"\n\n[[checks]]\nname = "c"\n'

@@ -123,23 +123,42 @@ fn differs(column: &AlignedColumn) -> Expr {
     };
     let within = match tolerance {
         Tolerance::Numeric { abs: a, rel } => {
+            let difference = exact_difference(b.clone(), s.clone(), &column.common);
             let bf = cast(b, DataType::Float64);
             let sf = cast(s, DataType::Float64);
             // Infinities and NaN never fall "within" a tolerance (inf − inf is NaN, 0 · inf is
             // NaN); equal ones were already equal above.
             let finite = |e: Expr| abs(e).lt(lit(f64::INFINITY));
             let bound = lit(*a) + lit(*rel) * greatest(vec![abs(bf.clone()), abs(sf.clone())]);
-            finite(bf.clone())
-                .and(finite(sf.clone()))
-                .and(abs(bf - sf).lt_eq(bound))
+            finite(bf).and(finite(sf)).and(abs(difference).lt_eq(bound))
         }
         Tolerance::Temporal { abs: duration } => {
             let units = duration_in_units(*duration, &column.common);
-            let as_number = |e: Expr| cast(cast(e, DataType::Int64), DataType::Float64);
-            abs(as_number(b) - as_number(s)).lt_eq(lit(units))
+            let as_number = |e: Expr| cast(e, DataType::Int64);
+            let difference = exact_difference(as_number(b), as_number(s), &DataType::Int64);
+            abs(difference).lt_eq(lit(units))
         }
     };
     exact.and(!coalesce(vec![within, lit(false)]))
+}
+
+/// `b − s` as a Float64, subtracted before rounding: integers and decimals in a decimal type
+/// wide enough that the difference is exact, floats as they are (two floats within a factor of
+/// two of each other subtract exactly). Rounding each side to a float first loses the
+/// difference between large integers (2^62 and 2^62 + 100 are one float, so a tolerance of 0.5
+/// accepted them) and between nanosecond timestamps (256 ns apart, one float).
+fn exact_difference(b: Expr, s: Expr, data_type: &DataType) -> Expr {
+    let wide = match data_type {
+        t if t.is_integer() => Some(DataType::Decimal128(20, 0)),
+        DataType::Decimal32(_, scale)
+        | DataType::Decimal64(_, scale)
+        | DataType::Decimal128(_, scale) => Some(DataType::Decimal256(76, *scale)),
+        _ => None,
+    };
+    match wide {
+        Some(wide) => cast(cast(b, wide.clone()) - cast(s, wide), DataType::Float64),
+        None => cast(b, DataType::Float64) - cast(s, DataType::Float64),
+    }
 }
 
 /// A duration expressed in the storage unit of a temporal type, for comparing raw values.

@@ -253,6 +253,48 @@ async fn integer_and_decimal_tolerances() {
     );
 }
 
+/// Large integers, wide decimals and nanosecond timestamps are subtracted before any rounding to
+/// a float: as floats each pair below is one value, and a tolerance once accepted all of them.
+#[tokio::test]
+async fn tolerances_subtract_before_rounding() {
+    let b = "SELECT * FROM (VALUES
+        (1, CAST(4611686018427387904 AS BIGINT), CAST('123456789012345678.01' AS DECIMAL(38, 2)), CAST('2026-11-25T10:00:00' AS TIMESTAMP)),
+        (2, CAST(9007199254740993 AS BIGINT), CAST(1.00 AS DECIMAL(38, 2)), CAST('2026-11-25T10:00:00' AS TIMESTAMP))
+    ) AS t(id, n, d, ts)";
+    let s = "SELECT * FROM (VALUES
+        (1, CAST(4611686018427388005 AS BIGINT), CAST('123456789012345678.00' AS DECIMAL(38, 2)), CAST('2026-11-25T10:00:00.001000100' AS TIMESTAMP)),
+        (2, CAST(9007199254740992 AS BIGINT), CAST(1.01 AS DECIMAL(38, 2)), CAST('2026-11-25T10:00:00.001' AS TIMESTAMP))
+    ) AS t(id, n, d, ts)";
+    let spec = check(
+        &["id"],
+        &[
+            ("n", Tolerance::Numeric { abs: 0.5, rel: 0.0 }),
+            (
+                "d",
+                Tolerance::Numeric {
+                    abs: 0.005,
+                    rel: 0.0,
+                },
+            ),
+            (
+                "ts",
+                Tolerance::Temporal {
+                    abs: Duration::from_millis(1),
+                },
+            ),
+        ],
+        &[],
+    );
+    let d = diff(b, s, &spec).await;
+    // Row 1: n 101 apart, d 0.01 apart, ts 1 ms + 100 ns apart: all outside. Row 2: n 1
+    // apart, d 0.01 apart (outside); ts exactly 1 ms apart (inside, inclusive).
+    assert_eq!(d.counts, counts(0, 2, 0, 0, 0, 0));
+    assert_eq!(
+        d.columns.iter().map(|c| c.mismatched).collect::<Vec<_>>(),
+        [2, 2, 1]
+    );
+}
+
 #[tokio::test]
 async fn temporal_tolerance_is_a_duration() {
     let b = "SELECT * FROM (VALUES (1, TIMESTAMP '2026-11-25 10:00:00'), (2, TIMESTAMP '2026-11-25 10:00:00'), (3, TIMESTAMP '2026-11-25 10:00:00')) AS t(id, ts)";
