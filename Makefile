@@ -41,14 +41,15 @@ bench:
 	$(CARGO) build --release --quiet
 	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) $(BENCH_ARGS)
 
-# Differential fuzzing of verdicts and of change-log compaction: random messy tables and change
-# logs, dualrun's counts against a Python model of docs/semantics.md (FUZZ_SEEDS=0:1000 for more).
+# Differential fuzzing of verdicts, change-log compaction and exact float sums: random messy
+# inputs, dualrun's answers against a Python model of docs/semantics.md (FUZZ_SEEDS=0:1000 for more).
 FUZZ_SEEDS ?= 0:300
 fuzz:
 	@scripts/setup.sh bench
 	$(CARGO) build --release --quiet
 	.venv/bin/python bench/fuzz_verdicts.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
 	.venv/bin/python bench/fuzz_changelog.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
+	.venv/bin/python bench/fuzz_sums.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
 
 # A real Ballista cluster on loopback (scheduler + two executors, cargo-installed when missing):
 # the demo through it, verdicts checked against embedded; or the 5M benchmark through it.

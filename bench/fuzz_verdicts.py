@@ -249,8 +249,11 @@ def same(sc, column, b, s):
         unit = spec["abs"][len(amount):]
         return abs(b - s) <= datetime.timedelta(seconds=int(amount) * units[unit])
     b, s = decimal.Decimal(b), decimal.Decimal(s)
-    limit = decimal.Decimal(spec.get("abs", "0")) + decimal.Decimal(spec.get("rel", "0")) * max(abs(b), abs(s))
-    return abs(b - s) <= limit
+    if "rel" not in spec:
+        return abs(b - s) <= decimal.Decimal(spec["abs"])
+    # A relative bound is computed in doubles (docs/semantics.md), the difference exactly.
+    bound = float(spec.get("abs", "0")) + float(spec["rel"]) * max(abs(float(b)), abs(float(s)))
+    return float(abs(b - s)) <= bound
 
 
 def oracle(sc):

@@ -181,18 +181,27 @@ impl ExactSum {
         if self.partials.is_empty() {
             return Some(self.fixed.round());
         }
-        Some(round_partials(&self.all_partials()))
+        let whole = self.whole();
+        // Folding the window into the partials may leave the double range (a window holding
+        // 2^1024 - 2^971 + 2^999 with one tiny partial beside it): that sum is an infinity of
+        // its sign, as any sum leaving the range is, never the partials without it.
+        Some(match (whole.pos_inf > 0, whole.neg_inf > 0) {
+            (true, true) => f64::NAN,
+            (true, false) => f64::INFINITY,
+            (false, true) => f64::NEG_INFINITY,
+            (false, false) => round_partials(&whole.partials),
+        })
     }
 
     /// The partials with the fixed part folded in: the whole exact sum as non-overlapping
-    /// doubles.
-    fn all_partials(&self) -> SmallVec<[f64; 1]> {
+    /// doubles, or counted as infinities where it left the double range.
+    fn whole(&self) -> ExactSum {
         let mut whole = ExactSum {
             partials: self.partials.clone(),
             ..Default::default()
         };
         self.fixed.pieces(|piece| whole.add_to_partials(piece));
-        whole.partials
+        whole
     }
 
     pub fn avg(&self) -> Option<f64> {
@@ -1485,11 +1494,28 @@ mod tests {
             if sum.partials.is_empty() {
                 assert_eq!(
                     sum.fixed.round().to_bits(),
-                    round_partials(&sum.all_partials()).to_bits(),
+                    round_partials(&sum.whole().partials).to_bits(),
                     "round {round}: {:?}",
                     sum.fixed
                 );
             }
+        }
+    }
+
+    /// A window near the top of the double range plus a partial far below it: the exact sum is
+    /// above the largest double, so it is infinity (it was the partials alone, 8.8e297).
+    #[test]
+    fn a_window_that_overflows_beside_partials_is_infinite() {
+        for order in [
+            [7.082418926260072e300, f64::MAX, -1e-271],
+            [f64::MAX, 7.082418926260072e300, 1.0],
+        ] {
+            let mut sum = ExactSum::default();
+            order.iter().for_each(|&x| sum.add_value(x));
+            assert_eq!(sum.sum(), Some(f64::INFINITY), "{order:?}");
+            let mut negated = ExactSum::default();
+            order.iter().for_each(|&x| negated.add_value(-x));
+            assert_eq!(negated.sum(), Some(f64::NEG_INFINITY), "{order:?}");
         }
     }
 

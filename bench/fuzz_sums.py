@@ -1,0 +1,147 @@
+"""Differential fuzzing of exact float aggregates: random float values (12 to 600 decimal orders
+of magnitude, subnormals, values that cancel, -0.0, sometimes NaN and infinities; Float64,
+Float32 or integers) grouped by 1 to 1,000 keys, laid out in 1 to 40 files with row groups as
+small as 7 rows; dualrun's SUM and AVG per group (on the stream side, through a per-side view)
+must equal, to the bit, the correctly rounded exact sum a Python model computes (on the batch
+side), as docs/semantics.md ("Exact float SUM and AVG") promises, whatever the layout. Sums
+stay below 1e305, short of the double range's top, where the promise has a documented exception.
+
+    .venv/bin/python bench/fuzz_sums.py --dualrun target/release/dualrun --seeds 0:300
+
+The variants run each case as it is, with 3-row batches, and over 7 partitions."""
+import argparse, json, math, os, random, shutil, struct, subprocess, sys, tempfile
+from fractions import Fraction
+import pyarrow as pa
+
+from fuzz_verdicts import write
+
+F32 = struct.Struct("<f")
+
+
+def value(rng, kind, span):
+    r = rng.random()
+    if kind == "int":
+        return rng.choice([rng.randint(-10**6, 10**6), rng.randint(-2**62, 2**62), 0, -1, 2**63 - 1])
+    if r < 0.01:
+        v = rng.choice([math.nan, math.inf, -math.inf])
+    elif r < 0.05:
+        # Not the top of the double range: a sum whose partial totals leave it is documented
+        # as order-dependent (an infinity, or the exact sum), which no model can predict.
+        v = rng.choice([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1e300])
+    else:
+        v = rng.uniform(1, 10) * 10.0 ** rng.randint(-span, span) * rng.choice([1, -1])
+    if kind == "f32" and math.isfinite(v):  # as a float32 column holds it
+        try:
+            return F32.unpack(F32.pack(v))[0]
+        except OverflowError:
+            return math.copysign(math.inf, v)
+    return v
+
+
+def scenario(seed):
+    rng = random.Random(seed)
+    kind = rng.choice(["f64", "f64", "f32", "int"])
+    groups = rng.choice([1, 3, 16, 17, 1000])
+    n = rng.choice([1, 10, 500, 5000])
+    span = rng.choice([6, 12, 40, 300])
+    rows = []
+    for _ in range(n):
+        g = rng.randrange(groups)
+        v = value(rng, kind, span)
+        rows.append([g, v])
+        if rng.random() < 0.1 and isinstance(v, float) and math.isfinite(v):
+            rows.append([rng.randrange(groups), -v])  # cancels, in this group or another
+    rng.shuffle(rows)
+    return dict(rng=rng, kind=kind, rows=rows)
+
+
+def exact_sum(values):
+    """The correctly rounded exact sum of the finite values; a sum beyond the double range is
+    an infinity of its sign, then IEEE addition with the infinite values (NaN with any NaN or
+    with infinities of both signs)."""
+    if any(isinstance(v, float) and math.isnan(v) for v in values):
+        return math.nan
+    total = sum(Fraction(v) for v in values if math.isfinite(v))
+    try:
+        finite = float(total)
+    except OverflowError:
+        finite = math.inf if total > 0 else -math.inf
+    infs = {v for v in values if math.isinf(v)}
+    if math.isinf(finite):
+        infs.add(finite)
+    if len(infs) == 2:
+        return math.nan
+    return infs.pop() if infs else finite
+
+
+def model(sc):
+    by = {}
+    for g, v in sc["rows"]:
+        by.setdefault(g, []).append(v)
+    out = []
+    for g, values in sorted(by.items()):
+        # AVG over integers reads each one as a double first (DataFusion's coercion).
+        s = exact_sum([float(v) for v in values])
+        out.append([g, s if sc["kind"] != "int" else None, s / len(values)])
+    return out
+
+
+def run(sc, d, variants):
+    shutil.rmtree(d, ignore_errors=True)
+    rng = sc["rng"]
+    raw_type = {"f64": pa.float64(), "f32": pa.float32(), "int": pa.int64()}[sc["kind"]]
+    write(sc["rows"], ["g", "x"], [pa.int64(), raw_type], f"{d}/raw", rng)
+    write(model(sc), ["g", "s", "a"], [pa.int64(), pa.float64(), pa.float64()], f"{d}/expected", rng)
+    # SUM over integers is DataFusion's integer sum; only AVG is a float aggregate there.
+    s = "CAST(NULL AS DOUBLE)" if sc["kind"] == "int" else "SUM(x)"
+    results = {}
+    for v in variants:
+        cmd = [BIN, "compare", "--batch", f"expected={d}/expected/", "--stream", f"raw={d}/raw/",
+               "--batch-view", "t=SELECT g, s, a FROM expected",
+               "--stream-view", f"t=SELECT g, {s} AS s, AVG(x) AS a FROM raw GROUP BY g",
+               "--sql", "SELECT * FROM t", "--key", "g", "--format", "json"]
+        env = dict(os.environ)
+        if v == "tiny":
+            env["DATAFUSION_EXECUTION_BATCH_SIZE"] = "3"
+        elif v == "parts":
+            env["DATAFUSION_EXECUTION_TARGET_PARTITIONS"] = "7"
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        try:
+            c = json.loads(p.stdout)["checks"][0]
+            results[v] = (c["status"], c.get("counts"), c.get("samples"), c.get("error"))
+        except Exception:
+            results[v] = ("crash", p.returncode, None, p.stderr[-400:])
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dualrun", required=True, help="the dualrun binary")
+    parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
+    parser.add_argument("--variants", default="run,tiny,parts")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz-sums"))
+    args = parser.parse_args()
+    global BIN
+    BIN = args.dualrun
+    first, end = (int(x) for x in args.seeds.split(":"))
+    variants = args.variants.split(",")
+    fails = 0
+    for seed in range(first, end):
+        sc = scenario(seed)
+        d = f"{args.work}/{seed}"
+        ok_all = True
+        for v, (status, counts, samples, err) in run(sc, d, variants).items():
+            if status != "match":
+                ok_all = False
+                fails += 1
+                print(f"seed {seed} {v}: status={status} err={err}\n  counts {counts}\n"
+                      f"  samples {json.dumps(samples)[:600]}\n  kind={sc['kind']} rows={len(sc['rows'])}",
+                      flush=True)
+        if ok_all:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"{fails} disagreements in {end - first} cases x {len(variants)} variants")
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()
