@@ -14,8 +14,9 @@
 //! is accounted as it is. Rows, counts, samples and findings are what the duplicate-safe plan
 //! over everything would give.
 //!
-//! When the repeated keys are too many to handle this way (a side delivered twice over), the
-//! pass gives up and the caller runs the duplicate-safe plan over everything.
+//! When the repeated keys are too many to handle this way (a side delivered twice over), or a
+//! tolerance makes equal pairs other than copies, the pass gives up and the caller runs the
+//! duplicate-safe plan over everything.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -354,6 +355,12 @@ pub async fn consume(
         }
     }
 
+    // Rebuilding a repeated key's rows takes a row of an equal pair that was not kept as a copy
+    // of its partner; within a tolerance, equal is not identical, and the copy would sort (and
+    // pair) where the row itself does not.
+    if !repeated.is_empty() && alignment.values.iter().any(|v| v.tolerance.is_some()) {
+        return Ok(None);
+    }
     // Every kept row of a key that does not repeat is accounted as it is; the others wait.
     let mut waiting: Vec<RecordBatch> = Vec::new();
     let mut waiting_rows = 0usize;
