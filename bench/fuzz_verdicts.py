@@ -7,7 +7,7 @@ agree. Each seed is one case; a failing seed's files are kept under --work to re
 
 The variants run each case through `compare`, through `run` with the diff forced into 3 buckets
 on disk, and with 3-row batches (DATAFUSION_EXECUTION_BATCH_SIZE=3); `limited` runs it under a
-16MiB memory limit, which spills with `--rows 300000`. A relative tolerance's bound is computed
+64MiB memory limit (--memory-limit), which splits into buckets with `--rows 300000`. A relative tolerance's bound is computed
 in doubles, so a case where rounding could move a pair across it is skipped (and counted)."""
 import argparse, datetime, decimal, json, math, os, random, shutil, struct, subprocess, sys, tempfile
 import pyarrow as pa, pyarrow.parquet as pq
@@ -202,8 +202,12 @@ def write(rows, names, types, path, rng):
     for i, chunk in enumerate(chunks):
         cols = list(zip(*chunk)) if chunk else [[] for _ in names]
         table = pa.table([pa.array(list(c), type=t) for c, t in zip(cols, types)], schema=schema)
-        pq.write_table(table, f"{path}/part-{i:03}.parquet",
-                       row_group_size=rng.choice([7, 1000, 100000]))
+        # Big cases (--rows) keep to 100 row groups a file: each row group of a dictionary
+        # column repeats the whole dictionary (7-row groups of 300,000 rows wrote 14 GB).
+        size = rng.choice([7, 1000, 100000])
+        if len(chunk) > 20000:
+            size = max(size, len(chunk) // 100)
+        pq.write_table(table, f"{path}/part-{i:03}.parquet", row_group_size=size)
 
 
 def kept(sc, row):
@@ -319,7 +323,7 @@ def run(sc, seed, variant):
             if sc["tolerance"]:
                 key += f'\ntolerance = {{ c{sc["tolerance"][0]} = "{sc["tolerance"][1]}" }}'
             extra = {"buckets": "[engine]\nbuckets = 3\n", "tiny": "",
-                     "limited": "[engine]\nmemory_limit = \"16MiB\"\n"}[v]
+                     "limited": f"[engine]\nmemory_limit = \"{MEMORY_LIMIT}\"\n"}[v]
             with open(f"{d}/c.toml", "w") as f:
                 f.write(f'[tables.t]\nbatch = "{d}/b/"\nstream = "{d}/s/"\n\n[[checks]]\nname = "c"\n'
                         f'sql = {json.dumps(sql(sc))}\n{key}\nallow_empty = true\n\n{extra}')
@@ -342,12 +346,13 @@ def main():
     parser.add_argument("--dualrun", required=True, help="the dualrun binary")
     parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
     parser.add_argument("--variants", default="compare,buckets,tiny",
-                        help="of compare, buckets, tiny, limited (a 16MiB memory limit)")
+                        help="of compare, buckets, tiny, limited (under --memory-limit)")
+    parser.add_argument("--memory-limit", default="64MiB", help="the limited variant's limit")
     parser.add_argument("--rows", type=int, help="rows per case (e.g. 300000 with limited, to spill)")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz"))
     args = parser.parse_args()
-    global BIN, WORK
-    BIN, WORK = args.dualrun, args.work
+    global BIN, WORK, MEMORY_LIMIT
+    BIN, WORK, MEMORY_LIMIT = args.dualrun, args.work, args.memory_limit
     first, end = (int(x) for x in args.seeds.split(":"))
     SEEDS = range(first, end)
 
