@@ -10,10 +10,10 @@ report's `changelog` figures, or the error (tie, missing ordering, unknown marke
 
 The variants run each case as it is (`run`), with 3-row batches, and with partial aggregation
 skipped (every change row goes to the final aggregate as a state) over 5 partitions."""
-import argparse, datetime, json, math, os, random, shutil, struct, subprocess, sys, tempfile
+import datetime, json, math, os, random, shutil, struct, subprocess, sys
 import pyarrow as pa
 
-from fuzz_verdicts import ARROW, canon, gen_value, mutate, oracle, write
+from fuzz_verdicts import fuzz_arguments, ARROW, canon, gen_value, mutate, oracle, write
 
 T0 = datetime.datetime(2026, 1, 1)
 EPOCH_MS = int(T0.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
@@ -364,12 +364,7 @@ def run(sc, d, variants, snapshot_rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dualrun", required=True, help="the dualrun binary")
-    parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
-    parser.add_argument("--variants", default="run,tiny,skip")
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz-changelog"))
-    args = parser.parse_args()
+    args = fuzz_arguments(__doc__, "run,tiny,skip", "dualrun-fuzz-changelog").parse_args()
     global BIN
     BIN = args.dualrun
     first, end = (int(x) for x in args.seeds.split(":"))

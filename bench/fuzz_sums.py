@@ -9,11 +9,11 @@ stay below 1e305, short of the double range's top, where the promise has a docum
     .venv/bin/python bench/fuzz_sums.py --dualrun target/release/dualrun --seeds 0:300
 
 The variants run each case as it is, with 3-row batches, and over 7 partitions."""
-import argparse, json, math, os, random, shutil, struct, subprocess, sys, tempfile
+import json, math, os, random, shutil, struct, subprocess, sys
 from fractions import Fraction
 import pyarrow as pa
 
-from fuzz_verdicts import write
+from fuzz_verdicts import fuzz_arguments, write
 
 F32 = struct.Struct("<f")
 
@@ -115,12 +115,7 @@ def run(sc, d, variants):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dualrun", required=True, help="the dualrun binary")
-    parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
-    parser.add_argument("--variants", default="run,tiny,parts")
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz-sums"))
-    args = parser.parse_args()
+    args = fuzz_arguments(__doc__, "run,tiny,parts", "dualrun-fuzz-sums").parse_args()
     global BIN
     BIN = args.dualrun
     first, end = (int(x) for x in args.seeds.split(":"))

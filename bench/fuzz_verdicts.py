@@ -341,15 +341,21 @@ def run(sc, seed, variant):
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fuzz_arguments(doc, variants, work):
+    """The command line every fuzzer here takes: the binary, the seeds, the variants, where
+    failing cases are kept."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--dualrun", required=True, help="the dualrun binary")
     parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
-    parser.add_argument("--variants", default="compare,buckets,tiny",
-                        help="of compare, buckets, tiny, limited (under --memory-limit)")
+    parser.add_argument("--variants", default=variants, help=f"comma-separated (default {variants})")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), work))
+    return parser
+
+
+def main():
+    parser = fuzz_arguments(__doc__, "compare,buckets,tiny", "dualrun-fuzz")
     parser.add_argument("--memory-limit", default="64MiB", help="the limited variant's limit")
     parser.add_argument("--rows", type=int, help="rows per case (e.g. 300000 with limited, to spill)")
-    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dualrun-fuzz"))
     args = parser.parse_args()
     global BIN, WORK, MEMORY_LIMIT
     BIN, WORK, MEMORY_LIMIT = args.dualrun, args.work, args.memory_limit
