@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
-use datafusion::arrow::datatypes::{DataType, Fields, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::catalog::Session;
 use datafusion::common::Statistics;
@@ -321,7 +321,7 @@ async fn register_one(
     let bytes: u64 = files.iter().map(|m| m.size).sum();
     let prefix = url.prefix().as_ref().to_string();
 
-    let options = ListingOptions::new(file_format(format, source.csv_header))
+    let mut options = ListingOptions::new(file_format(format, source.csv_header, SAMPLED_RECORDS))
         .with_file_extension(extension)
         .with_table_partition_cols(
             partition_cols
@@ -329,11 +329,14 @@ async fn register_one(
                 .map(|c| (c.clone(), DataType::Utf8))
                 .collect(),
         );
-    let schema = options
-        .infer_schema(&state, &url)
-        .await
-        .map_err(|e| anyhow!("cannot read the schema of the {} files: {e}", format.name()))?;
-    let mut options = options;
+    let cannot = |e| anyhow!("cannot read the schema of the {} files: {e}", format.name());
+    let mut schema = options.infer_schema(&state, &url).await.map_err(cannot)?;
+    if contains_null_type(&schema) {
+        // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
+        // Null, and its first value further on would fail the scan: read every record instead.
+        options.format = file_format(format, source.csv_header, usize::MAX);
+        schema = options.infer_schema(&state, &url).await.map_err(cannot)?;
+    }
     if format == Format::Parquet && has_float(schema.fields()) {
         let format = nan_safe_parquet();
         // A plan for Ballista is serialised, which knows DataFusion's formats only; the
@@ -542,6 +545,17 @@ impl FileFormat for NanSafeParquet {
     }
 }
 
+/// Records of a CSV or NDJSON table its schema is first inferred from (DataFusion's default).
+const SAMPLED_RECORDS: usize = 1000;
+
+/// Whether a column, or a field nested in one, was never seen with a value (text formats).
+fn contains_null_type(schema: &Schema) -> bool {
+    schema
+        .fields()
+        .iter()
+        .any(|f| contains(f.data_type(), &|t| t == &DataType::Null))
+}
+
 /// Whether any column, or any field nested in one, is a float.
 pub(crate) fn has_float(fields: &Fields) -> bool {
     fields
@@ -550,29 +564,42 @@ pub(crate) fn has_float(fields: &Fields) -> bool {
 }
 
 pub(crate) fn data_type_has_float(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => true,
-        DataType::List(field)
-        | DataType::LargeList(field)
-        | DataType::ListView(field)
-        | DataType::LargeListView(field)
-        | DataType::FixedSizeList(field, _)
-        | DataType::Map(field, _) => data_type_has_float(field.data_type()),
-        DataType::Struct(fields) => has_float(fields),
-        DataType::Union(fields, _) => fields
-            .iter()
-            .any(|(_, f)| data_type_has_float(f.data_type())),
-        DataType::Dictionary(_, value) => data_type_has_float(value),
-        DataType::RunEndEncoded(_, value) => data_type_has_float(value.data_type()),
-        _ => false,
-    }
+    contains(data_type, &|t| {
+        matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+    })
 }
 
-fn file_format(format: Format, csv_header: bool) -> Arc<dyn FileFormat> {
+/// Whether `data_type`, or a type nested in it, is `wanted`.
+fn contains(data_type: &DataType, wanted: &dyn Fn(&DataType) -> bool) -> bool {
+    wanted(data_type)
+        || match data_type {
+            DataType::List(field)
+            | DataType::LargeList(field)
+            | DataType::ListView(field)
+            | DataType::LargeListView(field)
+            | DataType::FixedSizeList(field, _)
+            | DataType::Map(field, _) => contains(field.data_type(), wanted),
+            DataType::Struct(fields) => fields.iter().any(|f| contains(f.data_type(), wanted)),
+            DataType::Union(fields, _) => {
+                fields.iter().any(|(_, f)| contains(f.data_type(), wanted))
+            }
+            DataType::Dictionary(_, value) => contains(value, wanted),
+            DataType::RunEndEncoded(_, value) => contains(value.data_type(), wanted),
+            _ => false,
+        }
+}
+
+/// The format of `format` files; text formats infer their schema from `sampled` records (at
+/// most), as DataFusion does from 1,000 by default.
+fn file_format(format: Format, csv_header: bool, sampled: usize) -> Arc<dyn FileFormat> {
     match format {
         Format::Parquet => Arc::new(ParquetFormat::default()),
-        Format::Csv => Arc::new(CsvFormat::default().with_has_header(csv_header)),
-        Format::NdJson => Arc::new(JsonFormat::default()),
+        Format::Csv => Arc::new(
+            CsvFormat::default()
+                .with_has_header(csv_header)
+                .with_schema_infer_max_rec(sampled),
+        ),
+        Format::NdJson => Arc::new(JsonFormat::default().with_schema_infer_max_rec(sampled)),
         Format::Avro => Arc::new(AvroFormat),
         Format::Arrow => Arc::new(ArrowFormat),
         Format::Delta => unreachable!("Delta tables are registered by the delta module"),

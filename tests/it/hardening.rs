@@ -874,3 +874,43 @@ fn many_buckets_under_a_low_soft_limit_of_open_files() {
         "{stderr}"
     );
 }
+
+/// A sparse field: empty in the first 1,200 records of CSV and NDJSON files, where DataFusion
+/// infers the schema from the first 1,000. It read as type Null: CSV then dropped every later
+/// value, so two sides whose values all differ *matched*; NDJSON failed its scan. The schema is
+/// now inferred from every record when a sample leaves a column without a type.
+#[test]
+fn a_column_empty_in_the_sampled_records_keeps_its_later_values() {
+    let ws = Workspace::new();
+    let csv = |offset: f64| {
+        let mut text = String::from("id,v\n");
+        for i in 0..1500 {
+            let v = if i < 1200 {
+                String::new()
+            } else {
+                format!("{}", i as f64 * 1.5 + offset)
+            };
+            text.push_str(&format!("{i},{v}\n"));
+        }
+        text
+    };
+    ws.write("b/t/part.csv", &csv(0.0));
+    ws.write("s/t/part.csv", &csv(1.0));
+    let run = ws.compare("b/t/", "s/t/", "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [1200, 300, 0, 0, 0, 0], "{}", run.stdout);
+
+    let mut json = String::new();
+    for i in 0..1500 {
+        let v = if i < 1200 {
+            "null".to_string()
+        } else {
+            format!("{:.1}", i as f64 * 1.5)
+        };
+        json.push_str(&format!("{{\"id\": {i}, \"v\": {v}}}\n"));
+    }
+    ws.write("j/t/part.ndjson", &json);
+    let run = ws.compare("b/t/", "j/t/", "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [1500, 0, 0, 0, 0, 0], "{}", run.stdout);
+}
