@@ -346,8 +346,10 @@ def fuzz_arguments(doc, variants, work):
     failing cases are kept."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--dualrun", required=True, help="the dualrun binary")
-    parser.add_argument("--seeds", default="0:100", help="FIRST:END, the seeds to run")
-    parser.add_argument("--variants", default=variants, help=f"comma-separated (default {variants})")
+    parser.add_argument("--seeds", default="0:100", type=lambda text: range(*map(int, text.split(":"))),
+                        help="FIRST:END, the seeds to run")
+    parser.add_argument("--variants", default=variants, type=lambda text: text.split(","),
+                        help=f"comma-separated (default {variants})")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), work))
     return parser
 
@@ -359,8 +361,7 @@ def main():
     args = parser.parse_args()
     global BIN, WORK, MEMORY_LIMIT
     BIN, WORK, MEMORY_LIMIT = args.dualrun, args.work, args.memory_limit
-    first, end = (int(x) for x in args.seeds.split(":"))
-    SEEDS = range(first, end)
+    SEEDS = args.seeds
 
     fails = skipped = 0
     for seed in SEEDS:
@@ -369,7 +370,7 @@ def main():
         if sc.get("ambiguous"):
             skipped += 1
             continue
-        got = run(sc, seed, args.variants.split(","))
+        got = run(sc, seed, args.variants)
         for v, (status, counts, err) in got.items():
             if counts != want:
                 fails += 1
@@ -378,7 +379,7 @@ def main():
                       flush=True)
             else:
                 shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
-    print(f"{fails} disagreements in {len(SEEDS) - skipped} cases x {len(args.variants.split(','))} variants"
+    print(f"{fails} disagreements in {len(SEEDS) - skipped} cases x {len(args.variants)} variants"
           f" ({skipped} skipped: a relative bound within a rounding of a pair)")
     sys.exit(1 if fails else 0)
 
