@@ -181,6 +181,7 @@ pub fn clean_df_error(message: &str) -> String {
         "This feature is not implemented: ",
         "Arrow error: ",
         "External error: ",
+        "Parquet error: ",
     ] {
         if let Some(rest) = text.strip_prefix(prefix) {
             text = rest;

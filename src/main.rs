@@ -46,6 +46,10 @@ fn main() -> ExitCode {
         .init();
     // A panic is a dualrun bug, never a verdict: say so plainly and exit 2.
     std::panic::set_hook(Box::new(|info| {
+        // A reader's panic on a damaged file is caught and reported as an error naming it.
+        if dualrun::sources::guard::panic_is_guarded() {
+            return;
+        }
         eprintln!("dualrun: internal error (please report it): {info}");
         if let Ok(mut slot) = PANIC_MESSAGE.lock() {
             slot.get_or_insert_with(|| format!("internal error (please report it): {info}"));

@@ -33,8 +33,16 @@ pub async fn connect(local: SessionState, url: &str) -> Result<SessionState> {
         .upgrade_for_ballista()
         .with_ballista_adaptive_query_planner(false)
         .with_collect_statistics(false);
+    // The guard around file scans is a node of this process only: Ballista could not ship it.
+    let rules = local
+        .physical_optimizers()
+        .iter()
+        .filter(|rule| rule.name() != crate::sources::guard::RULE)
+        .cloned()
+        .collect();
     let local = SessionStateBuilder::new_from_existing(local)
         .with_config(config)
+        .with_physical_optimizer_rules(rules)
         .build();
 
     if url == STANDALONE {

@@ -11,7 +11,7 @@ use datafusion::common::ParamValues;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -25,6 +25,7 @@ pub mod lint;
 
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side, TableSpec};
 use crate::error::clean_df_error;
+use crate::sources::guard::GuardReads;
 use crate::sources::{CATALOG, Catalog};
 
 pub struct Engine {
@@ -228,7 +229,13 @@ impl Engine {
             );
         }
         let runtime = runtime.build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(GuardReads))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         if !spec.builtin_float_aggregates {
             exact::register(&ctx);
         }

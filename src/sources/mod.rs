@@ -28,6 +28,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource};
 use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
@@ -35,6 +36,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 
 use crate::config::{Format, RawTable, Side, SourceSpec, StoreOptions, TableSpec};
+use crate::error::clean_df_error;
 use crate::redact::redact_url;
 
 pub mod changelog;
@@ -42,6 +44,7 @@ pub mod changelog;
 pub mod database;
 #[cfg(feature = "delta")]
 pub mod delta;
+pub mod guard;
 mod latest;
 pub mod pinned;
 pub mod store;
@@ -329,13 +332,12 @@ async fn register_one(
                 .map(|c| (c.clone(), DataType::Utf8))
                 .collect(),
         );
-    let cannot = |e| anyhow!("cannot read the schema of the {} files: {e}", format.name());
-    let mut schema = options.infer_schema(&state, &url).await.map_err(cannot)?;
+    let mut schema = infer_schema(&state, &options, &url, &files, format).await?;
     if contains_null_type(&schema) {
         // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
         // Null, and its first value further on would fail the scan: read every record instead.
         options.format = file_format(format, source.csv_header, usize::MAX);
-        schema = options.infer_schema(&state, &url).await.map_err(cannot)?;
+        schema = infer_schema(&state, &options, &url, &files, format).await?;
     }
     if format == Format::Parquet && has_float(schema.fields()) {
         let format = nan_safe_parquet();
@@ -366,6 +368,47 @@ async fn register_one(
         bytes,
         prefix,
     })
+}
+
+/// A file as a user would write it: a local path, else the store's URL and the path in it.
+pub(crate) fn file_location(store_url: &str, path: &object_store::path::Path) -> String {
+    match store_url.trim_end_matches('/') {
+        "file:" | "file://" | "" => format!("/{path}"),
+        base => format!("{base}/{path}"),
+    }
+}
+
+/// The table's schema from its files; when one cannot be read (a truncated Parquet footer, a
+/// ragged CSV line), an error naming that file, found by reading each file's schema alone.
+async fn infer_schema(
+    state: &SessionState,
+    options: &ListingOptions,
+    url: &ListingTableUrl,
+    files: &[ObjectMeta],
+    format: Format,
+) -> Result<SchemaRef> {
+    let error = match options.infer_schema(state, url).await {
+        Ok(schema) => return Ok(schema),
+        Err(error) => error,
+    };
+    let store = url.object_store();
+    for file in files.iter().filter(|_| files.len() > 1) {
+        let shown = file_location(store.as_str(), &file.location);
+        let Ok(alone) = ListingTableUrl::parse(&shown) else {
+            continue;
+        };
+        if let Err(e) = options.infer_schema(state, &alone).await {
+            bail!(
+                "cannot read the schema of {shown}: {}",
+                clean_df_error(&e.to_string())
+            );
+        }
+    }
+    bail!(
+        "cannot read the schema of the {} files: {}",
+        format.name(),
+        clean_df_error(&error.to_string())
+    )
 }
 
 #[cfg(feature = "delta")]
