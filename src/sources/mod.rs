@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
-use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::catalog::Session;
 use datafusion::common::Statistics;
@@ -325,19 +325,19 @@ async fn register_one(
     let prefix = url.prefix().as_ref().to_string();
 
     let mut options = ListingOptions::new(file_format(format, source.csv_header, SAMPLED_RECORDS))
-        .with_file_extension(extension)
+        .with_file_extension(extension.clone())
         .with_table_partition_cols(
             partition_cols
                 .iter()
                 .map(|c| (c.clone(), DataType::Utf8))
                 .collect(),
         );
-    let mut schema = infer_schema(&state, &options, &url, &files, format).await?;
+    let mut schema = infer_schema(&state, &options, &url, &files, &extension).await?;
     if contains_null_type(&schema) {
         // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
         // Null, and its first value further on would fail the scan: read every record instead.
         options.format = file_format(format, source.csv_header, usize::MAX);
-        schema = infer_schema(&state, &options, &url, &files, format).await?;
+        schema = infer_schema(&state, &options, &url, &files, &extension).await?;
     }
     if format == Format::Parquet && has_float(schema.fields()) {
         let format = nan_safe_parquet();
@@ -378,37 +378,155 @@ pub(crate) fn file_location(store_url: &str, path: &object_store::path::Path) ->
     }
 }
 
-/// The table's schema from its files; when one cannot be read (a truncated Parquet footer, a
-/// ragged CSV line), an error naming that file, found by reading each file's schema alone.
+/// The table's schema from its files. DataFusion merges the files' schemas only when every
+/// column has one type in all of them; a stream sink's files often do not: a job upgrade writes
+/// `v` as Int64 where older files have Int32, timestamps in µs where older ones are in ms. Then
+/// the files' schemas are read one by one and merged by lossless widening (see [`widen`]); a
+/// file whose schema cannot be read, or two files whose types do not widen to one, is an error
+/// naming the file(s).
 async fn infer_schema(
     state: &SessionState,
     options: &ListingOptions,
     url: &ListingTableUrl,
     files: &[ObjectMeta],
-    format: Format,
+    extension: &str,
 ) -> Result<SchemaRef> {
     let error = match options.infer_schema(state, url).await {
         Ok(schema) => return Ok(schema),
         Err(error) => error,
     };
-    let store = url.object_store();
-    for file in files.iter().filter(|_| files.len() > 1) {
-        let shown = file_location(store.as_str(), &file.location);
-        let Ok(alone) = ListingTableUrl::parse(&shown) else {
-            continue;
-        };
-        if let Err(e) = options.infer_schema(state, &alone).await {
-            bail!(
-                "cannot read the schema of {shown}: {}",
-                clean_df_error(&e.to_string())
-            );
+    let store = state.runtime_env().object_store(url)?;
+    let store_url = url.object_store();
+    let mut merged: Vec<(Field, String)> = Vec::new();
+    let mut files: Vec<&ObjectMeta> = files
+        .iter()
+        .filter(|f| f.location.as_ref().ends_with(extension))
+        .collect();
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    for file in files {
+        let shown = file_location(store_url.as_str(), &file.location);
+        let schema = options
+            .format
+            .infer_schema(state, &store, std::slice::from_ref(file))
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot read the schema of {shown}: {}",
+                    clean_df_error(&e.to_string())
+                )
+            })?;
+        for field in schema.fields() {
+            match merged.iter_mut().find(|(f, _)| f.name() == field.name()) {
+                None => merged.push((field.as_ref().clone(), shown.clone())),
+                Some((known, first)) => {
+                    let Some(wider) = widen(known.data_type(), field.data_type()) else {
+                        bail!(
+                            "column '{}' is {} in {first} but {} in {shown}; the files of one table must agree on its type or widen it without loss (Int32 to Int64, ms to µs, …)",
+                            field.name(),
+                            known.data_type(),
+                            field.data_type()
+                        );
+                    };
+                    if &wider != known.data_type() {
+                        // The file to name if a later file disagrees: where the type came from.
+                        *first = shown.clone();
+                    }
+                    let nullable = known.is_nullable() || field.is_nullable();
+                    *known = known.clone().with_data_type(wider).with_nullable(nullable);
+                }
+            }
         }
     }
-    bail!(
-        "cannot read the schema of the {} files: {}",
-        format.name(),
-        clean_df_error(&error.to_string())
-    )
+    if merged.is_empty() {
+        bail!(
+            "cannot read the schema of the files: {}",
+            clean_df_error(&error.to_string())
+        );
+    }
+    Ok(Arc::new(Schema::new(
+        merged.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
+    )))
+}
+
+/// The type both `a` and `b` convert to without losing a value, if any: wider integers of the
+/// same signedness (or signed from narrower unsigned), wider floats, decimals with the larger
+/// scale and integer part, timestamps of one time zone at the finer unit, and strings or binaries
+/// of any layout. Integers and floats do not mix: a double holds no Int64 above 2^53 exactly.
+fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
+    use DataType::*;
+    use datafusion::arrow::datatypes::TimeUnit;
+    if a == b {
+        return Some(a.clone());
+    }
+    let int_rank = |t: &DataType| match t {
+        Int8 => Some((true, 1)),
+        Int16 => Some((true, 2)),
+        Int32 => Some((true, 4)),
+        Int64 => Some((true, 8)),
+        UInt8 => Some((false, 1)),
+        UInt16 => Some((false, 2)),
+        UInt32 => Some((false, 4)),
+        UInt64 => Some((false, 8)),
+        _ => None,
+    };
+    let unit_rank = |u: &TimeUnit| match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    };
+    let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    let bytes = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
+    match (a, b) {
+        (Null, other) | (other, Null) => Some(other.clone()),
+        _ if int_rank(a).is_some() && int_rank(b).is_some() => {
+            let ((signed_a, width_a), (signed_b, width_b)) = (int_rank(a)?, int_rank(b)?);
+            let (wide, signed, width, narrow_signed, narrow_width) = if width_a >= width_b {
+                (a, signed_a, width_a, signed_b, width_b)
+            } else {
+                (b, signed_b, width_b, signed_a, width_a)
+            };
+            // A signed type holds every value of a strictly narrower unsigned one.
+            (signed == narrow_signed || (signed && !narrow_signed && width > narrow_width))
+                .then(|| wide.clone())
+        }
+        (Float16 | Float32 | Float64, Float16 | Float32 | Float64) => Some(
+            [Float16, Float32, Float64]
+                .into_iter()
+                .rfind(|t| t == a || t == b)?,
+        ),
+        (Decimal128(pa, sa), Decimal128(pb, sb)) => {
+            let scale = (*sa).max(*sb);
+            let whole = (*pa as i16 - *sa as i16).max(*pb as i16 - *sb as i16);
+            let precision = u8::try_from(whole + scale as i16).ok()?;
+            if precision <= 38 {
+                Some(Decimal128(precision, scale))
+            } else if precision <= 76 {
+                Some(Decimal256(precision, scale))
+            } else {
+                None
+            }
+        }
+        (Timestamp(ua, za), Timestamp(ub, zb)) if za == zb => Some(Timestamp(
+            if unit_rank(ua) >= unit_rank(ub) {
+                *ua
+            } else {
+                *ub
+            },
+            za.clone(),
+        )),
+        _ if text(a) && text(b) => Some(if a == &Utf8View || b == &Utf8View {
+            Utf8View
+        } else {
+            LargeUtf8
+        }),
+        _ if bytes(a) && bytes(b) => Some(if a == &BinaryView || b == &BinaryView {
+            BinaryView
+        } else {
+            LargeBinary
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(feature = "delta")]
@@ -701,5 +819,55 @@ fn describe_keys(keys: &[String]) -> String {
         "no partitions".to_string()
     } else {
         keys.join("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType::*, TimeUnit};
+
+    use super::widen;
+
+    #[test]
+    fn types_widen_only_without_loss() {
+        let utc = || Some("UTC".into());
+        let cases = [
+            (Int32, Int64, Some(Int64)),
+            (Int8, UInt8, None),
+            (UInt32, Int64, Some(Int64)),
+            (UInt64, Int64, None),
+            (Int32, UInt32, None),
+            (Int64, Float64, None),
+            (Float32, Float64, Some(Float64)),
+            (Null, Utf8, Some(Utf8)),
+            (
+                Decimal128(10, 2),
+                Decimal128(18, 4),
+                Some(Decimal128(18, 4)),
+            ),
+            (Decimal128(12, 2), Decimal128(6, 4), Some(Decimal128(14, 4))),
+            (
+                Decimal128(38, 0),
+                Decimal128(38, 10),
+                Some(Decimal256(48, 10)),
+            ),
+            (
+                Timestamp(TimeUnit::Millisecond, utc()),
+                Timestamp(TimeUnit::Microsecond, utc()),
+                Some(Timestamp(TimeUnit::Microsecond, utc())),
+            ),
+            (
+                Timestamp(TimeUnit::Millisecond, utc()),
+                Timestamp(TimeUnit::Millisecond, None),
+                None,
+            ),
+            (Utf8, LargeUtf8, Some(LargeUtf8)),
+            (Utf8View, LargeUtf8, Some(Utf8View)),
+            (Utf8, Binary, None),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(widen(&a, &b), expected, "{a} and {b}");
+            assert_eq!(widen(&b, &a), expected, "{b} and {a}");
+        }
     }
 }

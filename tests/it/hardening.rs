@@ -992,3 +992,62 @@ fn a_damaged_file_is_an_error_naming_it() {
     );
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
 }
+
+/// A stream sink's files whose column types changed with a job upgrade: Int32 then Int64, a
+/// decimal's scale raised, timestamps in ms then µs. DataFusion refused the table ("Fail to merge
+/// schema field 'v'"), naming no file; the files are now read at the widened types, so a value
+/// that only the wider type holds still counts, and types that do not widen without loss are an
+/// error naming both files.
+#[test]
+fn files_whose_types_widened_are_read_at_the_wider_type() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT CAST(i AS BIGINT) AS id, CAST(i * 10 AS BIGINT) AS v, \
+                arrow_cast(CAST(i AS DECIMAL(10, 2)) / 100, 'Decimal128(10, 2)') AS d, \
+                arrow_cast(1700000000000 + i, 'Timestamp(Millisecond, Some(\"UTC\"))') AS t \
+         FROM generate_series(0, 9) g(i)",
+    );
+    ws.table_file(
+        "s/part-0.parquet",
+        Fmt::Parquet,
+        "SELECT CAST(i AS BIGINT) AS id, CAST(i * 10 AS INT) AS v, \
+                arrow_cast(CAST(i AS DECIMAL(10, 2)) / 100, 'Decimal128(10, 2)') AS d, \
+                arrow_cast(1700000000000 + i, 'Timestamp(Millisecond, Some(\"UTC\"))') AS t \
+         FROM generate_series(0, 4) g(i)",
+    );
+    // Row 5's v is above the Int32 range, row 6's d has a fourth decimal, row 7's t a
+    // microsecond: each differs from the batch only in what the wider type holds.
+    ws.table_file(
+        "s/part-1.parquet",
+        Fmt::Parquet,
+        "SELECT CAST(i AS BIGINT) AS id, \
+                CASE WHEN i = 5 THEN 50 + 4294967296 ELSE i * 10 END AS v, \
+                arrow_cast(CAST(i AS DECIMAL(18, 4)) / 100 + CASE WHEN i = 6 THEN 0.0001 ELSE 0 END, 'Decimal128(18, 4)') AS d, \
+                arrow_cast((1700000000000 + i) * 1000 + CASE WHEN i = 7 THEN 1 ELSE 0 END, 'Timestamp(Microsecond, Some(\"UTC\"))') AS t \
+         FROM generate_series(5, 9) g(i)",
+    );
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [7, 3, 0, 0, 0, 0], "{}", run.stdout);
+    let columns = run.check()["columns"].to_string();
+    for column in ["\"v\"", "\"d\"", "\"t\""] {
+        assert!(columns.contains(column), "{columns}");
+    }
+
+    ws.table_file(
+        "s/part-2.parquet",
+        Fmt::Parquet,
+        "SELECT CAST(10 AS BIGINT) AS id, 1.5 AS v",
+    );
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(&run, "column 'v' is Int64 in ");
+    assert!(
+        run.stderr.contains("part-1.parquet but Float64 in ")
+            && run.stderr.contains("part-2.parquet"),
+        "{}",
+        run.stderr
+    );
+}
