@@ -3,7 +3,8 @@
 //! tolerance applies. Every naming mistake of the user (key, tolerance or ignore of a column that
 //! is not there) is caught here, before any data moves.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
+use datafusion::arrow::compute::can_cast_types;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
@@ -132,7 +133,17 @@ pub fn align(check: &CheckSpec, batch: &DFSchema, stream: &DFSchema) -> Result<A
             logical_type(b_type)
         } else {
             comparison_coercion(&logical_type(b_type), &logical_type(s_type))
-                .unwrap_or(DataType::Utf8)
+                .or_else(|| {
+                    // As text, when both sides have one (a number against its string).
+                    (can_cast_types(b_type, &DataType::Utf8)
+                        && can_cast_types(s_type, &DataType::Utf8))
+                    .then_some(DataType::Utf8)
+                })
+                .ok_or_else(|| {
+                    anyhow!(
+                        "column '{name}' is {b_type} in batch but {s_type} in stream, which cannot be compared (nor read as text): select comparable parts of it in the query, or leave it out with `ignore`"
+                    )
+                })?
         };
         let tolerance = check
             .tolerances
