@@ -339,6 +339,27 @@ async fn register_one(
         options.format = file_format(format, source.csv_header, usize::MAX);
         schema = infer_schema(&state, &options, &url, &files, &extension).await?;
     }
+    // A sink that partitions by a field of its records (Kafka Connect's field partitioner) may
+    // keep the field in the files too: the files' own column is the row's value, the directory
+    // only where the row was put. As both, the table had the column twice and every query failed.
+    if let Some(both) = partition_cols
+        .iter()
+        .find(|c| schema.field_with_name(c).is_ok())
+    {
+        if source.partition_cols.is_some() {
+            bail!(
+                "partition column '{both}' is also a column of the files: leave it out of partition_cols, and the files' own column is read"
+            );
+        }
+        tracing::debug!(
+            table = name,
+            column = both.as_str(),
+            "a partition directory's column is in the files too: the files' column is read"
+        );
+        options
+            .table_partition_cols
+            .retain(|(c, _)| schema.field_with_name(c).is_err());
+    }
     if format == Format::Parquet && has_float(schema.fields()) {
         let format = nan_safe_parquet();
         // A plan for Ballista is serialised, which knows DataFusion's formats only; the

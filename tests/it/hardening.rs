@@ -1090,3 +1090,56 @@ fn a_struct_that_gained_a_field_names_the_column_and_the_ways_out() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.counts(), [5, 0, 0, 0, 0, 0], "{}", run.stdout);
 }
+
+/// A sink that partitions by a field of its records and keeps the field in the files too (Kafka
+/// Connect's field partitioner): the table had `date` twice and every query failed ("Schema
+/// contains duplicate qualified field name t.date"). The files' own column is read now, so a file
+/// whose `date` disagrees with its directory counts as it is; naming such a column as a partition
+/// column explicitly is an error saying so.
+#[test]
+fn a_partition_column_kept_in_the_files_is_read_from_the_files() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT i AS id, CASE WHEN i % 2 = 0 THEN '2026-11-01' ELSE '2026-11-02' END AS date, i * 10 AS v \
+         FROM generate_series(1, 6) g(i)",
+    );
+    for (day, parity, stored) in [
+        ("2026-11-01", 0, "2026-11-01"),
+        ("2026-11-02", 1, "1999-01-01"),
+    ] {
+        ws.table_file(
+            &format!("s/date={day}/part-0.parquet"),
+            Fmt::Parquet,
+            &format!(
+                "SELECT i AS id, '{stored}' AS date, i * 10 AS v FROM generate_series(1, 6) g(i) WHERE i % 2 = {parity}"
+            ),
+        );
+    }
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [3, 3, 0, 0, 0, 0], "{}", run.stdout);
+    let run = ws.compare(
+        &batch,
+        &stream,
+        "SELECT id, v FROM t WHERE date = '2026-11-01'",
+        &["--key", "id"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0], "{}", run.stdout);
+
+    let config = ws.write(
+        "dualrun.toml",
+        &format!(
+            "[tables.t]\nbatch = \"{batch}\"\nstream = \"{stream}\"\npartition_cols = [\"date\"]\n\n\
+             [[checks]]\nname = \"c\"\nsql = \"SELECT * FROM t\"\nkey = [\"id\"]\n"
+        ),
+    );
+    let run = ws.run(&["run", "--config", config.to_str().unwrap(), "--no-history"]);
+    assert_trouble(
+        &run,
+        "partition column 'date' is also a column of the files",
+    );
+}
