@@ -36,7 +36,12 @@ pub async fn validate(args: ValidateArgs) -> Result<Exit> {
             }
             let hazards = lint::nondeterminism(&batch, &check.key, &check.allow_nondeterministic);
             Ok::<_, anyhow::Error>((
-                crate::diff::align::align(check, batch.schema(), stream.schema())?,
+                crate::diff::align::align(
+                    check,
+                    batch.schema(),
+                    stream.schema(),
+                    engine.spec.unpacked_values,
+                )?,
                 hazards,
             ))
         }

@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 
+use super::number_text;
 use super::result::{SchemaDiff, TypeChange};
 use crate::config::{CheckSpec, Tolerance};
 
@@ -20,6 +21,9 @@ pub struct AlignedColumn {
     pub stream_type: DataType,
     pub common: DataType,
     pub tolerance: Option<Tolerance>,
+    /// Compared as number text (see `number_text`): the common type is Utf8 and a numeric side
+    /// is written as the shortest text that reads back as its value, not cast.
+    pub number_text: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +58,14 @@ fn names(schema: &DFSchema, side: &str) -> Result<Vec<(String, DataType)>> {
     Ok(out)
 }
 
-pub fn align(check: &CheckSpec, batch: &DFSchema, stream: &DFSchema) -> Result<Alignment> {
+/// `portable`: the plans run elsewhere (Ballista), where dualrun's own functions do not exist;
+/// numbers of different types are then compared after DataFusion's coercion.
+pub fn align(
+    check: &CheckSpec,
+    batch: &DFSchema,
+    stream: &DFSchema,
+    portable: bool,
+) -> Result<Alignment> {
     let batch_cols = names(batch, "batch")?;
     let stream_cols = names(stream, "stream")?;
     let stream_type = |name: &str| stream_cols.iter().find(|(n, _)| n == name).map(|(_, t)| t);
@@ -127,7 +138,18 @@ pub fn align(check: &CheckSpec, batch: &DFSchema, stream: &DFSchema) -> Result<A
                 stream: s_type.to_string(),
             });
         }
-        let common = if b_type == s_type {
+        let tolerance = check
+            .tolerances
+            .iter()
+            .find(|(c, _)| c == name)
+            .map(|(_, t)| t.clone());
+        // With a tolerance the difference is numeric, so the types stay numbers.
+        let number_text = !portable
+            && tolerance.is_none()
+            && number_text::applies(&logical_type(b_type), &logical_type(s_type));
+        let common = if number_text {
+            DataType::Utf8
+        } else if b_type == s_type {
             b_type.clone()
         } else if !changed {
             logical_type(b_type)
@@ -145,11 +167,6 @@ pub fn align(check: &CheckSpec, batch: &DFSchema, stream: &DFSchema) -> Result<A
                     )
                 })?
         };
-        let tolerance = check
-            .tolerances
-            .iter()
-            .find(|(c, _)| c == name)
-            .map(|(_, t)| t.clone());
         if let Some(tolerance) = &tolerance {
             check_tolerance_type(name, tolerance, &common)?;
         }
@@ -159,6 +176,7 @@ pub fn align(check: &CheckSpec, batch: &DFSchema, stream: &DFSchema) -> Result<A
             stream_type: s_type.clone(),
             common,
             tolerance,
+            number_text,
         };
         if check.key.contains(name) {
             keys.push(column);

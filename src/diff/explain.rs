@@ -115,7 +115,18 @@ impl Explainer {
                 acc.pairs.insert(key, 1);
             }
         }
-        if is_numeric(&column.common) {
+        if column.number_text {
+            // Numbers written as text to compare them exactly; their differences as doubles,
+            // leaving out those no double shows (2^53 + 1 against 2^53): "below 0, precision"
+            // would say a tolerance accepts what only exact comparison sees.
+            let (bf, sf) = (cast(&b, &DataType::Float64)?, cast(&s, &DataType::Float64)?);
+            let visible = datafusion::arrow::compute::kernels::cmp::neq(&bf, &sf)?;
+            observe_numeric(
+                &mut acc.numeric,
+                &filter(bf.as_ref(), &visible)?,
+                &filter(sf.as_ref(), &visible)?,
+            );
+        } else if is_numeric(&column.common) {
             observe_numeric(&mut acc.numeric, &b, &s);
         } else if is_temporal(&column.common) {
             observe_temporal(&mut acc.temporal, &b, &s);

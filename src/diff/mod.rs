@@ -9,6 +9,7 @@ pub mod duplicates;
 pub mod explain;
 mod keyed;
 mod keyless;
+mod number_text;
 pub mod pack;
 pub mod partition;
 pub mod plan;
@@ -125,7 +126,12 @@ pub async fn run(
     stream: LogicalPlan,
     progress: Option<&Arc<dyn Progress>>,
 ) -> Result<DiffResult> {
-    let alignment = align::align(check, batch.schema(), stream.schema())?;
+    let alignment = align::align(
+        check,
+        batch.schema(),
+        stream.schema(),
+        engine.spec.unpacked_values,
+    )?;
     let batch_tables = scanned_tables(&batch);
     let stream_tables = scanned_tables(&stream);
     let input_bytes = catalog.bytes_of(Side::Batch, batch_tables.iter().map(String::as_str))
@@ -329,7 +335,14 @@ pub async fn run(
         .map(|((column, mismatched), stats)| ColumnDiff {
             name: column.name.clone(),
             mismatched: *mismatched,
-            data_type: column.common.to_string(),
+            data_type: if column.number_text {
+                format!(
+                    "{} vs {}, as numbers",
+                    column.batch_type, column.stream_type
+                )
+            } else {
+                column.common.to_string()
+            },
             tolerance: column.tolerance.as_ref().map(describe_tolerance),
             stats,
         })

@@ -49,6 +49,9 @@ pub fn prepared(
             .find(|(_, f)| f.name() == &column.name)
             .ok_or_else(|| anyhow::anyhow!("internal: column {} vanished", column.name))?;
         let mut expr = Expr::Column(Column::from((qualifier, field)));
+        if column.number_text {
+            return Ok(super::number_text::call(expr));
+        }
         if field.data_type() != &column.common {
             expr = cast(expr, column.common.clone());
         }
