@@ -11,21 +11,20 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::datatypes::{
-    DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, Float16Type,
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
-    UInt32Type, UInt64Type,
+    DataType, Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type, Float32Type,
+    Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+    UInt64Type,
 };
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-/// Whether two column types that differ compare as number text: both numeric, one a float.
+/// Whether two column types compare as number text: a float against an integer or a decimal.
+/// Float32 against Float64 keeps DataFusion's coercion: the widened float is the same number.
 pub fn applies(batch: &DataType, stream: &DataType) -> bool {
-    batch != stream
-        && batch.is_numeric()
-        && stream.is_numeric()
-        && (batch.is_floating() || stream.is_floating())
+    let exact = |t: &DataType| t.is_integer() || t.is_decimal();
+    (batch.is_floating() && exact(stream)) || (exact(batch) && stream.is_floating())
 }
 
 /// `expr` (a numeric column) as its number text.
@@ -98,9 +97,18 @@ pub fn number_text(array: &ArrayRef) -> Result<ArrayRef> {
         DataType::UInt16 => each!(UInt16Type, |v: u16| v.to_string()),
         DataType::UInt32 => each!(UInt32Type, |v: u32| v.to_string()),
         DataType::UInt64 => each!(UInt64Type, |v: u64| v.to_string()),
-        DataType::Float16 => each!(Float16Type, |v| float_text(format!("{v}"))),
-        DataType::Float32 => each!(Float32Type, |v: f32| float_text(v.to_string())),
-        DataType::Float64 => each!(Float64Type, |v: f64| float_text(v.to_string())),
+        // Rare enough to read as the Float32 that holds it.
+        DataType::Float16 => {
+            return number_text(&datafusion::arrow::compute::cast(
+                array,
+                &DataType::Float32,
+            )?);
+        }
+        DataType::Float32 => each!(Float32Type, |v: f32| float_text(
+            f64::from(v),
+            v.to_string()
+        )),
+        DataType::Float64 => each!(Float64Type, |v: f64| float_text(v, v.to_string())),
         DataType::Decimal32(..) => decimal!(Decimal32Type),
         DataType::Decimal64(..) => decimal!(Decimal64Type),
         DataType::Decimal128(..) => decimal!(Decimal128Type),
@@ -110,8 +118,16 @@ pub fn number_text(array: &ArrayRef) -> Result<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
-fn float_text(text: String) -> String {
-    if text == "-0" { "0".to_string() } else { text }
+/// An integral float by its exact value (the double 2^62 is 4611686018427387904, though its
+/// shortest form reads 4611686018427388000), any other by its shortest form.
+fn float_text(value: f64, shortest: String) -> String {
+    if value == 0.0 {
+        "0".to_string()
+    } else if value.is_finite() && value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        shortest
+    }
 }
 
 fn trimmed_decimal(text: String) -> String {
@@ -144,12 +160,14 @@ mod tests {
             Some(5),
             Some(0),
             None,
+            Some(1 << 62),
         ])));
         let doubles = texts(Arc::new(Float64Array::from(vec![
             Some(9007199254740992.0),
             Some(5.0),
             Some(-0.0),
             None,
+            Some(2f64.powi(62)),
         ])));
         assert_eq!(ints[0].as_deref(), Some("9007199254740993"));
         assert_eq!(doubles[0].as_deref(), Some("9007199254740992"));
@@ -170,7 +188,7 @@ mod tests {
         let floats = texts(Arc::new(Float32Array::from(vec![0.1f32, 1e20, f32::NAN])));
         assert_eq!(
             floats,
-            ["0.1", "100000000000000000000", "NaN"].map(|s| Some(s.to_string()))
+            ["0.1", "100000002004087734272", "NaN"].map(|s| Some(s.to_string()))
         );
     }
 }

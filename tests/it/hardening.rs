@@ -1155,14 +1155,14 @@ fn numbers_of_different_types_compare_as_the_numbers_they_read_as() {
         "b",
         Fmt::Parquet,
         "SELECT i AS id, CAST(i AS BIGINT) + 9007199254740992 AS big, \
-                CAST(i AS DECIMAL(12, 3)) / 1000 + 144272 AS amount, arrow_cast(0.1, 'Float32') AS f \
+                CAST(i AS DECIMAL(12, 3)) / 1000 + 144272 AS amount \
          FROM generate_series(1, 100) g(i)",
     );
     let stream = ws.table(
         "s",
         Fmt::Parquet,
         "SELECT i AS id, CAST(CAST(i AS BIGINT) + 9007199254740992 AS DOUBLE) AS big, \
-                CAST(CAST(i AS DECIMAL(12, 3)) / 1000 + 144272 AS DOUBLE) AS amount, 0.1 AS f \
+                CAST(CAST(i AS DECIMAL(12, 3)) / 1000 + 144272 AS DOUBLE) AS amount \
          FROM generate_series(1, 100) g(i)",
     );
     let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
@@ -1179,8 +1179,8 @@ fn numbers_of_different_types_compare_as_the_numbers_they_read_as() {
             .map(|c| c["mismatched"].as_u64().unwrap())
     };
     assert_eq!(
-        [mismatched("big"), mismatched("amount"), mismatched("f")],
-        [Some(50), Some(0), Some(0)],
+        [mismatched("big"), mismatched("amount")],
+        [Some(50), Some(0)],
         "{columns}"
     );
     let sample = run.check()["samples"]["mismatched"][0]["differences"][0].clone();
