@@ -1,6 +1,6 @@
 """Differential fuzzing of verdicts: random messy tables (NULL, NaN and -0.0 values, NULL and
-float keys, duplicate keys, replayed rows, widened integer types, one to forty files, tiny row
-groups), diffed by dualrun and by a plain-Python model of docs/semantics.md; every count must
+float keys, duplicate keys, replayed rows, widened integer types, integers and decimals as
+doubles on the stream side, one to forty files, tiny row groups), diffed by dualrun and by a plain-Python model of docs/semantics.md; every count must
 agree. Each seed is one case; a failing seed's files are kept under --work to replay.
 
     .venv/bin/python bench/fuzz_verdicts.py --dualrun target/release/dualrun --seeds 0:300
@@ -190,8 +190,48 @@ def scenario(seed, rows=None):
              "abs:1,rel:0.1", "abs:0.25,rel:0.001"]))
     elif keyed and temporal and rng.random() < 0.3:
         tolerance = (rng.choice(temporal), rng.choice(["abs:500ms", "abs:30s", "abs:2h", "abs:1d", "abs:40000d"]))
+    # Sometimes the stream carries integer and decimal columns as doubles (JSON numbers), drawn
+    # from a generator of its own so that every other seed's case stays as it was.
+    floated = set()
+    if random.Random(seed * 7919 + 1).random() < 0.25:
+        floated = {c for c, k in enumerate(kinds) if k in ("int", "big", "dec")
+                   and (tolerance is None or tolerance[0] != c) and (where is None or where[0] != c)}
     return dict(where=where, tolerance=tolerance, kinds=kinds, cols=cols, keycols=keycols, keytypes=keytypes, batch=batch,
-                stream=stream, widen=widen, keyed=keyed, rng=rng, strings=strings)
+                stream=stream, widen=widen, keyed=keyed, rng=rng, strings=strings, floated=floated)
+
+
+def exact_text(v):
+    """An integer or decimal as dualrun reads it against a float: its digits, no trailing zeros."""
+    if v is None:
+        return None
+    if isinstance(v, int):
+        return str(v)
+    t = format(v, "f")
+    if "." in t:
+        t = t.rstrip("0").rstrip(".")
+    return "0" if t in ("-0", "") else t
+
+
+def float_text(f):
+    """A double as dualrun reads it against an integer or decimal: an integral one by its exact
+    value, another by the shortest text that reads back as it (docs/semantics.md)."""
+    if f is None:
+        return None
+    if f == 0:
+        return "0"
+    if f.is_integer():
+        return str(int(f))
+    return format(decimal.Decimal(repr(f)), "f")
+
+
+def as_read(sc, row, side):
+    """A row with its floated columns as the numbers they read as (text), for the model."""
+    nk = len(sc["keycols"])
+    out = list(row)
+    for c in sc["floated"]:
+        v = row[nk + c]
+        out[nk + c] = exact_text(v) if side == "batch" else float_text(None if v is None else float(v))
+    return out
 
 
 def write(rows, names, types, path, rng):
@@ -269,8 +309,8 @@ def same(sc, column, b, s):
 
 def oracle(sc):
     nk = len(sc["keycols"])
-    b = [r for r in sc["batch"] if kept(sc, r)]
-    s = [r for r in sc["stream"] if kept(sc, r)]
+    b = [as_read(sc, r, "batch") for r in sc["batch"] if kept(sc, r)]
+    s = [as_read(sc, r, "stream") for r in sc["stream"] if kept(sc, r)]
     if not sc["keyed"]:
         from collections import Counter
         cb = Counter(tuple(canon(v) for v in r) for r in b)
@@ -307,8 +347,14 @@ def run(sc, seed, variant):
     btypes = sc["keytypes"] + [ARROW[k] for k in sc["kinds"]]
     stypes = [pa.int64() if (sc["widen"] and t == pa.int32()) else
               sc["strings"] if t == pa.string() else t for t in btypes]
+    nk = len(sc["keycols"])
+    stream = sc["stream"]
+    if sc["floated"]:
+        stypes = [pa.float64() if i - nk in sc["floated"] else t for i, t in enumerate(stypes)]
+        stream = [[float(v) if i - nk in sc["floated"] and v is not None else v for i, v in enumerate(r)]
+                  for r in stream]
     write(sc["batch"], names, btypes, f"{d}/b", sc["rng"])
-    write(sc["stream"], names, stypes, f"{d}/s", sc["rng"])
+    write(stream, names, stypes, f"{d}/s", sc["rng"])
     results = {}
     for v in variant:
         if v == "compare":
@@ -375,7 +421,7 @@ def main():
             if counts != want:
                 fails += 1
                 print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
-                      f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)} tolerance={sc['tolerance']}",
+                      f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} floated={sorted(sc['floated'])} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)} tolerance={sc['tolerance']}",
                       flush=True)
             else:
                 shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
