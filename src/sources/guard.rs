@@ -225,14 +225,28 @@ fn in_file(
     file: &PartitionedFile,
     error: &DataFusionError,
 ) -> DataFusionError {
-    DataFusionError::External(
-        format!(
-            "file {}: {}",
-            location(config, file),
-            clean_df_error(&error.to_string())
-        )
-        .into(),
-    )
+    let mut message = clean_df_error(&error.to_string());
+    // The CSV reader names a column by its position in the file: name it.
+    if let (Some(config), Some(at)) = (config, message.find("for column ")) {
+        let digits: String = message[at + 11..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Some(field) = digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| config.file_schema().fields().get(i))
+        {
+            let end = at + 11 + digits.len();
+            message.insert_str(end, &format!(" ('{}')", field.name()));
+            if message.contains("Error while parsing value") {
+                message.push_str(
+                    " (a CSV column's type is inferred from the first 1,000 records of the table)",
+                );
+            }
+        }
+    }
+    DataFusionError::External(format!("file {}: {message}", location(config, file)).into())
 }
 
 /// The error to report for `error`, raised by a scan of `files`: naming the file, found by
