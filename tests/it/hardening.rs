@@ -990,6 +990,12 @@ fn a_damaged_file_is_an_error_naming_it() {
         &run,
         "b.csv: Parser error: Error while parsing value '1200.5'",
     );
+    assert!(
+        run.stderr.contains("for column 1 ('v') at line 1201")
+            && run.stderr.contains("inferred from the first 1,000 records"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
 }
 
