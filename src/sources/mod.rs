@@ -439,10 +439,21 @@ async fn infer_schema(
         for field in schema.fields() {
             match merged.iter_mut().find(|(f, _)| f.name() == field.name()) {
                 None => merged.push((field.as_ref().clone(), shown.clone())),
-                Some((known, first)) => {
-                    let Some(wider) = widen(known.data_type(), field.data_type()) else {
+                Some((known, type_from)) => {
+                    // Arrow's own merge where the types are not plain ones that widen (a struct
+                    // that gained a field in later files, as DataFusion's merge allows).
+                    let merged_by_arrow = || {
+                        let mut merged = known.clone();
+                        merged
+                            .try_merge(field)
+                            .ok()
+                            .map(|()| merged.data_type().clone())
+                    };
+                    let Some(wider) =
+                        widen(known.data_type(), field.data_type()).or_else(merged_by_arrow)
+                    else {
                         bail!(
-                            "column '{}' is {} in {first} but {} in {shown}; the files of one table must agree on its type or widen it without loss (Int32 to Int64, ms to µs, …)",
+                            "column '{}' is {} in {type_from} but {} in {shown}; the files of one table must agree on its type or widen it without loss (Int32 to Int64, ms to µs, …)",
                             field.name(),
                             known.data_type(),
                             field.data_type()
@@ -450,7 +461,7 @@ async fn infer_schema(
                     };
                     if &wider != known.data_type() {
                         // The file to name if a later file disagrees: where the type came from.
-                        *first = shown.clone();
+                        *type_from = shown.clone();
                     }
                     let nullable = known.is_nullable() || field.is_nullable();
                     *known = known.clone().with_data_type(wider).with_nullable(nullable);

@@ -1056,6 +1056,33 @@ fn files_whose_types_widened_are_read_at_the_wider_type() {
         "{}",
         run.stderr
     );
+
+    // A struct that gained a field in later files, beside a widened column: the widening
+    // leaves the struct to Arrow's own merge, as DataFusion's merge does.
+    for (file, extra) in [("w/part-0.parquet", ""), ("w/part-1.parquet", ", 'b', 'x'")] {
+        let (from, to, width) = if extra.is_empty() {
+            (1, 5, "INT")
+        } else {
+            (6, 10, "BIGINT")
+        };
+        ws.table_file(
+            file,
+            Fmt::Parquet,
+            &format!(
+                "SELECT CAST(i AS BIGINT) AS id, CAST(i * 10 AS {width}) AS v, \
+                        named_struct('a', i{extra}) AS p FROM generate_series({from}, {to}) g(i)"
+            ),
+        );
+    }
+    let widened = format!("{}/", ws.path("w").display());
+    let run = ws.compare(
+        &widened,
+        &widened,
+        "SELECT id, v, p['a'] AS a, p['b'] AS b FROM t",
+        &["--key", "id"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [10, 0, 0, 0, 0, 0], "{}", run.stdout);
 }
 
 /// A struct that gained a field on one side (a sink's nested payload evolving) cannot be compared
