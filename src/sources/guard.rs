@@ -143,25 +143,12 @@ impl ExecutionPlan for GuardedScan {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        // A partition may also read files of other partitions' groups (idle partitions take
-        // over queued files): its own come first, then the others.
-        let mut files: Vec<PartitionedFile> = Vec::new();
-        if let Some(config) = scan_config(&self.input) {
-            let groups = &config.file_groups;
-            let own = groups.get(partition).into_iter();
-            let others = groups
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != partition)
-                .map(|(_, g)| g);
-            files = own.chain(others).flat_map(|g| g.iter().cloned()).collect();
-        }
         let inner = self.input.execute(partition, context.clone())?;
         Ok(Box::pin(Guarded {
             schema: inner.schema(),
             inner: Some(inner),
             scan: self.input.clone(),
-            files,
+            partition,
             context,
             diagnosis: None,
         }))
@@ -172,8 +159,7 @@ struct Guarded {
     schema: SchemaRef,
     inner: Option<SendableRecordBatchStream>,
     scan: Arc<dyn ExecutionPlan>,
-    /// The files this partition may read, its own group first.
-    files: Vec<PartitionedFile>,
+    partition: usize,
     context: Arc<TaskContext>,
     /// Once the scan failed: the search for the file that fails, ending in the error to report.
     diagnosis: Option<BoxFuture<'static, DataFusionError>>,
@@ -249,15 +235,27 @@ fn in_file(
     DataFusionError::External(format!("file {}: {message}", location(config, file)).into())
 }
 
-/// The error to report for `error`, raised by a scan of `files`: naming the file, found by
+/// The error to report for `error`, raised by `partition` of `scan`: naming the file, found by
 /// reading each alone when there are several.
 async fn diagnose(
     error: DataFusionError,
     scan: Arc<dyn ExecutionPlan>,
-    files: Vec<PartitionedFile>,
+    partition: usize,
     context: Arc<TaskContext>,
 ) -> DataFusionError {
     let config = scan_config(&scan);
+    // A partition may also read files of other partitions' groups (idle partitions take over
+    // queued files): its own come first, then the others.
+    let files: Vec<PartitionedFile> = config.map_or_else(Vec::new, |config| {
+        let groups = &config.file_groups;
+        let others = groups
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != partition)
+            .map(|(_, g)| g);
+        let own = groups.get(partition).into_iter();
+        own.chain(others).flat_map(|g| g.iter().cloned()).collect()
+    });
     tracing::debug!("a scan of {} files failed: {error}", files.len());
     if files.len() == 1 {
         return in_file(config, &files[0], &error);
@@ -315,7 +313,7 @@ impl Stream for Guarded {
                 let diagnosis = diagnose(
                     error,
                     self.scan.clone(),
-                    std::mem::take(&mut self.files),
+                    self.partition,
                     self.context.clone(),
                 );
                 self.diagnosis = Some(diagnosis.boxed());
