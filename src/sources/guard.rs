@@ -213,8 +213,10 @@ fn in_file(
 ) -> DataFusionError {
     let mut message = clean_df_error(&error.to_string());
     // The CSV reader names a column by its position in the file: name it.
-    if let (Some(config), Some(at)) = (config, message.find("for column ")) {
-        let digits: String = message[at + 11..]
+    const POSITION: &str = "for column ";
+    if let (Some(config), Some(at)) = (config, message.find(POSITION)) {
+        let start = at + POSITION.len();
+        let digits: String = message[start..]
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
@@ -223,7 +225,7 @@ fn in_file(
             .ok()
             .and_then(|i| config.file_schema().fields().get(i))
         {
-            let end = at + 11 + digits.len();
+            let end = start + digits.len();
             message.insert_str(end, &format!(" ('{}')", field.name()));
             if message.contains("Error while parsing value") {
                 message.push_str(
