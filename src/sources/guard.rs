@@ -18,7 +18,9 @@ use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{
+    CsvSource, FileGroup, FileScanConfig, FileScanConfigBuilder, JsonSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
@@ -30,6 +32,7 @@ use datafusion::physical_plan::{
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 
+use super::locate::{self, CsvLayout};
 use crate::error::clean_df_error;
 
 /// The rule's name, by which a session that ships its plans elsewhere (Ballista) leaves it out:
@@ -206,35 +209,113 @@ fn location(config: Option<&FileScanConfig>, file: &PartitionedFile) -> String {
     super::file_location(&store, &file.object_meta.location)
 }
 
-fn in_file(
+async fn in_file(
     config: Option<&FileScanConfig>,
     file: &PartitionedFile,
     error: &DataFusionError,
+    context: &TaskContext,
 ) -> DataFusionError {
     let mut message = clean_df_error(&error.to_string());
-    // The CSV reader names a column by its position in the file: name it.
-    const POSITION: &str = "for column ";
-    if let (Some(config), Some(at)) = (config, message.find(POSITION)) {
-        let start = at + POSITION.len();
-        let digits: String = message[start..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Some(field) = digits
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| config.file_schema().fields().get(i))
-        {
-            let end = start + digits.len();
-            message.insert_str(end, &format!(" ('{}')", field.name()));
-            if message.contains("Error while parsing value") {
-                message.push_str(
-                    " (a CSV column's type is inferred from the first 1,000 records of the table)",
-                );
-            }
+    let mut line = None;
+    if let Some(config) = config {
+        match locate_line(config, file, &mut message, context).await {
+            Ok(found) => line = found,
+            Err(e) => tracing::debug!(
+                "locating the bad line of {}: {e}",
+                location(Some(config), file)
+            ),
         }
     }
-    DataFusionError::External(format!("file {}: {message}", location(config, file)).into())
+    // The CSV reader names a column by its position in the file: name it.
+    const POSITION: &str = "for column ";
+    if let (Some(config), Some((index, end))) = (config, arrow_number(&message, POSITION))
+        && let Some(field) = config.file_schema().fields().get(index as usize)
+    {
+        message.insert_str(end, &format!(" ('{}')", field.name()));
+        if message.contains("Error while parsing value") {
+            message.push_str(
+                " (a CSV column's type is inferred from the first 1,000 records of the table)",
+            );
+        }
+    }
+    let line = line.map_or(String::new(), |line| format!(", line {line}"));
+    DataFusionError::External(format!("file {}{line}: {message}", location(config, file)).into())
+}
+
+/// Puts the line an editor shows into `message` about a text file: arrow's CSV reader counts
+/// records from where its byte range started, so its number is replaced in the message; its
+/// JSON reader names none, so the line is returned to be named beside the file.
+async fn locate_line(
+    config: &FileScanConfig,
+    file: &PartitionedFile,
+    message: &mut String,
+    context: &TaskContext,
+) -> anyhow::Result<Option<u64>> {
+    let source = config.file_source();
+    let store = context
+        .runtime_env()
+        .object_store(&config.object_store_url)?;
+    let path = &file.object_meta.location;
+    if let Some(csv) = source.downcast_ref::<CsvSource>() {
+        // A value's parse error counts records from 0 with the header; a record of the wrong
+        // width is counted from 1.
+        let (number, record) = match arrow_number(message, " at line ") {
+            Some((n, _)) => (n, n),
+            None => match arrow_number(message, "for line ") {
+                Some((n, _)) if n > 0 => (n, n - 1),
+                _ => return Ok(None),
+            },
+        };
+        let layout = CsvLayout {
+            delimiter: csv.delimiter(),
+            quote: csv.quote(),
+            escape: csv.escape(),
+            terminator: csv.terminator(),
+            comment: csv.comment(),
+        };
+        let reader = locate::open(store.as_ref(), path, config.file_compression_type).await?;
+        let line =
+            tokio::task::spawn_blocking(move || locate::csv_record_line(reader, &layout, record))
+                .await?;
+        if let Some(line) = line {
+            *message = message.replacen(&format!("line {number}"), &format!("line {line}"), 1);
+        }
+        return Ok(None);
+    }
+    if source.downcast_ref::<JsonSource>().is_some() {
+        // The columns the scan decoded: a bad value in another one did not fail it.
+        let file_schema = config.file_schema();
+        let schema = match source.projection() {
+            Some(projection) => {
+                let mut indices: Vec<usize> = projection
+                    .column_indices()
+                    .into_iter()
+                    .filter(|&i| i < file_schema.fields().len())
+                    .collect();
+                indices.sort_unstable();
+                indices.dedup();
+                Arc::new(file_schema.project(&indices)?)
+            }
+            None => file_schema.clone(),
+        };
+        let reader = locate::open(store.as_ref(), path, config.file_compression_type).await?;
+        let found = tokio::task::spawn_blocking(move || {
+            locate::first_undecodable_json_line(reader, &schema)
+        })
+        .await??;
+        return Ok(found.map(|(line, _)| line));
+    }
+    Ok(None)
+}
+
+/// The number after `marker` in `message`, and where it ends.
+fn arrow_number(message: &str, marker: &str) -> Option<(u64, usize)> {
+    let start = message.find(marker)? + marker.len();
+    let digits = message[start..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    Some((message[start..start + digits].parse().ok()?, start + digits))
 }
 
 /// The error to report for `error`, raised by `partition` of `scan`: naming the file, found by
@@ -259,9 +340,24 @@ async fn diagnose(
         own.chain(others).flat_map(|g| g.iter().cloned()).collect()
     });
     tracing::debug!("a scan of {} files failed: {error}", files.len());
-    if files.len() == 1 {
-        return in_file(config, &files[0], &error);
+    if let [file] = files.as_slice()
+        && file.range.is_none()
+    {
+        return in_file(config, file, &error, &context).await;
     }
+    // A large file may have been split between partitions: read it whole, once, so that its
+    // errors count from its start.
+    let mut whole: Vec<PartitionedFile> = Vec::new();
+    for mut file in files {
+        if whole
+            .iter()
+            .all(|w| w.object_meta.location != file.object_meta.location)
+        {
+            file.range = None;
+            whole.push(file);
+        }
+    }
+    let files = whole;
     let Some(config) = config else {
         return error;
     };
@@ -281,7 +377,7 @@ async fn diagnose(
             match futures::future::poll_fn(|cx| poll_guarded(&mut stream, cx)).await {
                 Some(Ok(_)) => continue,
                 Some(Err(alone_error)) if is_about_contents(&alone_error) => {
-                    return in_file(Some(config), file, &alone_error);
+                    return in_file(Some(config), file, &alone_error, &context).await;
                 }
                 Some(Err(alone_error)) => {
                     tracing::debug!(

@@ -46,6 +46,7 @@ pub mod database;
 pub mod delta;
 pub mod guard;
 mod latest;
+mod locate;
 pub mod pinned;
 pub mod store;
 
@@ -405,6 +406,27 @@ pub(crate) fn file_location(store_url: &str, path: &object_store::path::Path) ->
 /// the files' schemas are read one by one and merged by lossless widening (see [`widen`]); a
 /// file whose schema cannot be read, or two files whose types do not widen to one, is an error
 /// naming the file(s).
+/// `message` with the line of the file's first line that is not JSON, where serde's error
+/// (through arrow's schema inference, which parses a line at a time) says "line 1".
+async fn json_line_named(store: &dyn ObjectStore, file: &ObjectMeta, message: String) -> String {
+    const MARKER: &str = "at line 1 column";
+    if !message.contains("Not valid JSON") || !message.contains(MARKER) {
+        return message;
+    }
+    let reader = match locate::open(store, &file.location, FileCompressionType::UNCOMPRESSED).await
+    {
+        Ok(reader) => reader,
+        Err(e) => {
+            tracing::debug!("locating the bad line of {}: {e}", file.location);
+            return message;
+        }
+    };
+    match tokio::task::spawn_blocking(move || locate::first_invalid_json_line(reader)).await {
+        Ok(Ok(Some((line, _)))) => message.replacen(MARKER, &format!("at line {line} column"), 1),
+        _ => message,
+    }
+}
+
 async fn infer_schema(
     state: &SessionState,
     options: &ListingOptions,
@@ -429,13 +451,15 @@ async fn infer_schema(
         let schema = options
             .format
             .infer_schema(state, &store, std::slice::from_ref(file))
-            .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot read the schema of {shown}: {}",
-                    clean_df_error(&e.to_string())
-                )
-            })?;
+            .await;
+        let schema = match schema {
+            Ok(schema) => schema,
+            Err(e) => {
+                let message =
+                    json_line_named(store.as_ref(), file, clean_df_error(&e.to_string())).await;
+                bail!("cannot read the schema of {shown}: {message}");
+            }
+        };
         for field in schema.fields() {
             match merged.iter_mut().find(|(f, _)| f.name() == field.name()) {
                 None => merged.push((field.as_ref().clone(), shown.clone())),

@@ -971,7 +971,7 @@ fn a_damaged_file_is_an_error_naming_it() {
     assert!(run.stderr.contains("part-1.parquet"), "{}", run.stderr);
 
     // A CSV value of another type than the first 1,000 records gave its column, in the second
-    // of three files.
+    // of three files, on its line of the file (arrow counts records after the header: 1201).
     let mut text = String::from("id,v\n");
     for i in 0..1500 {
         let v = if i < 1200 {
@@ -991,12 +991,113 @@ fn a_damaged_file_is_an_error_naming_it() {
         "b.csv: Parser error: Error while parsing value '1200.5'",
     );
     assert!(
-        run.stderr.contains("for column 1 ('v') at line 1201")
+        run.stderr.contains("for column 1 ('v') at line 1202")
             && run.stderr.contains("inferred from the first 1,000 records"),
         "{}",
         run.stderr
     );
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+}
+
+/// A bad record of a text file is named by the line an editor shows. Arrow's CSV reader counted
+/// records from the start of the byte range it was given (a file over 10 MiB is split between
+/// partitions): a bad value on line 500,001 was reported "at line 189481". Its JSON reader named
+/// no line, or "line 1" when the schema was inferred.
+#[test]
+fn a_bad_record_in_a_text_file_is_named_by_its_line() {
+    let ws = Workspace::new();
+    // A large CSV file, with a value spanning two lines before the bad one.
+    let mut good = String::from("id,v,note\n");
+    let mut bad = good.clone();
+    for i in 1..=600_000 {
+        let note = if i == 7 {
+            "\"two\nlines\"".to_string()
+        } else {
+            format!("n{i}")
+        };
+        good.push_str(&format!("{i},{},{note}\n", i * 3));
+        let v = if i == 500_000 {
+            "oops".to_string()
+        } else {
+            (i * 3).to_string()
+        };
+        bad.push_str(&format!("{i},{v},{note}\n"));
+    }
+    let batch = ws.write("b/x.csv", &good);
+    let stream = ws.write("s/x.csv", &bad);
+    let run = ws.compare(
+        batch.to_str().unwrap(),
+        stream.to_str().unwrap(),
+        "SELECT * FROM t",
+        &["--key", "id"],
+    );
+    assert_trouble(
+        &run,
+        "x.csv: Parser error: Error while parsing value 'oops'",
+    );
+    assert!(run.stderr.contains("at line 500002."), "{}", run.stderr);
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+
+    // A record of the wrong width, past the records the schema was inferred from.
+    let mut wide = String::from("id,v\n");
+    for i in 1..3000 {
+        wide.push_str(&if i == 2000 {
+            format!("{i},1,2\n")
+        } else {
+            format!("{i},{i}\n")
+        });
+    }
+    let wide = ws.write("w/x.csv", &wide);
+    let run = ws.compare(
+        wide.to_str().unwrap(),
+        wide.to_str().unwrap(),
+        "SELECT * FROM t",
+        &["--key", "id"],
+    );
+    assert_trouble(&run, "incorrect number of fields for line 2001,");
+
+    // NDJSON as Python's json module writes a NaN: not JSON. Past the records the schema was
+    // inferred from, and among them.
+    let mut late = String::new();
+    for i in 1..3000 {
+        late.push_str(&if i == 2500 {
+            format!("{{\"id\":{i},\"v\":NaN}}\n")
+        } else {
+            format!("{{\"id\":{i},\"v\":{i}.5}}\n")
+        });
+    }
+    let late = ws.write("late/x.ndjson", &late);
+    let early = ws.write(
+        "early/x.ndjson",
+        "{\"id\":1,\"v\":1.5}\n\n{\"id\":2,\"v\":NaN}\n",
+    );
+    let typed = ws.write(
+        "typed/x.ndjson",
+        "{\"id\":1,\"v\":\"1.5\"}\n{\"id\":2,\"v\":2.5}\n",
+    );
+    for (file, expected) in [
+        (
+            &late,
+            "x.ndjson, line 2500: Json error: Encountered unexpected 'N'",
+        ),
+        (
+            &early,
+            "x.ndjson: Json error: Not valid JSON: expected value at line 3 column 13",
+        ),
+        (
+            &typed,
+            "x.ndjson, line 2: Json error: whilst decoding field 'v'",
+        ),
+    ] {
+        let run = ws.compare(
+            file.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "SELECT * FROM t",
+            &["--key", "id"],
+        );
+        assert_trouble(&run, expected);
+        assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+    }
 }
 
 /// A stream sink's files whose column types changed with a job upgrade: Int32 then Int64, a

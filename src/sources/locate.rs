@@ -1,0 +1,243 @@
+//! The line of a text file (CSV, NDJSON) that a reader's error is about. Arrow's CSV reader
+//! numbers records, not lines, and from wherever its byte range of the file started (DataFusion
+//! splits a large file between partitions): a bad value on line 500,001 was reported "at line
+//! 189481". Its JSON reader names no line at all, or line 1 of whatever line it parsed. On the
+//! error path only, the file is read again from the start to find the line an editor shows.
+
+use std::io::Read;
+
+use anyhow::{Result, anyhow};
+use bytes::Bytes;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+/// How a CSV file is laid out, as DataFusion was told to read it.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvLayout {
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    pub terminator: Option<u8>,
+    pub comment: Option<u8>,
+}
+
+/// Opens `location` for reading from the start, decompressed, as a blocking reader: call it
+/// from a blocking thread.
+pub async fn open(
+    store: &dyn ObjectStore,
+    location: &Path,
+    compression: FileCompressionType,
+) -> Result<Box<dyn Read + Send>> {
+    let chunks = store.get(location).await?.into_stream();
+    let reader = StoreReader {
+        chunks: futures::executor::block_on_stream(chunks.boxed()),
+        current: Bytes::new(),
+    };
+    Ok(compression.convert_read(reader)?)
+}
+
+struct StoreReader {
+    chunks: futures::executor::BlockingStream<BoxStream<'static, object_store::Result<Bytes>>>,
+    current: Bytes,
+}
+
+impl Read for StoreReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.next() {
+                Some(chunk) => self.current = chunk.map_err(std::io::Error::other)?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// The line (1-based) on which the CSV record numbered `record` starts, counting from 0 with the
+/// header, if any, as record 0: arrow's number in a value's parse error ("at line N") when the
+/// file was read from its start.
+pub fn csv_record_line(reader: impl Read, layout: &CsvLayout, record: u64) -> Option<u64> {
+    let mut builder = csv::ReaderBuilder::new();
+    builder
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(layout.delimiter)
+        .quote(layout.quote)
+        .escape(layout.escape)
+        .comment(layout.comment);
+    if let Some(terminator) = layout.terminator {
+        builder.terminator(csv::Terminator::Any(terminator));
+    }
+    let mut csv = builder.from_reader(reader);
+    let mut row = csv::ByteRecord::new();
+    for _ in 0..=record {
+        if !csv.read_byte_record(&mut row).ok()? {
+            return None;
+        }
+    }
+    row.position().map(|p| p.line())
+}
+
+/// The first line (1-based) that does not parse as JSON, and why.
+pub fn first_invalid_json_line(reader: impl Read) -> Result<Option<(u64, String)>> {
+    first_line_failing(reader, |line| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(line)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The first line (1-based) that arrow's JSON decoder refuses as a record of `schema`, and its
+/// error. Lines are decoded in blocks; a block that fails is decoded line by line.
+pub fn first_undecodable_json_line(
+    reader: impl Read,
+    schema: &SchemaRef,
+) -> Result<Option<(u64, String)>> {
+    let decode = |lines: &[u8]| -> std::result::Result<(), String> {
+        let mut decoder = ReaderBuilder::new(schema.clone())
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let read = decoder.decode(rest).map_err(|e| e.to_string())?;
+            if read == 0 {
+                break;
+            }
+            rest = &rest[read..];
+            decoder.flush().map_err(|e| e.to_string())?;
+        }
+        decoder.flush().map(|_| ()).map_err(|e| e.to_string())
+    };
+    first_line_failing_in_blocks(reader, decode)
+}
+
+/// Lines gathered into a block before it is tried.
+const BLOCK_BYTES: usize = 1 << 20;
+
+fn first_line_failing_in_blocks(
+    reader: impl Read,
+    check: impl Fn(&[u8]) -> std::result::Result<(), String>,
+) -> Result<Option<(u64, String)>> {
+    let mut block = Vec::new();
+    let mut first_line = 1;
+    let mut lines_in_block = 0;
+    let mut found = None;
+    let try_block = |block: &mut Vec<u8>, first_line: u64| {
+        if check(block).is_err() {
+            let (line, error) = first_line_failing(&block[..], &check)?
+                .ok_or_else(|| anyhow!("a block of lines failed but none of its lines alone"))?;
+            return Ok::<_, anyhow::Error>(Some((first_line + line - 1, error)));
+        }
+        block.clear();
+        Ok(None)
+    };
+    for line in split_lines(reader) {
+        let line = line?;
+        block.extend_from_slice(&line);
+        block.push(b'\n');
+        lines_in_block += 1;
+        if block.len() >= BLOCK_BYTES {
+            found = try_block(&mut block, first_line)?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            first_line += lines_in_block;
+            lines_in_block = 0;
+        }
+    }
+    if !block.is_empty() {
+        found = try_block(&mut block, first_line)?;
+    }
+    Ok(found)
+}
+
+fn first_line_failing(
+    reader: impl Read,
+    check: impl Fn(&[u8]) -> std::result::Result<(), String>,
+) -> Result<Option<(u64, String)>> {
+    for (index, line) in split_lines(reader).enumerate() {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if let Err(error) = check(&line) {
+            return Ok(Some((index as u64 + 1, error)));
+        }
+    }
+    Ok(None)
+}
+
+/// The lines of `reader`, without their line ends.
+fn split_lines(reader: impl Read) -> impl Iterator<Item = Result<Vec<u8>>> {
+    use std::io::BufRead;
+    std::io::BufReader::with_capacity(1 << 20, reader)
+        .split(b'\n')
+        .map(|line| {
+            let mut line = line?;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            Ok(line)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_csv_record_is_found_on_its_line_past_quoted_line_breaks() {
+        let layout = CsvLayout {
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            terminator: None,
+            comment: None,
+        };
+        let file = "id,note\n1,\"two\nlines\"\n2,plain\n3,x\n";
+        assert_eq!(csv_record_line(file.as_bytes(), &layout, 0), Some(1));
+        assert_eq!(csv_record_line(file.as_bytes(), &layout, 2), Some(4));
+        assert_eq!(csv_record_line(file.as_bytes(), &layout, 3), Some(5));
+        assert_eq!(csv_record_line(file.as_bytes(), &layout, 4), None);
+    }
+
+    #[test]
+    fn the_first_bad_json_line_is_found_in_any_block() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let mut file = String::new();
+        for i in 0..200_000 {
+            file.push_str(&format!("{{\"v\":{i}}}\n"));
+            if i == 100_000 {
+                file.push('\n');
+            }
+        }
+        file.push_str("{\"v\":\"x\"}\n");
+        let (line, error) = first_undecodable_json_line(file.as_bytes(), &schema)
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, 200_002, "{error}");
+        assert!(
+            error.contains("expected primitive") || error.contains("v"),
+            "{error}"
+        );
+        let (line, _) = first_invalid_json_line("{\"v\":1}\r\n\n{\"v\":NaN}\n".as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, 3);
+        assert!(
+            first_undecodable_json_line("{\"v\":1}\n".as_bytes(), &schema)
+                .unwrap()
+                .is_none()
+        );
+    }
+}
