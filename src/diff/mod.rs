@@ -13,6 +13,7 @@ mod number_text;
 pub mod pack;
 pub mod partition;
 pub mod plan;
+mod read_as;
 mod result;
 mod rules;
 pub mod scan;
@@ -173,8 +174,19 @@ pub async fn run(
         },
     );
     let packing = choose_packing(engine, &alignment, check);
-    let batch = plan::prepared(batch, &alignment, packing.as_ref())?;
-    let stream = plan::prepared(stream, &alignment, packing.as_ref())?;
+    let local = engine.remote.is_none();
+    let batch = plan::prepared(
+        batch,
+        &alignment,
+        packing.as_ref(),
+        local.then_some("batch"),
+    )?;
+    let stream = plan::prepared(
+        stream,
+        &alignment,
+        packing.as_ref(),
+        local.then_some("stream"),
+    )?;
     let one_pass = !engine.spec.pair_all_by_occurrence;
     // (On Ballista the cluster spreads the work over its executors instead of buckets.)
     let buckets = partition::bucket_count(

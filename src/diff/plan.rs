@@ -37,10 +37,14 @@ fn qualified(side: &str, name: &str) -> Expr {
 /// values `packing` names packed into one column (`PACKED`; the encoding canonicalises floats
 /// itself). Partitioned diffs hash and spill this form, so equal keys of both sides land in
 /// the same bucket.
+///
+/// `side` names the side in the errors of text that does not read as the other side's type;
+/// `None` where the plans run elsewhere (Ballista), which know DataFusion's own cast only.
 pub fn prepared(
     plan: LogicalPlan,
     alignment: &Alignment,
     packing: Option<&Packing>,
+    side: Option<&str>,
 ) -> Result<LogicalPlan> {
     let schema = plan.schema().clone();
     let column = |column: &AlignedColumn, canonical: bool| -> Result<Expr> {
@@ -53,7 +57,12 @@ pub fn prepared(
             return Ok(super::number_text::call(expr));
         }
         if field.data_type() != &column.common {
-            expr = cast(expr, column.common.clone());
+            expr = match side {
+                Some(side) if super::read_as::parses(field.data_type(), &column.common) => {
+                    super::read_as::call(expr, &column.common, &column.name, side)
+                }
+                _ => cast(expr, column.common.clone()),
+            };
         }
         if canonical && is_float(&column.common) {
             expr = canonical_float(expr, &column.common);

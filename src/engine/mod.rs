@@ -19,6 +19,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 pub mod ballista;
+mod connect_decimal;
 mod exact;
 pub use exact::ExactSum;
 pub mod lint;
@@ -239,6 +240,7 @@ impl Engine {
         if !spec.builtin_float_aggregates {
             exact::register(&ctx);
         }
+        connect_decimal::register(&ctx);
         let remote = match &spec.url {
             Some(url) => Some(crate::engine::ballista::connect(ctx.state(), url).await?),
             None => None,

@@ -418,6 +418,82 @@ fn a_debezium_update_to_null_reads_null() {
     assert_eq!(run.check()["changelog"][0]["rows"], 2, "{}", run.stdout);
 }
 
+/// Debezium writes DECIMAL columns as base64 bytes in JSON unless told otherwise
+/// (`decimal.handling.mode=precise`, its default). Compared as they are, the check fails naming
+/// the column, the side and the way out; through `connect_decimal` in a stream view over the raw
+/// change log they compare as the decimals they are, a planted cent included.
+#[test]
+fn debezium_base64_decimals_compare_through_connect_decimal() {
+    use base64::Engine as _;
+    let ws = Workspace::new();
+    ws.table(
+        "b/orders",
+        Fmt::Parquet,
+        "SELECT order_id, CAST(amount AS DECIMAL(10, 2)) AS amount FROM (VALUES \
+         (1, 5.00), (2, -12.34), (3, 1234567.89), (4, 0.01)) AS t(order_id, amount)",
+    );
+    let base64 = |unscaled: i128| {
+        let bytes = unscaled.to_be_bytes();
+        // The shortest two's-complement form, as Kafka Connect writes it.
+        let mut start = 0;
+        while start < 15
+            && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0)
+                || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
+        {
+            start += 1;
+        }
+        base64::engine::general_purpose::STANDARD.encode(&bytes[start..])
+    };
+    // Order 4 arrives a cent off.
+    let events: String = [(1, 500), (2, -1234), (3, 123456789), (4, 2)]
+        .iter()
+        .map(|(id, cents)| {
+            format!(
+                "{{\"before\": null, \"after\": {{\"order_id\": {id}, \"amount\": \"{}\"}}, \"op\": \"c\", \"ts_ms\": 1795514400000}}\n",
+                base64(*cents)
+            )
+        })
+        .collect();
+    ws.write("s/orders/events.json", &events);
+    let write_config = |tables: &str| {
+        ws.write(
+            "dualrun.toml",
+            &format!(
+                "[params]\nrun_date = \"2026-11-25\"\n\n{tables}\n\
+                 [[checks]]\nname = \"orders\"\nsql = \"SELECT order_id, amount FROM orders\"\nkey = [\"order_id\"]\n"
+            ),
+        )
+    };
+    write_config(
+        "[tables.orders]\nbatch = \"b/orders/\"\nstream = \"s/orders/\"\n\
+         stream_changelog = { shape = \"debezium\", key = [\"order_id\"] }\n",
+    );
+    let run = run_orders(&ws);
+    assert_trouble(
+        &run,
+        "column 'amount' (stream side): its text is read as Decimal128(10, 2)",
+    );
+    assert!(
+        run.stderr.contains("connect_decimal(column, scale)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+
+    write_config(
+        "[tables.orders_raw]\nstream = \"s/orders/\"\n\
+         stream_changelog = { shape = \"debezium\", key = [\"order_id\"] }\n\n\
+         [tables.orders]\nbatch = \"b/orders/\"\n\
+         stream_view = \"SELECT order_id, CAST(connect_decimal(amount, 2) AS DECIMAL(10, 2)) AS amount FROM orders_raw\"\n",
+    );
+    let run = run_orders(&ws);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [3, 1, 0, 0, 0, 0], "{}", run.stdout);
+    let difference = &run.check()["samples"]["mismatched"][0]["differences"][0];
+    assert_eq!(difference["batch"], "0.01", "{difference}");
+    assert_eq!(difference["stream"], "0.02", "{difference}");
+}
+
 /// Raw events on the stream side (epoch millis, cents, a nested attribute) become the logical
 /// table through a view; the same SQL then compares them with the batch table. Raw tables stay
 /// on their side and out of the checks.
