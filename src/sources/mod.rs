@@ -40,6 +40,7 @@ use crate::error::clean_df_error;
 use crate::redact::redact_url;
 
 pub mod changelog;
+mod csv_headers;
 #[cfg(feature = "databases")]
 pub mod database;
 #[cfg(feature = "delta")]
@@ -371,6 +372,19 @@ async fn register_one(
         };
     }
     if format == Format::Csv && source.csv_header {
+        let csv_files: Vec<&ObjectMeta> = files
+            .iter()
+            .filter(|f| f.location.as_ref().ends_with(&extension))
+            .collect();
+        let store_url = url.object_store();
+        csv_headers::check_same_header(
+            store.as_ref(),
+            &csv_files,
+            &schema,
+            &partition_cols,
+            |file| file_location(store_url.as_str(), &file.location),
+        )
+        .await?;
         warn_if_header_looks_like_data(name, side, &schema, files.first());
     }
     let config = ListingTableConfig::new(url)
@@ -400,12 +414,6 @@ pub(crate) fn file_location(store_url: &str, path: &object_store::path::Path) ->
     }
 }
 
-/// The table's schema from its files. DataFusion merges the files' schemas only when every
-/// column has one type in all of them; a stream sink's files often do not: a job upgrade writes
-/// `v` as Int64 where older files have Int32, timestamps in µs where older ones are in ms. Then
-/// the files' schemas are read one by one and merged by lossless widening (see [`widen`]); a
-/// file whose schema cannot be read, or two files whose types do not widen to one, is an error
-/// naming the file(s).
 /// `message` with the line of the file's first line that is not JSON, where serde's error
 /// (through arrow's schema inference, which parses a line at a time) says "line 1".
 async fn json_line_named(store: &dyn ObjectStore, file: &ObjectMeta, message: String) -> String {
@@ -427,6 +435,12 @@ async fn json_line_named(store: &dyn ObjectStore, file: &ObjectMeta, message: St
     }
 }
 
+/// The table's schema from its files. DataFusion merges the files' schemas only when every
+/// column has one type in all of them; a stream sink's files often do not: a job upgrade writes
+/// `v` as Int64 where older files have Int32, timestamps in µs where older ones are in ms. Then
+/// the files' schemas are read one by one and merged by lossless widening (see [`widen`]); a
+/// file whose schema cannot be read, or two files whose types do not widen to one, is an error
+/// naming the file(s).
 async fn infer_schema(
     state: &SessionState,
     options: &ListingOptions,

@@ -1100,6 +1100,41 @@ fn a_bad_record_in_a_text_file_is_named_by_its_line() {
     }
 }
 
+/// DataFusion reads a CSV file's columns by position under the names of the first file's
+/// header: a file whose header was `id,w,v` had its values swapped (two false mismatches), and a
+/// file written before `w` was added failed on "incorrect number of fields for line 1". Every
+/// file's header is now checked first.
+#[test]
+fn csv_files_whose_header_differs_are_an_error_naming_them() {
+    let ws = Workspace::new();
+    ws.write("b/a.csv", "id,v,w\n1,10,11\n2,20,21\n3,30,31\n");
+    ws.write("s/a.csv", "id,v,w\n1,10,11\n2,20,21\n");
+    ws.write("s/b.csv", "id,w,v\n3,31,30\n");
+    let batch = format!("{}/", ws.path("b").display());
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(
+        &run,
+        "b.csv: its header (id,w,v) is not the table's columns in order (id,v,w, as in ",
+    );
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+
+    // Written before `w` was added.
+    ws.write("s/b.csv", "id,v\n3,30\n");
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(
+        &run,
+        "b.csv: its header (id,v) is not the table's columns in order",
+    );
+
+    // The same header, one file with a byte-order mark and one empty file: read as they are.
+    ws.write("s/b.csv", "\u{feff}id,v,w\n3,30,31\n");
+    ws.write("s/c.csv", "");
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0], "{}", run.stdout);
+}
+
 /// A stream sink's files whose column types changed with a job upgrade: Int32 then Int64, a
 /// decimal's scale raised, timestamps in ms then µs. DataFusion refused the table ("Fail to merge
 /// schema field 'v'"), naming no file; the files are now read at the widened types, so a value
