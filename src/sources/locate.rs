@@ -86,13 +86,44 @@ pub fn csv_record_line(reader: impl Read, layout: &CsvLayout, record: u64) -> Op
     row.position().map(|p| p.line())
 }
 
-/// The first line (1-based) that does not parse as JSON, and why.
-pub fn first_invalid_json_line(reader: impl Read) -> Result<Option<(u64, String)>> {
-    first_line_failing(reader, |line| {
-        serde_json::from_slice::<serde::de::IgnoredAny>(line)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
+/// Why an NDJSON file's records cannot be read.
+#[derive(Debug, PartialEq)]
+pub enum NotAnObject {
+    /// The file is one JSON array (it starts with `[`).
+    Array,
+    /// The first line (1-based) that is not a JSON object, and what it is.
+    Line(u64, String),
+}
+
+/// The first line that is not a JSON object, or that the file is one array.
+pub fn first_line_not_a_json_object(reader: impl Read) -> Result<Option<NotAnObject>> {
+    let mut lines = split_lines(reader).peekable();
+    let first = lines.peek().map(|line| match line {
+        Ok(line) => line.iter().copied().find(|b| !b.is_ascii_whitespace()),
+        Err(_) => None,
+    });
+    if first == Some(Some(b'[')) {
+        return Ok(Some(NotAnObject::Array));
+    }
+    let failing = first_line_failing(lines, |line| {
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            Ok(serde_json::Value::Null) => Err("null, not an object".to_string()),
+            Ok(serde_json::Value::Array(_)) => Err("an array, not an object".to_string()),
+            Ok(_) => Err("a single value, not an object".to_string()),
+            Err(e) => {
+                // serde counts lines within the one line it was given.
+                let message = e.to_string();
+                let position = format!(" at line {} column {}", e.line(), e.column());
+                let message = message.strip_suffix(&position).unwrap_or(&message);
+                Err(format!(
+                    "not valid JSON at column {}: {message}",
+                    e.column()
+                ))
+            }
+        }
+    })?;
+    Ok(failing.map(|(line, why)| NotAnObject::Line(line, why)))
 }
 
 /// The first line (1-based) that arrow's JSON decoder refuses as a record of `schema`, and its
@@ -132,7 +163,7 @@ fn first_line_failing_in_blocks(
     let mut found = None;
     let try_block = |block: &mut Vec<u8>, first_line: u64| {
         if check(block).is_err() {
-            let (line, error) = first_line_failing(&block[..], &check)?
+            let (line, error) = first_line_failing(split_lines(&block[..]), &check)?
                 .ok_or_else(|| anyhow!("a block of lines failed but none of its lines alone"))?;
             return Ok::<_, anyhow::Error>(Some((first_line + line - 1, error)));
         }
@@ -160,10 +191,10 @@ fn first_line_failing_in_blocks(
 }
 
 fn first_line_failing(
-    reader: impl Read,
+    lines: impl Iterator<Item = Result<Vec<u8>>>,
     check: impl Fn(&[u8]) -> std::result::Result<(), String>,
 ) -> Result<Option<(u64, String)>> {
-    for (index, line) in split_lines(reader).enumerate() {
+    for (index, line) in lines.enumerate() {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -230,10 +261,17 @@ mod tests {
             error.contains("expected primitive") || error.contains("v"),
             "{error}"
         );
-        let (line, _) = first_invalid_json_line("{\"v\":1}\r\n\n{\"v\":NaN}\n".as_bytes())
-            .unwrap()
-            .unwrap();
-        assert_eq!(line, 3);
+        let not_json = first_line_not_a_json_object("{\"v\":1}\r\n\n{\"v\":NaN}\n".as_bytes());
+        assert!(
+            matches!(not_json.unwrap(), Some(NotAnObject::Line(3, ref why)) if why.contains("not valid JSON")),
+        );
+        let null = first_line_not_a_json_object("{\"v\":1}\nnull\n".as_bytes()).unwrap();
+        assert_eq!(
+            null,
+            Some(NotAnObject::Line(2, "null, not an object".into()))
+        );
+        let array = first_line_not_a_json_object(" [{\"v\":1},\n{\"v\":2}]".as_bytes()).unwrap();
+        assert_eq!(array, Some(NotAnObject::Array));
         assert!(
             first_undecodable_json_line("{\"v\":1}\n".as_bytes(), &schema)
                 .unwrap()

@@ -414,11 +414,12 @@ pub(crate) fn file_location(store_url: &str, path: &object_store::path::Path) ->
     }
 }
 
-/// `message` with the line of the file's first line that is not JSON, where serde's error
-/// (through arrow's schema inference, which parses a line at a time) says "line 1".
-async fn json_line_named(store: &dyn ObjectStore, file: &ObjectMeta, message: String) -> String {
-    const MARKER: &str = "at line 1 column";
-    if !message.contains("Not valid JSON") || !message.contains(MARKER) {
+/// What is wrong with an NDJSON file whose schema could not be read, and on which line. Arrow's
+/// schema inference parses a line at a time, so serde's errors say "line 1" whatever the line;
+/// a line that is not an object (a `null`) is named by what it holds; and a file that is one
+/// JSON array was dumped whole into the message ("found Array [Object {…}, …]").
+async fn json_error_located(store: &dyn ObjectStore, file: &ObjectMeta, message: String) -> String {
+    if !message.starts_with("Json error") {
         return message;
     }
     let reader = match locate::open(store, &file.location, FileCompressionType::UNCOMPRESSED).await
@@ -429,8 +430,13 @@ async fn json_line_named(store: &dyn ObjectStore, file: &ObjectMeta, message: St
             return message;
         }
     };
-    match tokio::task::spawn_blocking(move || locate::first_invalid_json_line(reader)).await {
-        Ok(Ok(Some((line, _)))) => message.replacen(MARKER, &format!("at line {line} column"), 1),
+    match tokio::task::spawn_blocking(move || locate::first_line_not_a_json_object(reader)).await {
+        Ok(Ok(Some(locate::NotAnObject::Array))) => {
+            "Json error: the file is one JSON array; JSON files are read as newline-delimited JSON, one object per line".to_string()
+        }
+        Ok(Ok(Some(locate::NotAnObject::Line(line, why)))) => {
+            format!("Json error at line {line}: {why}")
+        }
         _ => message,
     }
 }
@@ -470,7 +476,7 @@ async fn infer_schema(
             Ok(schema) => schema,
             Err(e) => {
                 let message =
-                    json_line_named(store.as_ref(), file, clean_df_error(&e.to_string())).await;
+                    json_error_located(store.as_ref(), file, clean_df_error(&e.to_string())).await;
                 bail!("cannot read the schema of {shown}: {message}");
             }
         };

@@ -1075,14 +1075,26 @@ fn a_bad_record_in_a_text_file_is_named_by_its_line() {
         "typed/x.ndjson",
         "{\"id\":1,\"v\":\"1.5\"}\n{\"id\":2,\"v\":2.5}\n",
     );
+    // A Kafka tombstone written as `null`, and a file that is one JSON array (its whole content
+    // was dumped into the message: "found Array [Object {…}, …]").
+    let tombstone = ws.write("tombstone/x.ndjson", "{\"id\":1,\"v\":1.5}\nnull\n");
+    let array = ws.write(
+        "array/x.json",
+        "[{\"id\":1,\"v\":1.5},\n {\"id\":2,\"v\":2.5}]\n",
+    );
     for (file, expected) in [
+        (
+            &tombstone,
+            "x.ndjson: Json error at line 2: null, not an object",
+        ),
+        (&array, "x.json: Json error: the file is one JSON array"),
         (
             &late,
             "x.ndjson, line 2500: Json error: Encountered unexpected 'N'",
         ),
         (
             &early,
-            "x.ndjson: Json error: Not valid JSON: expected value at line 3 column 13",
+            "x.ndjson: Json error at line 3: not valid JSON at column 13: expected value",
         ),
         (
             &typed,
@@ -1096,6 +1108,7 @@ fn a_bad_record_in_a_text_file_is_named_by_its_line() {
             &["--key", "id"],
         );
         assert_trouble(&run, expected);
+        assert!(!run.stderr.contains("Object {"), "{}", run.stderr);
         assert_eq!(run.json()["status"], "error", "{}", run.stdout);
     }
 }
