@@ -9,8 +9,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 
-use super::number_text;
 use super::result::{SchemaDiff, TypeChange};
+use super::{number_text, uuid_text};
 use crate::config::{CheckSpec, Tolerance};
 
 /// One compared column: its type on each side and the type both are compared in.
@@ -34,12 +34,15 @@ pub struct Alignment {
 }
 
 /// Encodings of one logical type are not type changes: Utf8 / Utf8View / LargeUtf8,
-/// dictionary vs plain, Binary / BinaryView / LargeBinary.
+/// dictionary vs plain, Binary / BinaryView / LargeBinary, UTC as "UTC" or "+00:00".
 pub fn logical_type(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Dictionary(_, value) => logical_type(value),
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Timestamp(unit, zone) if crate::sources::is_utc(zone) => {
+            DataType::Timestamp(*unit, Some("UTC".into()))
+        }
         other => other.clone(),
     }
 }
@@ -153,6 +156,8 @@ pub fn align(
             b_type.clone()
         } else if !changed {
             logical_type(b_type)
+        } else if !portable && uuid_text::applies(b_type, s_type) {
+            DataType::Utf8
         } else {
             comparison_coercion(&logical_type(b_type), &logical_type(s_type))
                 .or_else(|| {

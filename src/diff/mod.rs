@@ -18,6 +18,7 @@ mod result;
 mod rules;
 pub mod scan;
 mod stats;
+mod uuid_text;
 
 use std::sync::Arc;
 use std::time::Duration;

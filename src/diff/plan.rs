@@ -56,6 +56,9 @@ pub fn prepared(
         if column.number_text {
             return Ok(super::number_text::call(expr));
         }
+        if field.data_type() == &super::uuid_text::UUID_BYTES && column.common == DataType::Utf8 {
+            return Ok(super::uuid_text::call(expr));
+        }
         if field.data_type() != &column.common {
             expr = match side {
                 Some(side) if super::read_as::parses(field.data_type(), &column.common) => {

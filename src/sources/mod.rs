@@ -524,6 +524,16 @@ async fn infer_schema(
     )))
 }
 
+/// Whether a timestamp's zone is UTC under one of its spellings: writers say "UTC", "+00:00"
+/// (arrow-avro), "Etc/UTC" or "Z" for the same instants.
+pub fn is_utc(zone: &Option<Arc<str>>) -> bool {
+    zone.as_deref().is_some_and(|z| {
+        ["UTC", "Etc/UTC", "Z", "+00:00", "+0000", "+00"]
+            .iter()
+            .any(|utc| z.eq_ignore_ascii_case(utc))
+    })
+}
+
 /// The type both `a` and `b` convert to without losing a value, if any: wider integers of the
 /// same signedness (or signed from narrower unsigned), wider floats, decimals with the larger
 /// scale and integer part, timestamps of one time zone at the finer unit, and strings or binaries
@@ -583,14 +593,16 @@ fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
                 None
             }
         }
-        (Timestamp(ua, za), Timestamp(ub, zb)) if za == zb => Some(Timestamp(
-            if unit_rank(ua) >= unit_rank(ub) {
-                *ua
-            } else {
-                *ub
-            },
-            za.clone(),
-        )),
+        (Timestamp(ua, za), Timestamp(ub, zb)) if za == zb || (is_utc(za) && is_utc(zb)) => {
+            Some(Timestamp(
+                if unit_rank(ua) >= unit_rank(ub) {
+                    *ua
+                } else {
+                    *ub
+                },
+                za.clone(),
+            ))
+        }
         _ if text(a) && text(b) => Some(if a == &Utf8View || b == &Utf8View {
             Utf8View
         } else {

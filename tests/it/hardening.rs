@@ -1148,6 +1148,47 @@ fn csv_files_whose_header_differs_are_an_error_naming_them() {
     assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0], "{}", run.stdout);
 }
 
+/// UUIDs as 16 bytes on one side (Avro's and Parquet's UUID types) against their text on the
+/// other could not be compared ("cannot be compared (nor read as text)"); they compare as the
+/// UUID's canonical text. Timestamps in UTC spelled "+00:00" (arrow-avro) against "UTC" are one
+/// type, not a schema change.
+#[test]
+fn uuid_bytes_compare_with_uuid_text_and_utc_spellings_are_one_zone() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES \
+           (1, '00112233-4455-6677-8899-aabbccddeeff', arrow_cast(TIMESTAMP '2026-11-01 10:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))')), \
+           (2, '00000000-0000-0000-0000-000000000002', arrow_cast(TIMESTAMP '2026-11-01 11:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))'))) \
+         AS t(id, u, ts)",
+    );
+    // Id 2's UUID differs in its last byte.
+    let stream = ws.table(
+        "s",
+        Fmt::Parquet,
+        "SELECT id, arrow_cast(decode(u, 'hex'), 'FixedSizeBinary(16)') AS u, \
+                arrow_cast(ts, 'Timestamp(Microsecond, Some(\"+00:00\"))') AS ts FROM (VALUES \
+           (1, '00112233445566778899aabbccddeeff', TIMESTAMP '2026-11-01 10:00:00'), \
+           (2, '00000000000000000000000000000003', TIMESTAMP '2026-11-01 11:00:00')) \
+         AS t(id, u, ts)",
+    );
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [1, 1, 0, 0, 0, 0], "{}", run.stdout);
+    let difference = &run.check()["samples"]["mismatched"][0]["differences"][0];
+    assert_eq!(difference["column"], "u", "{difference}");
+    assert_eq!(
+        difference["stream"], "00000000-0000-0000-0000-000000000003",
+        "{difference}"
+    );
+    let changes = run.check()["schema"]["type_changes"].to_string();
+    assert!(
+        changes.contains("\"u\"") && !changes.contains("\"ts\""),
+        "{changes}"
+    );
+}
+
 /// A stream sink's files whose column types changed with a job upgrade: Int32 then Int64, a
 /// decimal's scale raised, timestamps in ms then µs. DataFusion refused the table ("Fail to merge
 /// schema field 'v'"), naming no file; the files are now read at the widened types, so a value
