@@ -160,34 +160,29 @@ fn first_line_failing_in_blocks(
     let mut block = Vec::new();
     let mut first_line = 1;
     let mut lines_in_block = 0;
-    let mut found = None;
-    let try_block = |block: &mut Vec<u8>, first_line: u64| {
-        if check(block).is_err() {
-            let (line, error) = first_line_failing(split_lines(&block[..]), &check)?
-                .ok_or_else(|| anyhow!("a block of lines failed but none of its lines alone"))?;
-            return Ok::<_, anyhow::Error>(Some((first_line + line - 1, error)));
+    // The first failing line of a block that fails, numbered in the file.
+    let try_block = |block: &mut Vec<u8>, first_line: u64| -> Result<Option<(u64, String)>> {
+        if check(block).is_ok() {
+            block.clear();
+            return Ok(None);
         }
-        block.clear();
-        Ok(None)
+        let (line, error) = first_line_failing(split_lines(&block[..]), &check)?
+            .ok_or_else(|| anyhow!("a block of lines failed but none of its lines alone"))?;
+        Ok(Some((first_line + line - 1, error)))
     };
     for line in split_lines(reader) {
-        let line = line?;
-        block.extend_from_slice(&line);
+        block.extend_from_slice(&line?);
         block.push(b'\n');
         lines_in_block += 1;
         if block.len() >= BLOCK_BYTES {
-            found = try_block(&mut block, first_line)?;
-            if found.is_some() {
-                return Ok(found);
+            if let Some(found) = try_block(&mut block, first_line)? {
+                return Ok(Some(found));
             }
             first_line += lines_in_block;
             lines_in_block = 0;
         }
     }
-    if !block.is_empty() {
-        found = try_block(&mut block, first_line)?;
-    }
-    Ok(found)
+    try_block(&mut block, first_line)
 }
 
 fn first_line_failing(
