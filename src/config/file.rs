@@ -102,6 +102,9 @@ pub struct TableConfig {
     pub csv_header: Option<bool>,
     pub batch_csv_header: Option<bool>,
     pub stream_csv_header: Option<bool>,
+    /// CSV and NDJSON: infer column types from every record rather than the first 1,000 (a
+    /// column whose first values are integers and later ones are not); reads the files once more.
+    pub infer_all_records: Option<bool>,
     /// The side's files are a change log (or at-least-once appends): the logical table is the
     /// latest version of each key as of the batch cut-off, deletes removed.
     pub batch_changelog: Option<ChangelogConfig>,

@@ -34,6 +34,8 @@ pub struct SourceSpec {
     pub delta_as_of: Option<String>,
     /// CSV: the first line of each file names the columns (default); false reads it as data.
     pub csv_header: bool,
+    /// CSV and NDJSON: column types from every record, not the first 1,000.
+    pub infer_all_records: bool,
     /// The files are a change log, compacted into the logical table.
     pub changelog: Option<ChangelogSpec>,
     /// The side is a view (this SELECT, params bound) over the side's tables, not files; `url`

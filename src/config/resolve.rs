@@ -252,6 +252,7 @@ pub struct CompareInput<'a> {
     pub stream_views: &'a [String],
     pub input_formats: &'a [String],
     pub csv_headers: &'a [String],
+    pub infer_all_records: bool,
     pub sql: Option<&'a str>,
     pub query: Option<&'a Path>,
     pub key: &'a [String],
@@ -390,6 +391,7 @@ impl Plan {
                     csv_header: headers.get(&of(None)).copied(),
                     batch_csv_header: headers.get(&of(Some(Side::Batch))).copied(),
                     stream_csv_header: headers.get(&of(Some(Side::Stream))).copied(),
+                    infer_all_records: input.infer_all_records.then_some(true),
                     batch_changelog: None,
                     stream_changelog: None,
                 },
@@ -557,6 +559,7 @@ impl Plan {
                     delta_version: table.version,
                     delta_as_of: as_of.clone(),
                     csv_header: table.batch_csv_header.or(table.csv_header).unwrap_or(true),
+                    infer_all_records: table.infer_all_records.unwrap_or(false),
                     changelog: table
                         .batch_changelog
                         .as_ref()
@@ -571,6 +574,7 @@ impl Plan {
                     delta_version: table.version,
                     delta_as_of: as_of,
                     csv_header: table.stream_csv_header.or(table.csv_header).unwrap_or(true),
+                    infer_all_records: table.infer_all_records.unwrap_or(false),
                     changelog: table
                         .stream_changelog
                         .as_ref()

@@ -234,7 +234,7 @@ async fn in_file(
         message.insert_str(end, &format!(" ('{}')", field.name()));
         if message.contains("Error while parsing value") {
             message.push_str(
-                " (a CSV column's type is inferred from the first 1,000 records of the table)",
+                " (a CSV column's type is inferred from the first 1,000 records of the table; `infer_all_records = true` on the table, or --infer-all-records, infers it from every record)",
             );
         }
     }

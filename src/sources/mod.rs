@@ -326,7 +326,12 @@ async fn register_one(
     let bytes: u64 = files.iter().map(|m| m.size).sum();
     let prefix = url.prefix().as_ref().to_string();
 
-    let mut options = ListingOptions::new(file_format(format, source.csv_header, SAMPLED_RECORDS))
+    let sampled = if source.infer_all_records {
+        usize::MAX
+    } else {
+        SAMPLED_RECORDS
+    };
+    let mut options = ListingOptions::new(file_format(format, source.csv_header, sampled))
         .with_file_extension(extension.clone())
         .with_table_partition_cols(
             partition_cols
@@ -334,12 +339,13 @@ async fn register_one(
                 .map(|c| (c.clone(), DataType::Utf8))
                 .collect(),
         );
-    let mut schema = infer_schema(&state, &options, &url, &files, &extension).await?;
+    let from_text = matches!(format, Format::Csv | Format::NdJson);
+    let mut schema = infer_schema(&state, &options, &url, &files, &extension, from_text).await?;
     if contains_null_type(&schema) {
         // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
         // Null, and its first value further on would fail the scan: read every record instead.
         options.format = file_format(format, source.csv_header, usize::MAX);
-        schema = infer_schema(&state, &options, &url, &files, &extension).await?;
+        schema = infer_schema(&state, &options, &url, &files, &extension, from_text).await?;
     }
     // A sink that partitions by a field of its records (Kafka Connect's field partitioner) may
     // keep the field in the files too: the files' own column is the row's value, the directory
@@ -446,13 +452,17 @@ async fn json_error_located(store: &dyn ObjectStore, file: &ObjectMeta, message:
 /// `v` as Int64 where older files have Int32, timestamps in µs where older ones are in ms. Then
 /// the files' schemas are read one by one and merged by lossless widening (see [`widen`]); a
 /// file whose schema cannot be read, or two files whose types do not widen to one, is an error
-/// naming the file(s).
+/// naming the file(s). `from_text`: the types were inferred from text (CSV, NDJSON), where a
+/// column of integers in one file and of fractions in another is Float64, as arrow infers it
+/// within one file: a JSON writer prints an integral double as `12`, so an hour whose amounts
+/// all happen to be integral reads as Int64.
 async fn infer_schema(
     state: &SessionState,
     options: &ListingOptions,
     url: &ListingTableUrl,
     files: &[ObjectMeta],
     extension: &str,
+    from_text: bool,
 ) -> Result<SchemaRef> {
     let error = match options.infer_schema(state, url).await {
         Ok(schema) => return Ok(schema),
@@ -493,8 +503,13 @@ async fn infer_schema(
                             .ok()
                             .map(|()| merged.data_type().clone())
                     };
-                    let Some(wider) =
-                        widen(known.data_type(), field.data_type()).or_else(merged_by_arrow)
+                    let Some(wider) = widen(known.data_type(), field.data_type())
+                        .or_else(|| {
+                            from_text
+                                .then(|| inferred_number(known.data_type(), field.data_type()))
+                                .flatten()
+                        })
+                        .or_else(merged_by_arrow)
                     else {
                         bail!(
                             "column '{}' is {} in {type_from} but {} in {shown}; the files of one table must agree on its type or widen it without loss (Int32 to Int64, ms to µs, …)",
@@ -522,6 +537,16 @@ async fn infer_schema(
     Ok(Arc::new(Schema::new(
         merged.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
     )))
+}
+
+/// Integers in one file and fractions in another, both inferred from text: Float64.
+fn inferred_number(a: &DataType, b: &DataType) -> Option<DataType> {
+    match (a, b) {
+        (DataType::Int64, DataType::Float64) | (DataType::Float64, DataType::Int64) => {
+            Some(DataType::Float64)
+        }
+        _ => None,
+    }
 }
 
 /// Whether a timestamp's zone is UTC under one of its spellings: writers say "UTC", "+00:00"

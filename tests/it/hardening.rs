@@ -992,11 +992,21 @@ fn a_damaged_file_is_an_error_naming_it() {
     );
     assert!(
         run.stderr.contains("for column 1 ('v') at line 1202")
-            && run.stderr.contains("inferred from the first 1,000 records"),
+            && run.stderr.contains("inferred from the first 1,000 records")
+            && run.stderr.contains("--infer-all-records"),
         "{}",
         run.stderr
     );
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+    // The way out the message names: the type from every record.
+    let run = ws.compare(
+        &dir,
+        &dir,
+        "SELECT * FROM t",
+        &["--key", "id", "--infer-all-records"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [1503, 0, 0, 0, 0, 0], "{}", run.stdout);
 }
 
 /// A bad record of a text file is named by the line an editor shows. Arrow's CSV reader counted
@@ -1273,6 +1283,23 @@ fn files_whose_types_widened_are_read_at_the_wider_type() {
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.counts(), [10, 0, 0, 0, 0, 0], "{}", run.stdout);
+
+    // NDJSON from a writer that prints an integral double as `12`: an hour whose amounts are
+    // all integral infers Int64, the next Float64; the table is Float64, as within one file.
+    ws.write(
+        "j/h1.ndjson",
+        "{\"id\":1,\"amount\":12}\n{\"id\":2,\"amount\":7}\n",
+    );
+    ws.write("j/h2.ndjson", "{\"id\":3,\"amount\":12.5}\n");
+    let batch = ws.table(
+        "jb",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 12.0), (2, 7.0), (3, 12.25)) AS t(id, amount)",
+    );
+    let hourly = format!("{}/", ws.path("j").display());
+    let run = ws.compare(&batch, &hourly, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [2, 1, 0, 0, 0, 0], "{}", run.stdout);
 }
 
 /// A struct that gained a field on one side (a sink's nested payload evolving) cannot be compared
