@@ -1199,6 +1199,21 @@ fn uuid_bytes_compare_with_uuid_text_and_utc_spellings_are_one_zone() {
     );
 }
 
+/// A result of key columns only (which ids exist) with repeated keys, as at-least-once delivery
+/// leaves them: the occurrence pairing ordered rows by their values, of which there were none,
+/// and DataFusion failed with "Internal error: ORDER BY column cannot be empty".
+#[test]
+fn a_result_of_keys_only_pairs_its_repeated_keys() {
+    let ws = Workspace::new();
+    ws.write("b/a.csv", "id\n1\n2\n2\n3\n");
+    ws.write("s/a.csv", "id\n1\n1\n2\n3\n3\n");
+    let batch = format!("{}/", ws.path("b").display());
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT id FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), [3, 0, 1, 2, 1, 2], "{}", run.stdout);
+}
+
 /// A stream sink's files whose column types changed with a job upgrade: Int32 then Int64, a
 /// decimal's scale raised, timestamps in ms then µs. DataFusion refused the table ("Fail to merge
 /// schema field 'v'"), naming no file; the files are now read at the widened types, so a value
