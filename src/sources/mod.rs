@@ -40,11 +40,11 @@ use crate::error::clean_df_error;
 use crate::redact::redact_url;
 
 pub mod changelog;
-mod csv_headers;
 #[cfg(feature = "databases")]
 pub mod database;
 #[cfg(feature = "delta")]
 pub mod delta;
+mod file_checks;
 pub mod guard;
 mod latest;
 mod locate;
@@ -377,13 +377,24 @@ async fn register_one(
             false => Arc::new(format),
         };
     }
+    if format == Format::Avro {
+        let avro_files: Vec<&ObjectMeta> = files
+            .iter()
+            .filter(|f| f.location.as_ref().ends_with(&extension))
+            .collect();
+        let store_url = url.object_store();
+        file_checks::check_avro_complete(store.as_ref(), &avro_files, |file| {
+            file_location(store_url.as_str(), &file.location)
+        })
+        .await?;
+    }
     if format == Format::Csv && source.csv_header {
         let csv_files: Vec<&ObjectMeta> = files
             .iter()
             .filter(|f| f.location.as_ref().ends_with(&extension))
             .collect();
         let store_url = url.object_store();
-        csv_headers::check_same_header(
+        file_checks::check_same_header(
             store.as_ref(),
             &csv_files,
             &schema,

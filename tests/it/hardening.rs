@@ -970,6 +970,19 @@ fn a_damaged_file_is_an_error_naming_it() {
     assert_trouble(&run, "cannot read the schema of ");
     assert!(run.stderr.contains("part-1.parquet"), "{}", run.stderr);
 
+    // An Avro file cut short read as its first blocks, without an error.
+    let rows = "SELECT i AS id, concat('x', i) AS s FROM generate_series(1, 20000) t(i)";
+    let whole = ws.table("avro_whole", Fmt::Avro, rows);
+    ws.table_file("avro_cut/part-0.avro", Fmt::Avro, rows);
+    let cut = ws.path("avro_cut/part-0.avro");
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let dir = format!("{}/", ws.path("avro_cut").display());
+    let run = ws.compare(&whole, &whole, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run = ws.compare(&whole, &dir, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(&run, "part-0.avro: the Avro file is cut short");
+
     // A CSV value of another type than the first 1,000 records gave its column, in the second
     // of three files, on its line of the file (arrow counts records after the header: 1201).
     let mut text = String::from("id,v\n");
