@@ -496,8 +496,13 @@ async fn infer_schema(
         let schema = match schema {
             Ok(schema) => schema,
             Err(e) => {
-                let message =
-                    json_error_located(store.as_ref(), file, clean_df_error(&e.to_string())).await;
+                // DataFusion calls a damaged Arrow IPC file an internal error and asks for a bug
+                // report; it is the file's fault, and the file is named.
+                let message = match e {
+                    datafusion::error::DataFusionError::Internal(message) => message,
+                    other => clean_df_error(&other.to_string()),
+                };
+                let message = json_error_located(store.as_ref(), file, message).await;
                 bail!("cannot read the schema of {shown}: {message}");
             }
         };

@@ -983,6 +983,19 @@ fn a_damaged_file_is_an_error_naming_it() {
     let run = ws.compare(&whole, &dir, "SELECT * FROM t", &["--key", "id"]);
     assert_trouble(&run, "part-0.avro: the Avro file is cut short");
 
+    // An Arrow IPC file cut short: the file's fault, not "a bug in DataFusion's code".
+    let ipc = "SELECT i AS id FROM generate_series(1, 1000) t(i)";
+    let whole = ws.table("ipc_whole", Fmt::Arrow, ipc);
+    ws.table_file("ipc_cut/part-0.arrow", Fmt::Arrow, ipc);
+    ws.table_file("ipc_cut/part-1.arrow", Fmt::Arrow, ipc);
+    let cut = ws.path("ipc_cut/part-1.arrow");
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let dir = format!("{}/", ws.path("ipc_cut").display());
+    let run = ws.compare(&whole, &dir, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(&run, "part-1.arrow: Failed to parse Arrow file");
+    assert!(!run.stderr.contains("bug"), "{}", run.stderr);
+
     // A CSV value of another type than the first 1,000 records gave its column, in the second
     // of three files, on its line of the file (arrow counts records after the header: 1201).
     let mut text = String::from("id,v\n");
