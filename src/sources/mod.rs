@@ -377,31 +377,19 @@ async fn register_one(
             false => Arc::new(format),
         };
     }
+    // The files the table reads, for the checks DataFusion's readers do not make.
+    let read: Vec<&ObjectMeta> = files
+        .iter()
+        .filter(|f| f.location.as_ref().ends_with(&extension))
+        .collect();
+    let store_url = url.object_store();
+    let shown = |file: &ObjectMeta| file_location(store_url.as_str(), &file.location);
     if format == Format::Avro {
-        let avro_files: Vec<&ObjectMeta> = files
-            .iter()
-            .filter(|f| f.location.as_ref().ends_with(&extension))
-            .collect();
-        let store_url = url.object_store();
-        file_checks::check_avro_complete(store.as_ref(), &avro_files, |file| {
-            file_location(store_url.as_str(), &file.location)
-        })
-        .await?;
+        file_checks::check_avro_complete(store.as_ref(), &read, shown).await?;
     }
     if format == Format::Csv && source.csv_header {
-        let csv_files: Vec<&ObjectMeta> = files
-            .iter()
-            .filter(|f| f.location.as_ref().ends_with(&extension))
-            .collect();
-        let store_url = url.object_store();
-        file_checks::check_same_header(
-            store.as_ref(),
-            &csv_files,
-            &schema,
-            &partition_cols,
-            |file| file_location(store_url.as_str(), &file.location),
-        )
-        .await?;
+        file_checks::check_same_header(store.as_ref(), &read, &schema, &partition_cols, shown)
+            .await?;
         warn_if_header_looks_like_data(name, side, &schema, files.first());
     }
     let config = ListingTableConfig::new(url)
