@@ -23,7 +23,9 @@ Stages (--stages, default all):
             control runs: --control 1 and 2 on that query and on the 5M unsorted row diff.
   changelog 10M upsert change rows over 2M keys (5% of keys deleted last, 1% of rows replayed,
             changes after the cut-off) against the batch snapshot: compaction + diff against a
-            plain keyed diff of the compacted result; also under --memory-limit 512MiB.
+            plain keyed diff of the compacted result; also under --memory-limit 512MiB. Peer:
+            DuckDB compacting the same changes (QUALIFY row_number, and max_by) and diffing
+            by row hash, next to its own plain diff (bench/duckdb_changelog.py).
   databases 1M rows in PostgreSQL (scripts/servers.sh starts it unless DUALRUN_TEST_PG_ADMIN
             names one) against the same rows in Parquet, keyed diff, with and without a WHERE
             on one day of ten; against `COPY ... TO STDOUT` of the same rows (the floor for
@@ -957,6 +959,16 @@ def float_verdict(must_match):
     return parse
 
 
+def changelog_peer_verdict(run):
+    """The parse step of a DuckDB changelog case: its counts, which must be a match."""
+    if run.exit_code != 0:
+        raise ToolError(f"duckdb_changelog.py exited {run.exit_code}:\n{run.stderr.strip()}")
+    result = json.loads(run.stdout)
+    if result["status"] != "match":
+        raise ToolError(f"DuckDB's compaction DISAGREES with the snapshot: {result['counts']}")
+    return {"status": result["status"]}, result.get("query_seconds")
+
+
 def database_stage(args, b, targets, log):
     """PostgreSQL against Parquet, with the server scripts/servers.sh starts for the tests."""
     started = False
@@ -1232,11 +1244,20 @@ def main():
                      run_cmd(changelog_config(cd, "changes", True, "512MiB")), float_verdict(True),
                      {}, "512MiB"),
             ]
+            cases += [Case(f"duckdb {method}",
+                           [sys.executable, str(Path(__file__).with_name("duckdb_changelog.py")), "--data", str(cd),
+                            "--method", method], changelog_peer_verdict, {})
+                      for method in ("plain", "qualify", "max_by")]
             f = run_stage(f"{CHANGELOG_ROWS:,} change rows over {CHANGELOG_KEYS:,} keys", cases,
                           args.repeat, log)
             targets.check("changelog: compaction + diff / plain diff of the compacted rows",
                           f["changelog compaction + diff"].best
                           / f["plain keyed diff of the compacted rows"].best, 2)
+            duckdb_compaction = min(f["duckdb qualify"].best, f["duckdb max_by"].best)
+            print(f"  DuckDB's own compaction + diff / its plain diff: "
+                  f"{duckdb_compaction / f['duckdb plain'].best:.2f}x")
+            targets.check("changelog: compaction + diff / DuckDB's fastest compaction + diff",
+                          f["changelog compaction + diff"].best / duckdb_compaction, 1.0)
             targets.check("changelog under 512MiB: peak RSS / limit",
                           f["changelog under 512MiB"].rss_max * 2**20 / parse_size("512MiB"), 1.25)
         if "databases" in stages:
