@@ -324,8 +324,13 @@ impl Engine {
         &self,
         plan: LogicalPlan,
     ) -> Result<(LogicalPlan, Arc<dyn datafusion::execution::SpillFile>)> {
-        let pinned =
-            crate::sources::pinned::pin(&self.ctx.state(), &plan, "dualrun control run").await?;
+        let pinned = crate::sources::pinned::pin(
+            &self.ctx.state(),
+            &plan,
+            "dualrun control run",
+            crate::sources::pinned::Packed::Lz4,
+        )
+        .await?;
         let read = self.ctx.read_table(pinned.table)?;
         Ok((read.into_unoptimized_plan(), pinned.file))
     }

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use super::latest::{self, Latest};
-use super::pinned::{Pinned, pin};
+use super::pinned::{Packed, Pinned, pin};
 use crate::config::{ChangelogShape, ChangelogSpec, Side};
 
 /// Where the raw change rows of `table` are registered (on their side only).
@@ -319,9 +319,14 @@ impl Compacted {
         self.pinned
             .get_or_try_init(|| async {
                 let started = std::time::Instant::now();
-                let pinned = pin(&self.state, &self.plan, "dualrun compacted change log")
-                    .await
-                    .with_context(|| self.what.clone())?;
+                let pinned = pin(
+                    &self.state,
+                    &self.plan,
+                    "dualrun compacted change log",
+                    Packed::Plain,
+                )
+                .await
+                .with_context(|| self.what.clone())?;
                 tracing::debug!("{}: compacted in {:.2?}", self.what, started.elapsed());
                 Ok(pinned)
             })
