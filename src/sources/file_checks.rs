@@ -48,14 +48,17 @@ pub async fn check_same_header(
         .filter(|(_, file)| file.size > 0)
         .map(|(index, file)| (index, (*file).clone()))
         .collect();
-    let headers: Vec<(usize, Vec<String>)> =
-        futures::stream::iter(reads)
-            .map(|(index, file)| async move {
-                Ok::<_, anyhow::Error>((index, header(store, &file).await?))
-            })
-            .buffer_unordered(CONCURRENT_READS)
-            .try_collect()
-            .await?;
+    let shown = &shown;
+    let headers: Vec<(usize, Vec<String>)> = futures::stream::iter(reads)
+        .map(|(index, file)| async move {
+            let header = header(store, &file)
+                .await
+                .map_err(|e| anyhow::anyhow!("file {}: {e}", shown(&file)))?;
+            Ok::<_, anyhow::Error>((index, header))
+        })
+        .buffer_unordered(CONCURRENT_READS)
+        .try_collect()
+        .await?;
     let mut differing: Vec<&(usize, Vec<String>)> =
         headers.iter().filter(|(_, h)| h != &expected).collect();
     differing.sort_by_key(|(index, _)| *index);
@@ -91,6 +94,9 @@ async fn header(store: &dyn ObjectStore, file: &ObjectMeta) -> Result<Vec<String
             .await?
             .bytes()
             .await?;
+        if let Some(compression) = super::locate::compression_of(&bytes) {
+            bail!("{}", super::locate::compressed_text(compression));
+        }
         let found = bytes.iter().position(|&b| b == b'\n');
         if found.is_some() || end >= file.size {
             let line = &bytes[..found.unwrap_or(bytes.len())];

@@ -256,6 +256,16 @@ async fn locate_line(
         .runtime_env()
         .object_store(&config.object_store_url)?;
     let path = &file.object_meta.location;
+    let text = source.downcast_ref::<CsvSource>().is_some()
+        || source.downcast_ref::<JsonSource>().is_some();
+    if text
+        && !config.file_compression_type.is_compressed()
+        && let Some(compression) =
+            locate::compression_of_file(store.as_ref(), path, file.object_meta.size).await
+    {
+        *message = locate::compressed_text(compression);
+        return Ok(None);
+    }
     if let Some(csv) = source.downcast_ref::<CsvSource>() {
         // A value's parse error counts records from 0 with the header; a record of the wrong
         // width is counted from 1.

@@ -16,6 +16,44 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+/// The compression a file's first bytes announce, by name: a sink's compressed text files
+/// (Kafka Connect's `s3.compression.type`, Firehose, Spark's `compression` option) otherwise
+/// fail as undecodable text at line 1, or as a header of garbage.
+pub fn compression_of(head: &[u8]) -> Option<&'static str> {
+    const MAGIC: [(&[u8], &str); 6] = [
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (b"BZh", "bzip2"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+        (
+            &[0xff, 0x06, 0x00, 0x00, b's', b'N', b'a', b'P', b'p', b'Y'],
+            "snappy",
+        ),
+    ];
+    MAGIC
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, name)| *name)
+}
+
+/// What a compressed text file is told: how it is read, and the ways out.
+pub fn compressed_text(compression: &str) -> String {
+    format!(
+        "the file is {compression}-compressed; CSV and NDJSON files are read uncompressed (decompress them, or have the sink write Parquet or Avro, which compress inside the file)"
+    )
+}
+
+/// [`compression_of`] the file at `location`, from its first bytes.
+pub async fn compression_of_file(
+    store: &dyn ObjectStore,
+    location: &Path,
+    size: u64,
+) -> Option<&'static str> {
+    let head = store.get_range(location, 0..size.min(10)).await.ok()?;
+    compression_of(&head)
+}
+
 /// How a CSV file is laid out, as DataFusion was told to read it.
 #[derive(Debug, Clone, Copy)]
 pub struct CsvLayout {
@@ -220,6 +258,28 @@ mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
+
+    #[test]
+    fn compressions_are_told_by_their_first_bytes_and_text_is_not() {
+        assert_eq!(compression_of(b"\x28\xb5\x2f\xfd\x24\x05"), Some("zstd"));
+        assert_eq!(compression_of(b"BZh91AY&SY"), Some("bzip2"));
+        assert_eq!(compression_of(b"\xfd7zXZ\x00\x00"), Some("xz"));
+        assert_eq!(compression_of(b"\x1f\x8b\x08\x00"), Some("gzip"));
+        for text in [
+            &b"id,v\n1,a"[..],
+            b"{\"id\":1}",
+            b"\xef\xbb\xbfid,v",
+            b"",
+            b"B",
+        ] {
+            assert_eq!(
+                compression_of(text),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
 
     #[test]
     fn a_csv_record_is_found_on_its_line_past_quoted_line_breaks() {

@@ -282,7 +282,7 @@ async fn register_one(
                     .1
                     .insert(ext);
             }
-            None => unknown.push(meta.location.to_string()),
+            None => unknown.push(file_location(url.object_store().as_str(), &meta.location)),
         }
     }
     let (format, extension) = match source.format {
@@ -304,6 +304,14 @@ async fn register_one(
                 );
             }
             let Some((_, (format, exts))) = by_format.into_iter().next() else {
+                if let Some((file, format, compression)) = unknown.iter().find_map(|file| {
+                    compressed_name(file).map(|(format, compression)| (file, format, compression))
+                }) {
+                    bail!(
+                        "{file}: a {compression}-compressed {} file, by its name; CSV and NDJSON files are read uncompressed (decompress them, or have the sink write Parquet or Avro, which compress inside the file)",
+                        format.name()
+                    );
+                }
                 bail!(
                     "cannot tell the format from the file names (e.g. {}); set it explicitly",
                     unknown.first().map(String::as_str).unwrap_or("?")
@@ -446,6 +454,25 @@ async fn json_error_located(store: &dyn ObjectStore, file: &ObjectMeta, message:
     }
 }
 
+/// A text format and a compression a file's name says (`x.csv.gz`, `part-0.json.zst`).
+fn compressed_name(name: &str) -> Option<(Format, &'static str)> {
+    const COMPRESSIONS: [(&str, &str); 7] = [
+        (".gz", "gzip"),
+        (".gzip", "gzip"),
+        (".zst", "zstd"),
+        (".bz2", "bzip2"),
+        (".xz", "xz"),
+        (".lz4", "lz4"),
+        (".snappy", "snappy"),
+    ];
+    let lower = name.to_ascii_lowercase();
+    let (stem, compression) = COMPRESSIONS
+        .iter()
+        .find_map(|(ext, compression)| Some((lower.strip_suffix(ext)?, *compression)))?;
+    let (format, _) = Format::from_file_name(stem)?;
+    matches!(format, Format::Csv | Format::NdJson).then_some((format, compression))
+}
+
 /// The table's schema from its files. DataFusion merges the files' schemas only when every
 /// column has one type in all of them; a stream sink's files often do not: a job upgrade writes
 /// `v` as Int64 where older files have Int32, timestamps in µs where older ones are in ms. Then
@@ -490,7 +517,13 @@ async fn infer_schema(
                     datafusion::error::DataFusionError::Internal(message) => message,
                     other => clean_df_error(&other.to_string()),
                 };
-                let message = json_error_located(store.as_ref(), file, message).await;
+                let message =
+                    match locate::compression_of_file(store.as_ref(), &file.location, file.size)
+                        .await
+                    {
+                        Some(compression) => locate::compressed_text(compression),
+                        None => json_error_located(store.as_ref(), file, message).await,
+                    };
                 bail!("cannot read the schema of {shown}: {message}");
             }
         };

@@ -1478,3 +1478,61 @@ fn numbers_of_different_types_compare_as_the_numbers_they_read_as() {
     assert_eq!(sample["batch"], "9007199254740993", "{sample}");
     assert_eq!(sample["stream"], "9007199254740992", "{sample}");
 }
+
+/// Compressed text files, as sinks write them (Kafka Connect's `s3.compression.type=gzip`,
+/// Firehose, Spark's `compression` option), are not read: named by their compression, not
+/// "cannot tell the format", a header of garbage or invalid JSON at line 1.
+#[test]
+fn compressed_text_files_are_an_error_naming_their_compression() {
+    let ws = Workspace::new();
+    let gzip = |relative: &str, text: &str| {
+        let plain = ws.write(&format!("{relative}.plain"), text);
+        let zipped = std::process::Command::new("gzip")
+            .args(["-c", "-n"])
+            .arg(&plain)
+            .output()
+            .expect("gzip runs");
+        std::fs::remove_file(&plain).unwrap();
+        std::fs::write(ws.path(relative), zipped.stdout).unwrap();
+    };
+    let lines = |n: usize, row: &dyn Fn(usize) -> String| -> String {
+        (1..=n).map(|i| row(i) + "\n").collect()
+    };
+    ws.write("b/x.csv", "id,v\n1,a\n2,b\n");
+    let batch = format!("{}/", ws.path("b").display());
+    let key = ["--key", "id"];
+
+    // By its name.
+    gzip("s/x.csv.gz", "id,v\n1,a\n2,b\n");
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &key);
+    assert_trouble(&run, "x.csv.gz: a gzip-compressed csv file, by its name");
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+
+    // Its format set: by its first bytes, when the schema is read.
+    let format = [&key[..], &["--input-format", "stream.t=csv"]].concat();
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &format);
+    assert_trouble(&run, "cannot read the schema of /");
+    assert_trouble(&run, "x.csv.gz: the file is gzip-compressed");
+
+    // Behind a plain file that the schema is inferred from: the CSV header check, then the
+    // NDJSON scan, name it.
+    let plain_csv = lines(3000, &|i| format!("{i},a"));
+    ws.write("s2/a.csv", &format!("id,v\n{plain_csv}"));
+    gzip("s2/b.csv", "id,v\n1,a\n");
+    let stream = format!("{}/", ws.path("s2").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &key);
+    assert_trouble(&run, "b.csv: the file is gzip-compressed");
+
+    ws.write("b2/x.json", "{\"id\":1,\"v\":\"a\"}\n");
+    let batch = format!("{}/", ws.path("b2").display());
+    ws.write(
+        "s3/a.json",
+        &lines(3000, &|i| format!("{{\"id\":{i},\"v\":\"a\"}}")),
+    );
+    gzip("s3/b.json", "{\"id\":1,\"v\":\"a\"}\n");
+    let stream = format!("{}/", ws.path("s3").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &key);
+    assert_trouble(&run, "b.json: the file is gzip-compressed");
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+}
