@@ -95,7 +95,7 @@ async fn header(store: &dyn ObjectStore, file: &ObjectMeta) -> Result<Vec<String
             .bytes()
             .await?;
         if let Some(compression) = super::locate::compression_of(&bytes) {
-            bail!("{}", super::locate::compressed_text(compression));
+            bail!("{}", super::locate::compressed_bytes(compression));
         }
         let found = bytes.iter().position(|&b| b == b'\n');
         if found.is_some() || end >= file.size {

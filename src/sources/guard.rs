@@ -263,7 +263,7 @@ async fn locate_line(
         && let Some(compression) =
             locate::compression_of_file(store.as_ref(), path, file.object_meta.size).await
     {
-        *message = locate::compressed_text(compression);
+        *message = locate::compressed_bytes(compression);
         return Ok(None);
     }
     if let Some(csv) = source.downcast_ref::<CsvSource>() {

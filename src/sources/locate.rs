@@ -37,11 +37,17 @@ pub fn compression_of(head: &[u8]) -> Option<&'static str> {
         .map(|(_, name)| *name)
 }
 
-/// What a compressed text file is told: how it is read, and the ways out.
-pub fn compressed_text(compression: &str) -> String {
+/// What a compressed text file is told: what it is (`the file is gzip-compressed`), how text is
+/// read, and the ways out.
+pub fn compressed_text(what: &str) -> String {
     format!(
-        "the file is {compression}-compressed; CSV and NDJSON files are read uncompressed (decompress them, or have the sink write Parquet or Avro, which compress inside the file)"
+        "{what}; CSV and NDJSON files are read uncompressed (decompress them, or have the sink write Parquet or Avro, which compress inside the file)"
     )
+}
+
+/// [`compressed_text`] of a file whose first bytes say `compression`.
+pub fn compressed_bytes(compression: &str) -> String {
+    compressed_text(&format!("the file is {compression}-compressed"))
 }
 
 /// [`compression_of`] the file at `location`, from its first bytes.

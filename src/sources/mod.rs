@@ -308,8 +308,11 @@ async fn register_one(
                     compressed_name(file).map(|(format, compression)| (file, format, compression))
                 }) {
                     bail!(
-                        "{file}: a {compression}-compressed {} file, by its name; CSV and NDJSON files are read uncompressed (decompress them, or have the sink write Parquet or Avro, which compress inside the file)",
-                        format.name()
+                        "{file}: {}",
+                        locate::compressed_text(&format!(
+                            "a {compression}-compressed {} file, by its name",
+                            format.name()
+                        ))
                     );
                 }
                 bail!(
@@ -521,7 +524,7 @@ async fn infer_schema(
                     match locate::compression_of_file(store.as_ref(), &file.location, file.size)
                         .await
                     {
-                        Some(compression) => locate::compressed_text(compression),
+                        Some(compression) => locate::compressed_bytes(compression),
                         None => json_error_located(store.as_ref(), file, message).await,
                     };
                 bail!("cannot read the schema of {shown}: {message}");
