@@ -51,20 +51,6 @@ fn status_text(status: CheckStatus) -> &'static str {
     }
 }
 
-/// A statistic with six significant digits at most: the report is read, not recomputed.
-fn short(value: f64) -> String {
-    if value == 0.0 || !value.is_finite() {
-        return value.to_string();
-    }
-    let digits = (6 - 1 - value.abs().log10().floor() as i32).clamp(0, 12) as usize;
-    let text = format!("{value:.digits$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
-}
-
 /// An id for a link target: letters, digits and dashes.
 fn anchor(name: &str) -> String {
     name.chars()
@@ -118,10 +104,10 @@ fn check_view(c: &CheckReport) -> Value {
             let stats = col.stats.as_ref().map(|s| {
                 let mut parts = Vec::new();
                 if let Some(v) = s.max_abs_diff {
-                    parts.push(format!("max |Δ| {}", short(v)));
+                    parts.push(format!("max |Δ| {}", super::significant(v)));
                 }
                 if let Some(v) = s.mean_abs_diff {
-                    parts.push(format!("mean |Δ| {}", short(v)));
+                    parts.push(format!("mean |Δ| {}", super::significant(v)));
                 }
                 if let Some(v) = s.max_rel_diff {
                     parts.push(format!("max rel {v:.3e}"));

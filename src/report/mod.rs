@@ -16,6 +16,26 @@ use crate::verdict::{self, CheckReport, CheckStatus};
 
 pub const REPORT_VERSION: u32 = 1;
 
+/// A difference's size to six significant digits: the statistics are f64, and `{:.6}` printed
+/// a 38-digit decimal's difference with twenty digits the f64 never held. Beyond 10^15 and below
+/// 10^-6, in scientific notation.
+pub(crate) fn significant(value: f64) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return value.to_string();
+    }
+    let magnitude = value.abs().log10().floor() as i32;
+    if !(-6..15).contains(&magnitude) {
+        return format!("{value:.5e}");
+    }
+    let digits = (5 - magnitude).clamp(0, 12) as usize;
+    let text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 /// The forms a report takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OutputFormat {
@@ -134,4 +154,23 @@ pub(crate) fn show_key(
         }
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::significant;
+
+    #[test]
+    fn differences_show_the_digits_an_f64_holds() {
+        assert_eq!(significant(0.01), "0.01");
+        assert_eq!(significant(1234.5678), "1234.57");
+        assert_eq!(significant(-2.5), "-2.5");
+        assert_eq!(significant(0.0), "0");
+        assert_eq!(
+            significant(99999999999999999999999999999999999996.99),
+            "1.00000e38"
+        );
+        assert_eq!(significant(0.000_000_123_4), "1.23400e-7");
+        assert_eq!(significant(f64::NAN), "NaN");
+    }
 }

@@ -316,7 +316,9 @@ fn describe_stats(stats: Option<&crate::diff::DiffStats>) -> String {
         (stats.max_abs_diff, stats.mean_abs_diff, stats.max_rel_diff)
     {
         parts.push(format!(
-            "max |Δ| {max:.6}, mean {mean:.6}, max rel {rel:.2e}"
+            "max |Δ| {}, mean {}, max rel {rel:.2e}",
+            super::significant(max),
+            super::significant(mean)
         ));
     }
     if let Some(top) = stats.top_pairs.first().filter(|p| p.rows > 1) {
