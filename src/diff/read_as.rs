@@ -58,8 +58,19 @@ impl ReadAs {
                 " (a Kafka Connect / Debezium decimal in JSON is base64 unless decimal.handling.mode is string or double: decode it in a stream view with connect_decimal(column, scale))",
             );
         }
+        if let Some(marker) = quoted(&error).filter(|text| is_null_marker(text)) {
+            message.push_str(&format!(
+                " ('{marker}' looks like a NULL written as text, as MySQL and Hive dumps write \\N: read it as NULL in a view over the raw files, e.g. NULLIF({}, '{marker}'))",
+                self.column
+            ));
+        }
         DataFusionError::External(message.into())
     }
+}
+
+/// Text that exporters write for NULL, which a CSV reader takes for a value.
+fn is_null_marker(text: &str) -> bool {
+    ["\\N", "NULL", "null", "NA", "N/A", "None", "nil"].contains(&text)
 }
 
 /// The first '…'-quoted part of arrow's cast error: the text that did not read.
@@ -122,6 +133,8 @@ mod tests {
         assert!(looks_like_base64("B1vNFQ=="));
         assert!(!looks_like_base64("12.5x"));
         assert!(!looks_like_base64("abc"));
+        assert!(is_null_marker("\\N") && is_null_marker("NULL"));
+        assert!(!is_null_marker("") && !is_null_marker("N"));
         assert_eq!(
             quoted("Cast error: Cannot cast string '+y4=' to value of Decimal128(38, 10) type"),
             Some("+y4=")

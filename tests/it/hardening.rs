@@ -1536,3 +1536,42 @@ fn compressed_text_files_are_an_error_naming_their_compression() {
     assert_trouble(&run, "b.json: the file is gzip-compressed");
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
 }
+
+/// MySQL and Hive dumps write NULL as `\N`: against the other side's numbers, the CSV column's
+/// text cannot be read, and the error names the marker and the view that reads it as NULL,
+/// which then matches.
+#[test]
+fn a_null_marker_in_text_names_the_way_to_read_it_as_null() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 'a', 5), (2, NULL, NULL), (3, 'c', 7)) AS t(id, v, n)",
+    );
+    ws.write("s/x.csv", "id,v,n\n1,a,5\n2,\\N,\\N\n3,c,7\n");
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(
+        &run,
+        "column 'n' (stream side): its text is read as Int64 to compare with the other side",
+    );
+    assert_trouble(&run, "e.g. NULLIF(n, '\\N')");
+
+    let view = ws.run(&[
+        "compare",
+        "--batch",
+        &format!("t={batch}"),
+        "--stream",
+        &format!("raw={stream}"),
+        "--stream-view",
+        "t=SELECT id, NULLIF(v, '\\N') AS v, NULLIF(n, '\\N') AS n FROM raw",
+        "--sql",
+        "SELECT * FROM t",
+        "--key",
+        "id",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(view.code, 0, "{}\n{}", view.stdout, view.stderr);
+    assert_eq!(view.counts(), [3, 0, 0, 0, 0, 0], "{}", view.stdout);
+}
