@@ -19,11 +19,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 /// The compression a file's first bytes announce, by name: a sink's compressed text files
 /// (Kafka Connect's `s3.compression.type`, Firehose, Spark's `compression` option) otherwise
 /// fail as undecodable text at line 1, or as a header of garbage.
+///
+/// Every signature but bzip2's starts with a byte no UTF-8 text starts with; bzip2's `BZh` is
+/// text (a header `BZhang,…`), so its block size digit and first block's (or end's) magic must
+/// follow: the check runs on every CSV file's first bytes.
 pub fn compression_of(head: &[u8]) -> Option<&'static str> {
-    const MAGIC: [(&[u8], &str); 6] = [
+    const MAGIC: [(&[u8], &str); 5] = [
         (&[0x1f, 0x8b], "gzip"),
         (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-        (b"BZh", "bzip2"),
         (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
         (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
         (
@@ -31,6 +34,14 @@ pub fn compression_of(head: &[u8]) -> Option<&'static str> {
             "snappy",
         ),
     ];
+    const BZIP2_BLOCK: [u8; 6] = [0x31, 0x41, 0x59, 0x26, 0x53, 0x59];
+    const BZIP2_END: [u8; 6] = [0x17, 0x72, 0x45, 0x38, 0x50, 0x90];
+    if let Some(rest) = head.strip_prefix(b"BZh")
+        && let [b'1'..=b'9', magic @ ..] = rest
+        && (magic.starts_with(&BZIP2_BLOCK) || magic.starts_with(&BZIP2_END))
+    {
+        return Some("bzip2");
+    }
     MAGIC
         .iter()
         .find(|(magic, _)| head.starts_with(magic))
@@ -277,6 +288,8 @@ mod tests {
             b"\xef\xbb\xbfid,v",
             b"",
             b"B",
+            b"BZhang,v\n1,a",
+            b"BZh9",
         ] {
             assert_eq!(
                 compression_of(text),
