@@ -552,6 +552,7 @@ impl OnePass {
         if let Some(ticker) = ticker {
             ticker.abort();
         }
+        trace_metrics(&self.physical);
         if let Some(stats) = consumed? {
             return Ok(KeyedPass {
                 batch_rows: stats.batch_rows,
@@ -568,6 +569,17 @@ impl OnePass {
         )
         .await
     }
+}
+
+/// Where a diff plan's time and memory went, per operator (`RUST_LOG=dualrun::diff=trace`).
+fn trace_metrics(physical: &Arc<dyn ExecutionPlan>) {
+    tracing::trace!(
+        "diff plan, run:\n{}",
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+            physical.as_ref()
+        )
+        .indent(true)
+    );
 }
 
 /// The keyed diff that counts each side's duplicated keys first and, if any, pairs every row
@@ -605,6 +617,7 @@ async fn occurrence_pass(
         ticker.abort();
     }
     consumed?;
+    trace_metrics(&physical);
     Ok(KeyedPass {
         batch_rows,
         stream_rows,
