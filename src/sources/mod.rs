@@ -263,11 +263,16 @@ async fn register_one(
         .try_collect()
         .await
         .map_err(|e| anyhow!("cannot list files: {e}"))?;
-    let files: Vec<_> = files
+    let (files, skipped): (Vec<_>, Vec<_>) = files
         .into_iter()
-        .filter(|meta| is_data_file(&url, meta.location.as_ref()))
-        .collect();
+        .partition(|meta| is_data_file(&url, meta.location.as_ref()));
     if files.is_empty() {
+        if let Some(deeper) = nested_data_file(&url, store.as_ref()).await {
+            bail!(
+                "no data files directly in it or in key=value partition directories; files sit in other subdirectories (e.g. {}), which are not read: point the table at the directory that holds them",
+                file_location(url.object_store().as_str(), &deeper)
+            );
+        }
         bail!("no data files found (hidden files, _SUCCESS and the like are skipped)");
     }
 
@@ -351,12 +356,23 @@ async fn register_one(
                 .collect(),
         );
     let from_text = matches!(format, Format::Csv | Format::NdJson);
-    let mut schema = infer_schema(&state, &options, &url, &files, &extension, from_text).await?;
+    // Skipped files the reader would read beside the data, listing the directory itself: a
+    // macOS `._part-0.parquet`, a writer's hidden `.part-0.inprogress` when the files have no
+    // extension. Then the table is the data files one by one.
+    let stray: Vec<&ObjectMeta> = skipped
+        .iter()
+        .filter(|f| f.location.as_ref().ends_with(&extension))
+        .collect();
+    let listing = Listing {
+        url: &url,
+        whole: stray.is_empty(),
+    };
+    let mut schema = infer_schema(&state, &options, listing, &files, &extension, from_text).await?;
     if contains_null_type(&schema) {
         // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
         // Null, and its first value further on would fail the scan: read every record instead.
         options.format = file_format(format, source.csv_header, usize::MAX);
-        schema = infer_schema(&state, &options, &url, &files, &extension, from_text).await?;
+        schema = infer_schema(&state, &options, listing, &files, &extension, from_text).await?;
     }
     // A sink that partitions by a field of its records (Kafka Connect's field partitioner) may
     // keep the field in the files too: the files' own column is the row's value, the directory
@@ -403,9 +419,27 @@ async fn register_one(
             .await?;
         warn_if_header_looks_like_data(name, side, &schema, files.first());
     }
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
+    let config = match stray.first() {
+        None => ListingTableConfig::new(url),
+        Some(file) if !options.table_partition_cols.is_empty() => bail!(
+            "{}: a hidden file (its name starts with '.' or '_') named like the data files, beside them in a partitioned table, where it cannot be left out: point the table at the partitions without it",
+            shown(file)
+        ),
+        Some(_) => {
+            tracing::debug!(
+                table = name,
+                skipped = stray.len(),
+                "hidden files named like data files: the table lists its files one by one"
+            );
+            let paths = read
+                .iter()
+                .map(|file| file_url(&store_url, &file.location))
+                .collect::<Result<Vec<_>>>()?;
+            ListingTableConfig::new_with_multi_paths(paths)
+        }
+    }
+    .with_listing_options(options)
+    .with_schema(schema);
     let table = ListingTable::try_new(config)?;
     schema_provider.register_table(name.to_string(), Arc::new(table))?;
     tracing::debug!(
@@ -485,17 +519,29 @@ fn compressed_name(name: &str) -> Option<(Format, &'static str)> {
 /// column of integers in one file and of fractions in another is Float64, as arrow infers it
 /// within one file: a JSON writer prints an integral double as `12`, so an hour whose amounts
 /// all happen to be integral reads as Int64.
+/// How a table's files are found: by listing its location (`whole`), or one by one (when the
+/// listing would take in files dualrun skips).
+#[derive(Clone, Copy)]
+struct Listing<'a> {
+    url: &'a ListingTableUrl,
+    whole: bool,
+}
+
 async fn infer_schema(
     state: &SessionState,
     options: &ListingOptions,
-    url: &ListingTableUrl,
+    listing: Listing<'_>,
     files: &[ObjectMeta],
     extension: &str,
     from_text: bool,
 ) -> Result<SchemaRef> {
-    let error = match options.infer_schema(state, url).await {
-        Ok(schema) => return Ok(schema),
-        Err(error) => error,
+    let url = listing.url;
+    let error = match listing.whole {
+        true => match options.infer_schema(state, url).await {
+            Ok(schema) => return Ok(schema),
+            Err(error) => Some(error),
+        },
+        false => None,
     };
     let store = state.runtime_env().object_store(url)?;
     let store_url = url.object_store();
@@ -571,7 +617,7 @@ async fn infer_schema(
     if merged.is_empty() {
         bail!(
             "cannot read the schema of the files: {}",
-            clean_df_error(&error.to_string())
+            error.map_or("no columns".to_string(), |e| clean_df_error(&e.to_string()))
         );
     }
     Ok(Arc::new(Schema::new(
@@ -934,6 +980,45 @@ fn is_data_file(url: &ListingTableUrl, location: &str) -> bool {
         && !hidden(file_name)
         && !file_name.ends_with(".crc")
         && !file_name.contains(".inprogress")
+}
+
+/// A data file below the table's location in a directory that is neither a partition nor
+/// hidden (Firehose's `2026/12/01/10/`, Flink's `2026-12-01--10/`): the reader does not go
+/// there, so a table of only such files is empty. Asked on the error path only.
+async fn nested_data_file(
+    url: &ListingTableUrl,
+    store: &dyn ObjectStore,
+) -> Option<object_store::path::Path> {
+    let mut listed = store.list(Some(url.prefix()));
+    while let Some(Ok(meta)) = futures::StreamExt::next(&mut listed).await {
+        if is_data_file(url, meta.location.as_ref())
+            && Format::from_file_name(meta.location.as_ref()).is_some()
+        {
+            return Some(meta.location);
+        }
+    }
+    None
+}
+
+/// One file of a table as a location of its own.
+fn file_url(
+    store: &datafusion::execution::object_store::ObjectStoreUrl,
+    location: &object_store::path::Path,
+) -> Result<ListingTableUrl> {
+    let mut url: url::Url = AsRef::<url::Url>::as_ref(store).clone();
+    // The URL's path is percent-decoded back into the location: a name's own '%' (a file
+    // called `a%20b.parquet`) must survive that.
+    url.set_path(&location.as_ref().replace('%', "%25"));
+    let file = ListingTableUrl::try_new(url, None)
+        .map_err(|e| anyhow!("bad file location {location}: {e}"))?;
+    // A location that came back different would be a file silently not read.
+    if file.prefix() != location {
+        bail!(
+            "cannot name the file {location} on its own (it reads back as {})",
+            file.prefix()
+        );
+    }
+    Ok(file)
 }
 
 /// Hive-style `key=value/` directories between the table root and its files become columns.

@@ -257,6 +257,77 @@ fn spark_and_flink_leftovers_are_skipped() {
     assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
 }
 
+#[test]
+fn hidden_files_named_like_data_files_are_left_out() {
+    let ws = Workspace::new();
+    let batch = ws.table("batch/t", Fmt::Parquet, ROWS);
+    // Beside the data: a macOS resource fork copied along (not Parquet at all), and a hidden
+    // Parquet file of other rows. A name with its own '%' is read as the file it names.
+    ws.table_file("stream/t/part 0%20.parquet", Fmt::Parquet, ROWS);
+    ws.write(
+        "stream/t/._part 0%20.parquet",
+        "\u{0}\u{5}\u{16}\u{7}Mac OS X",
+    );
+    ws.table_file("stream/t/.part-1.parquet", Fmt::Parquet, ROWS_CHANGED);
+    let stream = format!("{}/", ws.path("stream/t").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
+
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    s3.upload_dir(&ws.path("stream/t"), "lake", "t");
+    let run = ws.run_with_env(
+        &[
+            "compare",
+            "--batch",
+            &format!("t={batch}"),
+            "--stream",
+            "t=s3://lake/t/",
+            "--sql",
+            "SELECT * FROM t",
+            "--key",
+            "id",
+            "--format",
+            "json",
+        ],
+        &s3.env(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.counts(), [3, 0, 0, 0, 0, 0]);
+
+    // In a partition directory the file cannot be left out: an error naming it.
+    ws.table_file("parted/t/dt=1/part-0.parquet", Fmt::Parquet, ROWS);
+    ws.write("parted/t/dt=1/._part-0.parquet", "Mac OS X");
+    let parted = format!("{}/", ws.path("parted/t").display());
+    let run = ws.compare(
+        &batch,
+        &parted,
+        "SELECT id, name, x FROM t",
+        &["--key", "id"],
+    );
+    crate::common::assert_trouble(&run, "dt=1/._part-0.parquet: a hidden file");
+}
+
+#[test]
+fn files_only_in_plain_subdirectories_are_an_error_naming_one() {
+    // Firehose writes under YYYY/MM/DD/HH/, Flink under yyyy-MM-dd--HH/: not partitions.
+    let ws = Workspace::new();
+    let batch = ws.table("batch/t", Fmt::Parquet, ROWS);
+    ws.table_file("firehose/t/2026/12/01/10/a.parquet", Fmt::Parquet, ROWS);
+    let stream = format!("{}/", ws.path("firehose/t").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    crate::common::assert_trouble(&run, "files sit in other subdirectories (e.g. ");
+    assert!(
+        run.stderr.contains("2026/12/01/10/a.parquet"),
+        "{}",
+        run.stderr
+    );
+    let hour = format!("{}/", ws.path("firehose/t/2026/12/01/10").display());
+    let run = ws.compare(&batch, &hour, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
 /// Writes `sql`'s rows as one commit of a Delta table at `path` (created on the first commit).
 #[cfg(feature = "delta")]
 fn delta_commit(path: &std::path::Path, sql: &str) {
