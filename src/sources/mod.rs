@@ -358,10 +358,15 @@ async fn register_one(
     let from_text = matches!(format, Format::Csv | Format::NdJson);
     // Skipped files the reader would read beside the data, listing the directory itself: a
     // macOS `._part-0.parquet`, a writer's hidden `.part-0.inprogress` when the files have no
-    // extension. Then the table is the data files one by one.
+    // extension. Then the table is the data files one by one. (Of a partitioned table, the
+    // reader takes only files inside partition directories: a `_SUCCESS` at its root is not
+    // read.)
+    let in_partition =
+        |f: &ObjectMeta| url.strip_prefix(&f.location).is_some_and(|s| s.count() > 1);
     let stray: Vec<&ObjectMeta> = skipped
         .iter()
         .filter(|f| f.location.as_ref().ends_with(&extension))
+        .filter(|f| partition_cols.is_empty() || in_partition(f))
         .collect();
     let listing = Listing {
         url: &url,
@@ -510,6 +515,14 @@ fn compressed_name(name: &str) -> Option<(Format, &'static str)> {
     matches!(format, Format::Csv | Format::NdJson).then_some((format, compression))
 }
 
+/// How a table's files are found: by listing its location (`whole`), or one by one (when the
+/// listing would take in files dualrun skips).
+#[derive(Clone, Copy)]
+struct Listing<'a> {
+    url: &'a ListingTableUrl,
+    whole: bool,
+}
+
 /// The table's schema from its files. DataFusion merges the files' schemas only when every
 /// column has one type in all of them; a stream sink's files often do not: a job upgrade writes
 /// `v` as Int64 where older files have Int32, timestamps in µs where older ones are in ms. Then
@@ -519,14 +532,6 @@ fn compressed_name(name: &str) -> Option<(Format, &'static str)> {
 /// column of integers in one file and of fractions in another is Float64, as arrow infers it
 /// within one file: a JSON writer prints an integral double as `12`, so an hour whose amounts
 /// all happen to be integral reads as Int64.
-/// How a table's files are found: by listing its location (`whole`), or one by one (when the
-/// listing would take in files dualrun skips).
-#[derive(Clone, Copy)]
-struct Listing<'a> {
-    url: &'a ListingTableUrl,
-    whole: bool,
-}
-
 async fn infer_schema(
     state: &SessionState,
     options: &ListingOptions,
