@@ -996,9 +996,8 @@ async fn nested_data_file(
 ) -> Option<object_store::path::Path> {
     let mut listed = store.list(Some(url.prefix()));
     while let Some(Ok(meta)) = futures::StreamExt::next(&mut listed).await {
-        if is_data_file(url, meta.location.as_ref())
-            && Format::from_file_name(meta.location.as_ref()).is_some()
-        {
+        // Any name: Flink's part files have no extension unless configured.
+        if is_data_file(url, meta.location.as_ref()) {
             return Some(meta.location);
         }
     }

@@ -326,6 +326,12 @@ fn files_only_in_plain_subdirectories_are_an_error_naming_one() {
     let hour = format!("{}/", ws.path("firehose/t/2026/12/01/10").display());
     let run = ws.compare(&batch, &hour, "SELECT * FROM t", &["--key", "id"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Flink's part files carry no extension unless a suffix is configured: named all the same.
+    ws.table_file("flink/t/2026-12-01--10/part-0-0", Fmt::Parquet, ROWS);
+    let stream = format!("{}/", ws.path("flink/t").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    crate::common::assert_trouble(&run, "2026-12-01--10/part-0-0");
 }
 
 /// Writes `sql`'s rows as one commit of a Delta table at `path` (created on the first commit).
