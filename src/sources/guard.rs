@@ -238,6 +238,12 @@ async fn in_file(
             );
         }
     }
+    if message.contains("whilst decoding field") && message.contains("expected string got") {
+        // A number past the records the field was inferred from as text.
+        message.push_str(
+            " (an NDJSON field's type is inferred from the first 1,000 records of the table; with `infer_all_records = true` on the table, or --infer-all-records, a field of numbers and numbers written as text is read as numbers)",
+        );
+    }
     let line = line.map_or(String::new(), |line| format!(", line {line}"));
     DataFusionError::External(format!("file {}{line}: {message}", location(config, file)).into())
 }

@@ -152,7 +152,7 @@ pub enum NotAnObject {
 
 /// The first line that is not a JSON object, or that the file is one array.
 pub fn first_line_not_a_json_object(reader: impl Read) -> Result<Option<NotAnObject>> {
-    let mut lines = split_lines(reader).peekable();
+    let mut lines = lines(reader).peekable();
     let first = lines.peek().map(|line| match line {
         Ok(line) => line.iter().copied().find(|b| !b.is_ascii_whitespace()),
         Err(_) => None,
@@ -221,11 +221,11 @@ fn first_line_failing_in_blocks(
             block.clear();
             return Ok(None);
         }
-        let (line, error) = first_line_failing(split_lines(&block[..]), &check)?
+        let (line, error) = first_line_failing(lines(&block[..]), &check)?
             .ok_or_else(|| anyhow!("a block of lines failed but none of its lines alone"))?;
         Ok(Some((first_line + line - 1, error)))
     };
-    for line in split_lines(reader) {
+    for line in lines(reader) {
         block.extend_from_slice(&line?);
         block.push(b'\n');
         lines_in_block += 1;
@@ -257,7 +257,7 @@ fn first_line_failing(
 }
 
 /// The lines of `reader`, without their line ends.
-fn split_lines(reader: impl Read) -> impl Iterator<Item = Result<Vec<u8>>> {
+pub(crate) fn lines(reader: impl Read) -> impl Iterator<Item = Result<Vec<u8>>> {
     use std::io::BufRead;
     std::io::BufReader::with_capacity(1 << 20, reader)
         .split(b'\n')

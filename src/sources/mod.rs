@@ -46,6 +46,7 @@ pub mod database;
 pub mod delta;
 mod file_checks;
 pub mod guard;
+mod json_types;
 mod latest;
 mod locate;
 pub mod pinned;
@@ -342,7 +343,7 @@ async fn register_one(
     let bytes: u64 = files.iter().map(|m| m.size).sum();
     let prefix = url.prefix().as_ref().to_string();
 
-    let sampled = if source.infer_all_records {
+    let mut sampled = if source.infer_all_records {
         usize::MAX
     } else {
         SAMPLED_RECORDS
@@ -372,12 +373,44 @@ async fn register_one(
         url: &url,
         whole: stray.is_empty(),
     };
-    let mut schema = infer_schema(&state, &options, listing, &files, &extension, from_text).await?;
+    let json = |sampled| (format == Format::NdJson).then_some(sampled);
+    let mut schema = infer_schema(
+        &state,
+        &options,
+        listing,
+        &files,
+        &extension,
+        from_text,
+        json(sampled),
+    )
+    .await?;
     if contains_null_type(&schema) {
         // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
         // Null, and its first value further on would fail the scan: read every record instead.
-        options.format = file_format(format, source.csv_header, usize::MAX);
-        schema = infer_schema(&state, &options, listing, &files, &extension, from_text).await?;
+        sampled = usize::MAX;
+        options.format = file_format(format, source.csv_header, sampled);
+        schema = infer_schema(
+            &state,
+            &options,
+            listing,
+            &files,
+            &extension,
+            from_text,
+            json(sampled),
+        )
+        .await?;
+    }
+    if format == Format::NdJson {
+        let sampled_files: Vec<&ObjectMeta> = files
+            .iter()
+            .filter(|f| f.location.as_ref().ends_with(&extension))
+            .collect();
+        let store_url = url.object_store();
+        let shown = |f: &ObjectMeta| file_location(store_url.as_str(), &f.location);
+        let sample =
+            json_types::Sample::read(store.as_ref(), &sampled_files, &schema, sampled, shown)
+                .await?;
+        schema = sample.resolve(schema)?;
     }
     // A sink that partitions by a field of its records (Kafka Connect's field partitioner) may
     // keep the field in the files too: the files' own column is the row's value, the directory
@@ -539,6 +572,7 @@ async fn infer_schema(
     files: &[ObjectMeta],
     extension: &str,
     from_text: bool,
+    json_sampled: Option<usize>,
 ) -> Result<SchemaRef> {
     let url = listing.url;
     let error = match listing.whole {
@@ -550,7 +584,9 @@ async fn infer_schema(
     };
     let store = state.runtime_env().object_store(url)?;
     let store_url = url.object_store();
-    let mut merged: Vec<(Field, String)> = Vec::new();
+    // Each column, the file its type came from, and whether every file so far held it as
+    // numbers written as text (NDJSON; with whether any has a fraction).
+    let mut merged: Vec<(Field, String, Option<bool>)> = Vec::new();
     let mut files: Vec<&ObjectMeta> = files
         .iter()
         .filter(|f| f.location.as_ref().ends_with(extension))
@@ -581,10 +617,49 @@ async fn infer_schema(
                 bail!("cannot read the schema of {shown}: {message}");
             }
         };
+        let (schema, sample) = match json_sampled {
+            Some(records) => {
+                let sample =
+                    json_types::Sample::read(store.as_ref(), &[file], &schema, records, |_| {
+                        shown.clone()
+                    })
+                    .await?;
+                (sample.resolve(schema)?, Some(sample))
+            }
+            None => (schema, None),
+        };
+        let numeric_text = |name: &str| sample.as_ref().and_then(|s| s.numeric_text(name));
         for field in schema.fields() {
-            match merged.iter_mut().find(|(f, _)| f.name() == field.name()) {
-                None => merged.push((field.as_ref().clone(), shown.clone())),
-                Some((known, type_from)) => {
+            match merged.iter_mut().find(|(f, _, _)| f.name() == field.name()) {
+                None => merged.push((
+                    field.as_ref().clone(),
+                    shown.clone(),
+                    numeric_text(field.name()),
+                )),
+                Some((known, type_from, known_numeric_text)) => {
+                    // Numbers written as text in some files and as numbers in others (a
+                    // producer upgrade): numbers, as within one file.
+                    let as_number = |fraction: bool, number: &DataType| match number {
+                        DataType::Int64 if !fraction => Some(DataType::Int64),
+                        DataType::Int64 | DataType::Float64 => Some(DataType::Float64),
+                        _ => None,
+                    };
+                    let numeric = match (*known_numeric_text, numeric_text(field.name())) {
+                        (Some(a), Some(b)) => Some((known.data_type().clone(), Some(a || b))),
+                        (Some(a), None) => as_number(a, field.data_type()).map(|t| (t, None)),
+                        (None, Some(b)) => as_number(b, known.data_type()).map(|t| (t, None)),
+                        (None, None) => None,
+                    };
+                    if let Some((data_type, still_text)) = numeric {
+                        let nullable = known.is_nullable() || field.is_nullable();
+                        *known = known
+                            .clone()
+                            .with_data_type(data_type)
+                            .with_nullable(nullable);
+                        *known_numeric_text = still_text;
+                        continue;
+                    }
+                    *known_numeric_text = None;
                     // Arrow's own merge where the types are not plain ones that widen (a struct
                     // that gained a field in later files, as DataFusion's merge allows).
                     let merged_by_arrow = || {
@@ -626,7 +701,7 @@ async fn infer_schema(
         );
     }
     Ok(Arc::new(Schema::new(
-        merged.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
+        merged.into_iter().map(|(f, _, _)| f).collect::<Vec<_>>(),
     )))
 }
 

@@ -1109,7 +1109,7 @@ fn a_bad_record_in_a_text_file_is_named_by_its_line() {
     );
     let typed = ws.write(
         "typed/x.ndjson",
-        "{\"id\":1,\"v\":\"1.5\"}\n{\"id\":2,\"v\":2.5}\n",
+        "{\"id\":1,\"v\":\"n/a\"}\n{\"id\":2,\"v\":2.5}\n",
     );
     // A Kafka tombstone written as `null`, and a file that is one JSON array (its whole content
     // was dumped into the message: "found Array [Object {…}, …]").
@@ -1134,7 +1134,7 @@ fn a_bad_record_in_a_text_file_is_named_by_its_line() {
         ),
         (
             &typed,
-            "x.ndjson, line 2: Json error: whilst decoding field 'v'",
+            "x.ndjson, line 1: \"n/a\") and a number in others (",
         ),
     ] {
         let run = ws.compare(
@@ -1147,6 +1147,69 @@ fn a_bad_record_in_a_text_file_is_named_by_its_line() {
         assert!(!run.stderr.contains("Object {"), "{}", run.stderr);
         assert_eq!(run.json()["status"], "error", "{}", run.stdout);
     }
+}
+
+/// A producer that began writing `v` as text ("2.50", as Jackson writes a BigDecimal) where
+/// older records hold the number 1.5: arrow inferred the field as text and refused the first
+/// number, so the table could not be read at all. Numbers and numeric text read as numbers.
+#[test]
+fn a_json_field_of_numbers_and_numbers_as_text_reads_as_numbers() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b/t",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 1.5, 10), (2, 2.5, 20), (3, 60.0, 30), (4, 7.25, 40), (5, 5.0, 50)) AS t(id, v, n)",
+    );
+    // As text in one file, as numbers in the next, and both within the last.
+    ws.write(
+        "s/a.ndjson",
+        "{\"id\":1,\"v\":\"1.5\",\"n\":\"10\"}\n{\"id\":2,\"v\":\"2.50\",\"n\":\"20\"}\n",
+    );
+    ws.write("s/b.ndjson", "{\"id\":3,\"v\":60.0,\"n\":30}\n");
+    ws.write(
+        "s/c.ndjson",
+        "{\"id\":4,\"v\":\"7.5\",\"n\":null}\n{\"id\":5,\"v\":5,\"n\":\"50\"}\n",
+    );
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [4, 1, 0, 0, 0, 0], "{}", run.stdout);
+    let columns = run.check()["columns"].clone();
+    for (name, data_type) in [("v", "Float64"), ("n", "Int64")] {
+        let column = columns
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {columns}"));
+        assert_eq!(column["type"], data_type, "{columns}");
+        assert_eq!(column["mismatched"], 1, "{columns}");
+    }
+
+    // Numbers after the records the type was inferred from: the hint, then every record.
+    let mut late = String::new();
+    for id in 1..=1500 {
+        late.push_str(&match id {
+            ..=1000 => format!("{{\"id\":{id},\"v\":\"{id}.5\"}}\n"),
+            _ => format!("{{\"id\":{id},\"v\":{id}.5}}\n"),
+        });
+    }
+    let late = ws.write("late/x.ndjson", &late);
+    let late = late.to_str().unwrap();
+    let run = ws.compare(late, late, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(
+        &run,
+        "x.ndjson, line 1001: Json error: whilst decoding field 'v'",
+    );
+    assert!(run.stderr.contains("--infer-all-records"), "{}", run.stderr);
+    let run = ws.compare(
+        late,
+        late,
+        "SELECT sum(v) AS total, arrow_typeof(v) AS type FROM t GROUP BY 2",
+        &["--infer-all-records"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("Float64"), "{}", run.stdout);
 }
 
 /// DataFusion reads a CSV file's columns by position under the names of the first file's
