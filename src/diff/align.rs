@@ -86,8 +86,15 @@ pub fn align(
             ("stream", stream_type(key).is_some(), &stream_cols),
         ] {
             if !present {
+                // Hive and Spark write names in lower case where Flink keeps `userId`.
+                let in_other_case = cols
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(key))
+                    .map_or(String::new(), |(n, _)| {
+                        format!("; '{n}' differs only in case: rename it in a view of that side (batch_view / stream_view, --batch-view / --stream-view), e.g. SELECT \"{n}\" AS \"{key}\", …")
+                    });
                 bail!(
-                    "key column '{key}' is missing from the {side} result (its columns: {})",
+                    "key column '{key}' is missing from the {side} result (its columns: {}){in_other_case}",
                     listing(cols)
                 );
             }

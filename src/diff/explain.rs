@@ -339,6 +339,18 @@ impl Explainer {
                     t.column, t.batch, t.stream
                 ));
             }
+            // Hive and Spark write names in lower case where Flink keeps `userId`.
+            for batch in &schema.only_in_batch {
+                if let Some(stream) = schema
+                    .only_in_stream
+                    .iter()
+                    .find(|s| s.eq_ignore_ascii_case(batch))
+                {
+                    parts.push(format!(
+                        "{batch} and {stream} differ only in case (a view of one side can rename it: stream_view / --stream-view with SELECT \"{stream}\" AS \"{batch}\", …)"
+                    ));
+                }
+            }
             out.push(Finding {
                 kind: FindingKind::SchemaDrift,
                 columns,

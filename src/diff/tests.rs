@@ -419,6 +419,34 @@ async fn schema_drift_is_reported_and_types_are_coerced() {
     assert!(!d.schema.diverges());
 }
 
+/// Hive and Spark write column names in lower case where Flink keeps `userId`.
+#[tokio::test]
+async fn names_differing_only_in_case_are_pointed_out() {
+    let b = "SELECT 1 AS id, 2 AS userid";
+    let s = "SELECT 1 AS id, 2 AS \"userId\"";
+    let d = diff(b, s, &check(&["id"], &[], &[])).await;
+    let drift = d
+        .findings
+        .iter()
+        .find(|f| f.kind.name() == "schema_drift")
+        .expect("a schema drift finding");
+    assert!(
+        drift
+            .evidence
+            .contains("userid and userId differ only in case (a view of one side can rename it: stream_view / --stream-view with SELECT \"userId\" AS \"userid\""),
+        "{}",
+        drift.evidence
+    );
+    let err = diff_with(EngineSpec::default(), b, s, &check(&["userid"], &[], &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("key column 'userid' is missing from the stream result (its columns: id, userId); 'userId' differs only in case: rename it in a view of that side"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn string_encodings_are_not_type_changes() {
     let b = "SELECT 1 AS id, arrow_cast('a', 'Utf8View') AS s, arrow_cast('x', 'Dictionary(Int32, Utf8)') AS d";
