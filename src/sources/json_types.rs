@@ -16,6 +16,7 @@ use std::io::Read;
 
 use anyhow::{Result, anyhow};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::arrow::json::ReaderBuilder;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use object_store::{ObjectMeta, ObjectStore};
 use serde_json::Value;
@@ -29,15 +30,31 @@ pub struct Sample {
 
 impl Sample {
     /// Reads the first `sampled` records of `files`, in order (the records arrow inferred
-    /// `schema` from).
+    /// `schema` from). Unless `kinds` asks for the kinds of every text field, the records are
+    /// first decoded by arrow's reader (fast: a tenth of a second for 100 MB), and only when
+    /// that fails are they parsed again to tell the kinds apart (slow: serde values, seconds
+    /// for 100 MB under `infer_all_records`).
     pub async fn read(
         store: &dyn ObjectStore,
         files: &[&ObjectMeta],
         schema: &SchemaRef,
         sampled: usize,
+        kinds: bool,
         shown: impl Fn(&ObjectMeta) -> String,
     ) -> Result<Sample> {
         let mut tree = Node::of(&DataType::Struct(schema.fields().clone()));
+        if !kinds && !matches!(tree, Node::Ignored) {
+            let started = std::time::Instant::now();
+            let decoded = decodes(store, files, schema, sampled).await?;
+            tracing::debug!(
+                decoded,
+                seconds = started.elapsed().as_secs_f64(),
+                "NDJSON sample decoded as inferred"
+            );
+            if decoded {
+                tree = Node::Ignored;
+            }
+        }
         let mut left = sampled;
         for file in files {
             if left == 0 || matches!(tree, Node::Ignored) {
@@ -90,6 +107,68 @@ impl Sample {
             _ => None,
         }
     }
+}
+
+/// Whether arrow's reader decodes the first `sampled` records of `files` as `schema`.
+async fn decodes(
+    store: &dyn ObjectStore,
+    files: &[&ObjectMeta],
+    schema: &SchemaRef,
+    sampled: usize,
+) -> Result<bool> {
+    // The text fields only: the others were inferred from what they hold.
+    let text: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| has_text(f.data_type()))
+        .cloned()
+        .collect();
+    let schema = std::sync::Arc::new(Schema::new(text));
+    let mut left = sampled;
+    for file in files {
+        if left == 0 {
+            break;
+        }
+        let mut reader =
+            locate::open(store, &file.location, FileCompressionType::UNCOMPRESSED).await?;
+        let schema = schema.clone();
+        let decoded = tokio::task::spawn_blocking(move || -> Result<Option<usize>> {
+            const BATCH: usize = 8192;
+            let mut decoder = ReaderBuilder::new(schema)
+                .with_batch_size(BATCH.min(left))
+                .build_decoder()?;
+            let (mut records, mut buffer) = (0usize, vec![0u8; 1 << 20]);
+            let (mut start, mut end) = (0, 0);
+            loop {
+                if start == end {
+                    (start, end) = (0, reader.read(&mut buffer)?);
+                }
+                let consumed = match decoder.decode(&buffer[start..end]) {
+                    Ok(consumed) => consumed,
+                    Err(_) => return Ok(None),
+                };
+                start += consumed;
+                // A full batch, or the end of the file.
+                if consumed == 0 || end == 0 {
+                    match decoder.flush() {
+                        Ok(Some(batch)) => records += batch.num_rows(),
+                        Ok(None) => {}
+                        Err(_) => return Ok(None),
+                    }
+                    if end == 0 || records >= left {
+                        return Ok(Some(records));
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| anyhow!("internal: {e}"))??;
+        match decoded {
+            Some(records) => left = left.saturating_sub(records),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 fn has_text(data_type: &DataType) -> bool {

@@ -88,7 +88,17 @@ pub async fn open(
     location: &Path,
     compression: FileCompressionType,
 ) -> Result<Box<dyn Read + Send>> {
-    let chunks = store.get(location).await?.into_stream();
+    let result = store.get(location).await?;
+    // A local file is read as one: its stream comes in 8 KiB chunks, each a blocking task.
+    #[cfg(not(target_arch = "wasm32"))]
+    if let object_store::GetResultPayload::File(mut file, _) = result.payload {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(result.range.start))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file)
+            .take(result.range.end - result.range.start);
+        return Ok(compression.convert_read(reader)?);
+    }
+    let chunks = result.into_stream();
     let reader = StoreReader {
         chunks: futures::executor::block_on_stream(chunks.boxed()),
         current: Bytes::new(),

@@ -407,9 +407,15 @@ async fn register_one(
             .collect();
         let store_url = url.object_store();
         let shown = |f: &ObjectMeta| file_location(store_url.as_str(), &f.location);
-        let sample =
-            json_types::Sample::read(store.as_ref(), &sampled_files, &schema, sampled, shown)
-                .await?;
+        let sample = json_types::Sample::read(
+            store.as_ref(),
+            &sampled_files,
+            &schema,
+            sampled,
+            false,
+            shown,
+        )
+        .await?;
         schema = sample.resolve(schema)?;
     }
     // A sink that partitions by a field of its records (Kafka Connect's field partitioner) may
@@ -619,11 +625,15 @@ async fn infer_schema(
         };
         let (schema, sample) = match json_sampled {
             Some(records) => {
-                let sample =
-                    json_types::Sample::read(store.as_ref(), &[file], &schema, records, |_| {
-                        shown.clone()
-                    })
-                    .await?;
+                let sample = json_types::Sample::read(
+                    store.as_ref(),
+                    &[file],
+                    &schema,
+                    records,
+                    true,
+                    |_| shown.clone(),
+                )
+                .await?;
                 (sample.resolve(schema)?, Some(sample))
             }
             None => (schema, None),
