@@ -193,6 +193,10 @@ pub struct CompareArgs {
     /// for both sides, or batch.NAME=false / stream.NAME=false for one.
     #[arg(long = "csv-header", value_name = "[SIDE.]NAME=BOOL")]
     pub csv_headers: Vec<String>,
+    /// CSV tables: the character between fields (default ','): NAME=';' for both sides, or
+    /// batch.NAME=tab / stream.NAME='|' for one.
+    #[arg(long = "csv-delimiter", value_name = "[SIDE.]NAME=CHAR")]
+    pub csv_delimiters: Vec<String>,
     /// CSV and NDJSON tables: infer column types from every record, not the first 1,000 (when
     /// later values do not read as the type the first ones suggest); reads the files once more.
     #[arg(long)]

@@ -13,6 +13,7 @@ pub async fn compare(args: CompareArgs) -> Exit {
         stream_views: &args.stream_views,
         input_formats: &args.input_formats,
         csv_headers: &args.csv_headers,
+        csv_delimiters: &args.csv_delimiters,
         infer_all_records: args.infer_all_records,
         sql: args.sql.as_deref(),
         query: args.query.as_deref(),

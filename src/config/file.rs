@@ -102,6 +102,11 @@ pub struct TableConfig {
     pub csv_header: Option<bool>,
     pub batch_csv_header: Option<bool>,
     pub stream_csv_header: Option<bool>,
+    /// CSV: the character between fields (default ","; "\t" or "tab", ";", "|", …); per side:
+    /// batch_/stream_csv_delimiter.
+    pub csv_delimiter: Option<String>,
+    pub batch_csv_delimiter: Option<String>,
+    pub stream_csv_delimiter: Option<String>,
     /// CSV and NDJSON: infer column types from every record rather than the first 1,000 (a
     /// column whose first values are integers and later ones are not); reads the files once more.
     pub infer_all_records: Option<bool>,

@@ -34,6 +34,9 @@ pub struct SourceSpec {
     pub delta_as_of: Option<String>,
     /// CSV: the first line of each file names the columns (default); false reads it as data.
     pub csv_header: bool,
+    /// CSV: the byte between fields, when the table sets one (else `,`, and a header that
+    /// reads as names joined by another common delimiter is an error saying so).
+    pub csv_delimiter: Option<u8>,
     /// CSV and NDJSON: column types from every record, not the first 1,000.
     pub infer_all_records: bool,
     /// The files are a change log, compacted into the logical table.

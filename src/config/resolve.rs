@@ -141,6 +141,18 @@ fn per_table_flags<T, U>(
     Ok(out)
 }
 
+/// A CSV delimiter as written in a config or on the command line: one ASCII character other
+/// than a quote or a line end, or `\t` / `tab` for a tab.
+fn csv_delimiter(text: &str) -> Result<u8> {
+    match text.as_bytes() {
+        b"\\t" | b"tab" => Ok(b'\t'),
+        [byte] if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(*byte),
+        _ => bail!(
+            "the CSV delimiter must be one ASCII character other than a quote or a line end (\"tab\" for a tab), not {text:?}"
+        ),
+    }
+}
+
 /// Names bound as `$name` or `${name}` in a text (SQL, a window end, an as_of).
 fn referenced_params(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
@@ -252,6 +264,7 @@ pub struct CompareInput<'a> {
     pub stream_views: &'a [String],
     pub input_formats: &'a [String],
     pub csv_headers: &'a [String],
+    pub csv_delimiters: &'a [String],
     pub infer_all_records: bool,
     pub sql: Option<&'a str>,
     pub query: Option<&'a Path>,
@@ -349,6 +362,13 @@ impl Plan {
                     .map_err(|_| anyhow!("expected true or false after the ="))
             },
         )?;
+        let delimiters = per_table_flags(
+            input.csv_delimiters,
+            "--csv-delimiter",
+            "CHAR",
+            &tables,
+            |v| csv_delimiter(v).map(|_| v.to_string()),
+        )?;
         let mut config = ConfigFile::default();
         for (name, [batch, stream, batch_view, stream_view]) in tables {
             for (side, location, view) in [
@@ -391,6 +411,9 @@ impl Plan {
                     csv_header: headers.get(&of(None)).copied(),
                     batch_csv_header: headers.get(&of(Some(Side::Batch))).copied(),
                     stream_csv_header: headers.get(&of(Some(Side::Stream))).copied(),
+                    csv_delimiter: delimiters.get(&of(None)).cloned(),
+                    batch_csv_delimiter: delimiters.get(&of(Some(Side::Batch))).cloned(),
+                    stream_csv_delimiter: delimiters.get(&of(Some(Side::Stream))).cloned(),
                     infer_all_records: input.infer_all_records.then_some(true),
                     batch_changelog: None,
                     stream_changelog: None,
@@ -550,6 +573,17 @@ impl Plan {
                     .unwrap_or_default()
             };
             let view = |v: &Option<String>| v.as_deref().map(|v| substitute_params(v, &params));
+            let delimiter = |side: &Option<String>, key: &str| -> Result<Option<u8>> {
+                match (side, &table.csv_delimiter) {
+                    (Some(text), _) => csv_delimiter(text)
+                        .map(Some)
+                        .with_context(|| format!("[tables.{name}] {key}")),
+                    (None, Some(text)) => csv_delimiter(text)
+                        .map(Some)
+                        .with_context(|| format!("[tables.{name}] csv_delimiter")),
+                    (None, None) => Ok(None),
+                }
+            };
             let spec = TableSpec {
                 batch: SourceSpec {
                     url: location(&table.batch),
@@ -559,6 +593,7 @@ impl Plan {
                     delta_version: table.version,
                     delta_as_of: as_of.clone(),
                     csv_header: table.batch_csv_header.or(table.csv_header).unwrap_or(true),
+                    csv_delimiter: delimiter(&table.batch_csv_delimiter, "batch_csv_delimiter")?,
                     infer_all_records: table.infer_all_records.unwrap_or(false),
                     changelog: table
                         .batch_changelog
@@ -574,6 +609,7 @@ impl Plan {
                     delta_version: table.version,
                     delta_as_of: as_of,
                     csv_header: table.stream_csv_header.or(table.csv_header).unwrap_or(true),
+                    csv_delimiter: delimiter(&table.stream_csv_delimiter, "stream_csv_delimiter")?,
                     infer_all_records: table.infer_all_records.unwrap_or(false),
                     changelog: table
                         .stream_changelog

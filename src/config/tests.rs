@@ -313,6 +313,13 @@ fn config_mistakes_are_named() {
             "key is empty",
         ),
         (
+            "csv delimiter of two characters",
+            format!(
+                "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nstream_csv_delimiter = \"||\"\n{CHECK}"
+            ),
+            "[tables.t] stream_csv_delimiter: the CSV delimiter must be one ASCII character",
+        ),
+        (
             "changelog op on upsert",
             format!(
                 "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\nstream_changelog = {{ shape = \"upsert\", key = [\"id\"], order_by = [\"ts\"], op = \"o\" }}\n{CHECK}"
@@ -346,4 +353,21 @@ fn sqlite_paths_are_relative_to_the_config_file() {
         plan.tables[0].stream.url,
         "sqlite:///etc/dualrun/data/shop.db?table=orders"
     );
+}
+
+#[test]
+fn csv_delimiters_apply_to_both_sides_unless_one_side_says_otherwise() {
+    let plan = Plan::from_config_text(
+        "[tables.t]\nbatch = \"b/\"\nstream = \"s/\"\ncsv_delimiter = \";\"\nstream_csv_delimiter = \"tab\"\n\
+         [tables.u]\nbatch = \"b/\"\nstream = \"s/\"\n\
+         [[checks]]\nname = \"c\"\nsql = \"SELECT * FROM t JOIN u USING (id)\"\n",
+        Path::new("/etc/dualrun"),
+    )
+    .unwrap();
+    let delimiters: Vec<(Option<u8>, Option<u8>)> = plan
+        .tables
+        .iter()
+        .map(|t| (t.batch.csv_delimiter, t.stream.csv_delimiter))
+        .collect();
+    assert_eq!(delimiters, [(Some(b';'), Some(b'\t')), (None, None)]);
 }

@@ -30,6 +30,7 @@ pub async fn check_same_header(
     files: &[&ObjectMeta],
     schema: &Schema,
     partition_cols: &[String],
+    delimiter: u8,
     shown: impl Fn(&ObjectMeta) -> String,
 ) -> Result<()> {
     if files.len() < 2 {
@@ -51,7 +52,7 @@ pub async fn check_same_header(
     let shown = &shown;
     let headers: Vec<(usize, Vec<String>)> = futures::stream::iter(reads)
         .map(|(index, file)| async move {
-            let header = header(store, &file)
+            let header = header(store, &file, delimiter)
                 .await
                 .map_err(|e| anyhow::anyhow!("file {}: {e}", shown(&file)))?;
             Ok::<_, anyhow::Error>((index, header))
@@ -71,18 +72,23 @@ pub async fn check_same_header(
         .map(|(i, _)| *i)
         .min()
         .map_or(String::new(), |i| format!(", as in {}", shown(files[i])));
+    // A tab shown as one, in a one-line error.
+    let separator = match delimiter {
+        b'\t' => "\\t".to_string(),
+        other => char::from(other).to_string(),
+    };
     bail!(
         "file {}: its header ({}) is not the table's columns in order ({}{like_table}); CSV columns are read by position, so every file of a table needs the same header ({} of {} files differ)",
         shown(files[*index]),
-        header.join(","),
-        expected.join(","),
+        header.join(&separator),
+        expected.join(&separator),
         differing.len(),
         files.len()
     )
 }
 
 /// The names in the first line of `file` (without a byte-order mark), as DataFusion reads them.
-async fn header(store: &dyn ObjectStore, file: &ObjectMeta) -> Result<Vec<String>> {
+async fn header(store: &dyn ObjectStore, file: &ObjectMeta, delimiter: u8) -> Result<Vec<String>> {
     let mut end = FIRST_READ.min(file.size);
     loop {
         let options = GetOptions {
@@ -102,6 +108,7 @@ async fn header(store: &dyn ObjectStore, file: &ObjectMeta) -> Result<Vec<String
             let line = &bytes[..found.unwrap_or(bytes.len())];
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
+                .delimiter(delimiter)
                 .from_reader(line);
             let mut record = csv::StringRecord::new();
             if !reader.read_record(&mut record)? {
@@ -118,6 +125,39 @@ async fn header(store: &dyn ObjectStore, file: &ObjectMeta) -> Result<Vec<String
 
 fn without_bom(name: &str) -> &str {
     name.strip_prefix('\u{feff}').unwrap_or(name)
+}
+
+/// Fails when a CSV table read with commas (no delimiter set) has one column whose name is
+/// several names joined by another common delimiter (`id;amount`): a file of another dialect
+/// (European spreadsheets write `;`, Hive and many exports a tab or `|`) read as one column per
+/// line, which no key or query finds. Setting the delimiter, even to `,`, skips the check.
+pub fn check_delimiter(schema: &Schema) -> Result<()> {
+    let [field] = schema.fields().as_ref() else {
+        return Ok(());
+    };
+    let name = without_bom(field.name());
+    for (other, written) in [(b';', "';'"), (b'\t', "tab"), (b'|', "'|'")] {
+        let parts = name
+            .split(char::from(other))
+            .filter(|p| !p.is_empty())
+            .count();
+        if parts > 1 {
+            bail!(
+                "its CSV header is one column, {name:?}, which reads as {parts} columns separated by {written}: set csv_delimiter = {:?} on the table (compare: --csv-delimiter NAME={})",
+                if other == b'\t' {
+                    "tab".to_string()
+                } else {
+                    char::from(other).to_string()
+                },
+                if other == b'\t' {
+                    "tab".to_string()
+                } else {
+                    format!("'{}'", char::from(other))
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Fails when one of the Avro `files` does not end with the sync marker its header declares

@@ -348,7 +348,7 @@ async fn register_one(
     } else {
         SAMPLED_RECORDS
     };
-    let mut options = ListingOptions::new(file_format(format, source.csv_header, sampled))
+    let mut options = ListingOptions::new(file_format(format, source, sampled))
         .with_file_extension(extension.clone())
         .with_table_partition_cols(
             partition_cols
@@ -388,7 +388,7 @@ async fn register_one(
         // A field NULL in every sampled record (a sparse field of a sink's JSON) is of type
         // Null, and its first value further on would fail the scan: read every record instead.
         sampled = usize::MAX;
-        options.format = file_format(format, source.csv_header, sampled);
+        options.format = file_format(format, source, sampled);
         schema = infer_schema(
             &state,
             &options,
@@ -459,8 +459,18 @@ async fn register_one(
         file_checks::check_avro_complete(store.as_ref(), &read, shown).await?;
     }
     if format == Format::Csv && source.csv_header {
-        file_checks::check_same_header(store.as_ref(), &read, &schema, &partition_cols, shown)
-            .await?;
+        if source.csv_delimiter.is_none() {
+            file_checks::check_delimiter(&schema)?;
+        }
+        file_checks::check_same_header(
+            store.as_ref(),
+            &read,
+            &schema,
+            &partition_cols,
+            source.csv_delimiter.unwrap_or(b','),
+            shown,
+        )
+        .await?;
         warn_if_header_looks_like_data(name, side, &schema, files.first());
     }
     let config = match stray.first() {
@@ -1041,12 +1051,13 @@ fn contains(data_type: &DataType, wanted: &dyn Fn(&DataType) -> bool) -> bool {
 
 /// The format of `format` files; text formats infer their schema from `sampled` records (at
 /// most), as DataFusion does from 1,000 by default.
-fn file_format(format: Format, csv_header: bool, sampled: usize) -> Arc<dyn FileFormat> {
+fn file_format(format: Format, source: &SourceSpec, sampled: usize) -> Arc<dyn FileFormat> {
     match format {
         Format::Parquet => Arc::new(ParquetFormat::default()),
         Format::Csv => Arc::new(
             CsvFormat::default()
-                .with_has_header(csv_header)
+                .with_has_header(source.csv_header)
+                .with_delimiter(source.csv_delimiter.unwrap_or(b','))
                 .with_schema_infer_max_rec(sampled),
         ),
         Format::NdJson => Arc::new(JsonFormat::default().with_schema_infer_max_rec(sampled)),

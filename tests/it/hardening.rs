@@ -1212,6 +1212,82 @@ fn a_json_field_of_numbers_and_numbers_as_text_reads_as_numbers() {
     assert!(run.stdout.contains("Float64"), "{}", run.stdout);
 }
 
+/// CSV dialects other than commas: European spreadsheets write `;`, Hive and many exports a
+/// tab or `|`. Read with commas, such a file was one column per line ("key column 'id' is
+/// missing … (its columns: id;name;x)").
+#[test]
+fn csv_files_with_another_delimiter_are_read_with_it_and_named_without_it() {
+    let ws = Workspace::new();
+    let batch = ws.write("b/t.csv", "id;name;x\n1;ann;1.5\n2;bob;2.5\n3;cy;3.5\n");
+    ws.write("s/a.csv", "id\tname\tx\n1\tann\t1.5\n2\tbob\t2.5\n");
+    ws.write("s/b.csv", "id\tname\tx\n3\tcy\t4.5\n");
+    let (batch, stream) = (
+        batch.to_str().unwrap(),
+        format!("{}/", ws.path("s").display()),
+    );
+    let run = ws.compare(batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(
+        &run,
+        "its CSV header is one column, \"id;name;x\", which reads as 3 columns separated by ';': set csv_delimiter = \";\" on the table (compare: --csv-delimiter NAME=';')",
+    );
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+
+    let run = ws.compare(
+        batch,
+        &stream,
+        "SELECT * FROM t",
+        &[
+            "--key",
+            "id",
+            "--csv-delimiter",
+            "t=;",
+            "--csv-delimiter",
+            "stream.t=tab",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.counts(), [2, 1, 0, 0, 0, 0], "{}", run.stdout);
+
+    // A file of the stream side with another header: named in the stream's own dialect.
+    ws.write("s/b.csv", "id\tx\tname\n3\t4.5\tcy\n");
+    let run = ws.compare(
+        batch,
+        &stream,
+        "SELECT * FROM t",
+        &[
+            "--key",
+            "id",
+            "--csv-delimiter",
+            "batch.t=;",
+            "--csv-delimiter",
+            "stream.t=\\t",
+        ],
+    );
+    assert_trouble(
+        &run,
+        "b.csv: its header (id\\tx\\tname) is not the table's columns in order (id\\tname\\tx, as in ",
+    );
+
+    // One column whose name holds a '|': read as it is once the delimiter is set, even to ','.
+    let one = ws.write("one/t.csv", "notes|text\nx\n");
+    let one = one.to_str().unwrap();
+    let run = ws.compare(one, one, "SELECT * FROM t", &[]);
+    assert_trouble(&run, "separated by '|'");
+    let run = ws.compare(one, one, "SELECT * FROM t", &["--csv-delimiter", "t=,"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let run = ws.compare(
+        batch,
+        &stream,
+        "SELECT * FROM t",
+        &["--csv-delimiter", "t=;;"],
+    );
+    assert_trouble(
+        &run,
+        "--csv-delimiter 't=;;': the CSV delimiter must be one ASCII character other than a quote or a line end (\"tab\" for a tab), not \";;\"",
+    );
+}
+
 /// DataFusion reads a CSV file's columns by position under the names of the first file's
 /// header: a file whose header was `id,w,v` had its values swapped (two false mismatches), and a
 /// file written before `w` was added failed on "incorrect number of fields for line 1". Every
