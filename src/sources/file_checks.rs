@@ -136,24 +136,16 @@ pub fn check_delimiter(schema: &Schema) -> Result<()> {
         return Ok(());
     };
     let name = without_bom(field.name());
-    for (other, written) in [(b';', "';'"), (b'\t', "tab"), (b'|', "'|'")] {
-        let parts = name
-            .split(char::from(other))
-            .filter(|p| !p.is_empty())
-            .count();
+    // Each delimiter: as said, as configured, as on the command line.
+    for (other, said, configured, flag) in [
+        (';', "';'", ";", "';'"),
+        ('\t', "tab", "tab", "tab"),
+        ('|', "'|'", "|", "'|'"),
+    ] {
+        let parts = name.split(other).filter(|p| !p.is_empty()).count();
         if parts > 1 {
             bail!(
-                "its CSV header is one column, {name:?}, which reads as {parts} columns separated by {written}: set csv_delimiter = {:?} on the table (compare: --csv-delimiter NAME={})",
-                if other == b'\t' {
-                    "tab".to_string()
-                } else {
-                    char::from(other).to_string()
-                },
-                if other == b'\t' {
-                    "tab".to_string()
-                } else {
-                    format!("'{}'", char::from(other))
-                },
+                "its CSV header is one column, {name:?}, which reads as {parts} columns separated by {said}: set csv_delimiter = \"{configured}\" on the table (compare: --csv-delimiter NAME={flag})"
             );
         }
     }

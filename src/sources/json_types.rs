@@ -31,7 +31,7 @@ pub struct Sample {
 impl Sample {
     /// Reads the first `sampled` records of `files`, in order (the records arrow inferred
     /// `schema` from). Unless `kinds` asks for the kinds of every text field, the records are
-    /// first decoded by arrow's reader (fast: a tenth of a second for 100 MB), and only when
+    /// first decoded by arrow's reader (fast: a quarter of a second for 100 MB), and only when
     /// that fails are they parsed again to tell the kinds apart (slow: serde values, seconds
     /// for 100 MB under `infer_all_records`).
     pub async fn read(

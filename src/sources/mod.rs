@@ -671,6 +671,9 @@ async fn infer_schema(
                         (None, None) => None,
                     };
                     if let Some((data_type, still_text)) = numeric {
+                        if &data_type != known.data_type() {
+                            *type_from = shown.clone();
+                        }
                         let nullable = known.is_nullable() || field.is_nullable();
                         *known = known
                             .clone()
