@@ -120,6 +120,34 @@ fn a_keyed_diff_with_duplicates_on_ballista() {
     assert_eq!(distributed.check()["samples"], embedded.check()["samples"]);
 }
 
+/// An NDJSON field of numbers and numbers written as text (see `hardening`) is read as numbers
+/// by Ballista's executors too: the table's schema says so, and arrow's number readers take text.
+#[test]
+fn numbers_written_as_text_in_ndjson_on_ballista() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 1.5), (2, 2.5), (3, 3.25)) AS t(id, v)",
+    );
+    ws.write(
+        "s/a.ndjson",
+        "{\"id\":1,\"v\":1.5}\n{\"id\":2,\"v\":\"2.50\"}\n{\"id\":3,\"v\":\"3.5\"}\n",
+    );
+    let stream = format!("{}/", ws.path("s").display());
+    let sql = "SELECT id, v FROM t";
+    let embedded = ws.compare(&batch, &stream, sql, &["--key", "id"]);
+    let distributed = ws.compare(
+        &batch,
+        &stream,
+        sql,
+        &["--key", "id", "--engine", "ballista://standalone"],
+    );
+    assert_eq!(distributed.code, 1, "{}", distributed.stderr);
+    assert_eq!(distributed.counts(), [2, 1, 0, 0, 0, 0]);
+    assert_eq!(distributed.counts(), embedded.counts());
+}
+
 /// Parquet's statistics leave NaN out (see the embedded case in `hardening`): on Ballista too, a
 /// row group of NaN and 1.0 is read as it is, and `WHERE x > 5` keeps the NaN row.
 #[test]
