@@ -167,6 +167,11 @@ pub fn align(
             DataType::Utf8
         } else {
             comparison_coercion(&logical_type(b_type), &logical_type(s_type))
+                // (Not on Ballista, whose plain cast would drop a finer fraction unchecked.)
+                .map(|common| match portable {
+                    true => common,
+                    false => timestamp_unit_kept(common, b_type, s_type),
+                })
                 .or_else(|| {
                     // As text, when both sides have one (a number against its string).
                     (can_cast_types(b_type, &DataType::Utf8)
@@ -211,6 +216,23 @@ pub fn align(
         values,
         schema,
     })
+}
+
+/// A timestamp compared with text (or a date) keeps its own unit. DataFusion's coercion reads
+/// both as nanoseconds, which end in 2262: the `9999-12-31` that closes the rows of a type 2
+/// slowly changing dimension failed the whole check as "exceeds the representable i64 range".
+fn timestamp_unit_kept(common: DataType, b_type: &DataType, s_type: &DataType) -> DataType {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let DataType::Timestamp(TimeUnit::Nanosecond, zone) = &common else {
+        return common;
+    };
+    match (b_type, s_type) {
+        (DataType::Timestamp(_, _), DataType::Timestamp(_, _)) => common,
+        (DataType::Timestamp(unit, _), _) | (_, DataType::Timestamp(unit, _)) => {
+            DataType::Timestamp(*unit, zone.clone())
+        }
+        _ => common,
+    }
 }
 
 pub fn is_numeric(data_type: &DataType) -> bool {

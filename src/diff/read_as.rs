@@ -4,8 +4,10 @@
 //! the side; this cast says both, and what a Debezium decimal looks like, so the line is enough
 //! to act on. Text that does not read is an error, never NULL: a NULL could match a NULL.
 
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -107,19 +109,52 @@ impl ScalarUDFImpl for ReadAs {
             safe: false,
             ..Default::default()
         };
+        let read = |array: &ArrayRef| -> Result<ArrayRef> {
+            let cast =
+                cast_with_options(array, &self.data_type, &options).map_err(|e| self.explain(e))?;
+            if let DataType::Timestamp(unit, _) = &self.data_type {
+                self.check_precision(array, *unit)?;
+            }
+            Ok(cast)
+        };
         match &args.args[0] {
-            ColumnarValue::Array(array) => cast_with_options(array, &self.data_type, &options)
-                .map(ColumnarValue::Array)
-                .map_err(|e| self.explain(e)),
-            ColumnarValue::Scalar(scalar) => {
-                let array = scalar.to_array()?;
-                let cast = cast_with_options(&array, &self.data_type, &options)
-                    .map_err(|e| self.explain(e))?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                    &cast, 0,
-                )?))
+            ColumnarValue::Array(array) => read(array).map(ColumnarValue::Array),
+            ColumnarValue::Scalar(scalar) => Ok(ColumnarValue::Scalar(
+                ScalarValue::try_from_array(&read(&scalar.to_array()?)?, 0)?,
+            )),
+        }
+    }
+}
+
+impl ReadAs {
+    /// Text read as a timestamp of seconds, milliseconds or microseconds (the other side's
+    /// unit, as one that reaches past 2262 where nanoseconds end) must not hold a finer
+    /// fraction: the cast drops it, and `10:00:00.000000001` would equal `10:00:00`.
+    fn check_precision(&self, text: &ArrayRef, unit: TimeUnit) -> Result<()> {
+        let step = match unit {
+            TimeUnit::Second => 1_000_000_000,
+            TimeUnit::Millisecond => 1_000_000,
+            TimeUnit::Microsecond => 1_000,
+            TimeUnit::Nanosecond => return Ok(()),
+        };
+        let text = cast(text, &DataType::Utf8)?;
+        for value in text.as_string::<i32>().iter().flatten() {
+            let Ok(instant) = string_to_datetime(&chrono::Utc, value) else {
+                continue;
+            };
+            if instant.timestamp_subsec_nanos() % step != 0 {
+                let unit = match unit {
+                    TimeUnit::Second => "second",
+                    TimeUnit::Millisecond => "millisecond",
+                    _ => "microsecond",
+                };
+                return Err(self.explain(format!(
+                    "'{value}' is finer than the other side's {unit}s, so the two cannot be compared exactly: round it in a view of this side, e.g. date_trunc('{unit}', CAST({} AS TIMESTAMP)) AS {}",
+                    self.column, self.column
+                )));
             }
         }
+        Ok(())
     }
 }
 

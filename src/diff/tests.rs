@@ -447,6 +447,58 @@ async fn names_differing_only_in_case_are_pointed_out() {
     );
 }
 
+/// A type 2 slowly changing dimension closes its current rows at 9999-12-31, past 2262 where
+/// nanoseconds end: text compared with a µs timestamp is read in µs (it was read in ns, and
+/// the check failed on "exceeds the representable i64 range"), and text finer than that is an
+/// error, never a truncation that would match.
+#[tokio::test]
+async fn text_against_a_timestamp_is_read_in_the_timestamps_unit() {
+    let micros = |value: i64| {
+        format!(
+            "SELECT 1 AS id, arrow_cast({value}, 'Timestamp(Microsecond, Some(\"UTC\"))') AS valid_to"
+        )
+    };
+    // In process only: Ballista's plans read text with DataFusion's cast, in nanoseconds.
+    let in_process = |stream: &'static str| {
+        let batch = micros(253_402_300_799_000_000);
+        async move {
+            diff_with(
+                EngineSpec::default(),
+                &batch,
+                stream,
+                &check(&["id"], &[], &[]),
+            )
+            .await
+            .expect("diff runs")
+            .counts
+        }
+    };
+    assert_eq!(
+        in_process("SELECT 1 AS id, '9999-12-31T23:59:59Z' AS valid_to").await,
+        counts(1, 0, 0, 0, 0, 0)
+    );
+    assert_eq!(
+        in_process("SELECT 1 AS id, '9999-12-31T23:59:58Z' AS valid_to").await,
+        counts(0, 1, 0, 0, 0, 0)
+    );
+    let err = diff_with(
+        EngineSpec::default(),
+        &micros(1_796_119_200_000_000),
+        "SELECT 1 AS id, '2026-12-01T10:00:00.000000001Z' AS valid_to",
+        &check(&["id"], &[], &[]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("column 'valid_to' (stream side)")
+            && err.contains(
+                "'2026-12-01T10:00:00.000000001Z' is finer than the other side's microseconds"
+            ),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn string_encodings_are_not_type_changes() {
     let b = "SELECT 1 AS id, arrow_cast('a', 'Utf8View') AS s, arrow_cast('x', 'Dictionary(Int32, Utf8)') AS d";
