@@ -574,15 +574,14 @@ impl Plan {
             };
             let view = |v: &Option<String>| v.as_deref().map(|v| substitute_params(v, &params));
             let delimiter = |side: &Option<String>, key: &str| -> Result<Option<u8>> {
-                match (side, &table.csv_delimiter) {
-                    (Some(text), _) => csv_delimiter(text)
-                        .map(Some)
-                        .with_context(|| format!("[tables.{name}] {key}")),
-                    (None, Some(text)) => csv_delimiter(text)
-                        .map(Some)
-                        .with_context(|| format!("[tables.{name}] csv_delimiter")),
-                    (None, None) => Ok(None),
-                }
+                let (text, key) = match side {
+                    Some(text) => (Some(text), key),
+                    None => (table.csv_delimiter.as_ref(), "csv_delimiter"),
+                };
+                text.map(|text| {
+                    csv_delimiter(text).with_context(|| format!("[tables.{name}] {key}"))
+                })
+                .transpose()
             };
             let spec = TableSpec {
                 batch: SourceSpec {
