@@ -17,6 +17,9 @@ Stages (--stages, default all):
   limits    5M unsorted under --memory-limit 256MiB, 512MiB, 2GiB: peak RSS against the limit.
   scaling   1M / 5M / 20M / 50M, no memory limit.
   big       50M: no limit, under each limit, and keyless under 512MiB.
+  wide      200K rows x 301 columns (id, 200 integer and 100 float columns with 1% NULLs), one
+            Parquet row group of ~240 MB per side, keys unsorted on both sides: dualrun vs
+            DuckDB's row hash on the same files.
   floats    10M float rows (batch 1 file in id order, stream the same rows shuffled in 50 files):
             GROUP BY SUM/AVG with DataFusion's float aggregates against dualrun's exact ones,
             on 8 groups and on 1M groups; the exact ones must match, 20 of 20. Then the cost of
@@ -792,7 +795,7 @@ def dataset(data_dir, rows, seed, generator="auto"):
     return generate(data_dir, rows, seed, generator)
 
 
-STAGES = ("unsorted", "limits", "scaling", "big", "floats", "changelog", "databases")
+STAGES = ("unsorted", "limits", "scaling", "big", "wide", "floats", "changelog", "databases")
 
 DATABASE_ROWS = 1_000_000
 DATABASE_DAY = "2026-11-25"
@@ -933,6 +936,82 @@ def float_dataset(data_dir, seed):
     marker.write_text(json.dumps(wanted))
 
 
+WIDE_ROWS = 200_000
+WIDE_INTS = 200
+WIDE_FLOATS = 100
+
+
+def wide_dataset(data_dir, seed):
+    """A wide table (what an analytics team's fact tables look like): WIDE_ROWS rows of id,
+    WIDE_INTS integer and WIDE_FLOATS float columns (1% NULLs), each side one file of one row
+    group, rows shuffled on both sides. The stream differs in 0.1% of the rows changed in one
+    column, 0.05% missing and 0.05% extra. Returns what was planted."""
+    marker = data_dir / "wide.json"
+    wanted = {"rows": WIDE_ROWS, "ints": WIDE_INTS, "floats": WIDE_FLOATS, "seed": seed,
+              "version": 1}
+    try:
+        known = json.loads(marker.read_text())
+        if known.get("wanted") == wanted:
+            print(f"reusing {data_dir} ({WIDE_ROWS:,} rows x {1 + WIDE_INTS + WIDE_FLOATS} "
+                  "columns)")
+            return known["expected"]
+    except (OSError, ValueError):
+        pass
+    print(f"generating {data_dir} ({WIDE_ROWS:,} rows x {1 + WIDE_INTS + WIDE_FLOATS} columns)",
+          flush=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    rng = np.random.default_rng([seed, 301])
+    n = WIDE_ROWS
+    names = [f"i{c:03d}" for c in range(WIDE_INTS)] + [f"f{c:03d}" for c in range(WIDE_FLOATS)]
+    columns = {"id": np.arange(n, dtype=np.int64)}
+    nulls = {}
+    for c, name in enumerate(names):
+        if c < WIDE_INTS:
+            columns[name] = rng.integers(0, 10 ** rng.integers(2, 12), n, dtype=np.int64)
+        else:
+            columns[name] = np.round(rng.normal(0, 1000, n), 2)
+            nulls[name] = rng.random(n) < 0.01
+    changed_n, missing_n, extra_n = n // 1000, n // 2000, n // 2000
+    picked = rng.choice(n, changed_n + missing_n, replace=False)
+    changed, missing = picked[:changed_n], picked[changed_n:]
+    stream = {k: v.copy() for k, v in columns.items()}
+    stream_nulls = {k: v.copy() for k, v in nulls.items()}
+    per_column = {name: 0 for name in names}
+    for row, c in zip(changed, rng.integers(0, len(names), changed_n)):
+        name = names[c]
+        if name in stream_nulls and stream_nulls[name][row]:
+            stream_nulls[name][row] = False
+            stream[name][row] = 0.5
+        else:
+            stream[name][row] += 1
+        per_column[name] += 1
+
+    def table(values, null_masks, rows):
+        arrays = {k: pa.array(v[rows], mask=null_masks[k][rows] if k in null_masks else None)
+                  for k, v in values.items()}
+        return pa.table(arrays)
+
+    keep = np.setdiff1d(np.arange(n), missing)
+    extra = {k: (np.arange(n, n + extra_n, dtype=np.int64) if k == "id"
+                 else v[rng.integers(0, n, extra_n)]) for k, v in stream.items()}
+    stream = {k: np.concatenate([v[keep], extra[k]]) for k, v in stream.items()}
+    stream_nulls = {k: np.concatenate([v[keep], np.zeros(extra_n, bool)])
+                    for k, v in stream_nulls.items()}
+    for side, values, masks in (("batch", columns, nulls), ("stream", stream, stream_nulls)):
+        rows = len(values["id"])
+        (data_dir / side).mkdir(parents=True)
+        pq.write_table(table(values, masks, rng.permutation(rows)),
+                       data_dir / side / "part-00000.parquet", row_group_size=rows)
+    expected = {
+        "rows": {"batch": n, "stream": n - missing_n + extra_n},
+        "counts": {"matched": n - missing_n - changed_n, "missing_in_stream": missing_n,
+                   "extra_in_stream": extra_n, "mismatched": changed_n},
+        "columns": per_column,
+    }
+    marker.write_text(json.dumps({"wanted": wanted, "expected": expected}))
+    return expected
+
+
 def float_config(data_dir, sql, aggregates, control=0):
     """A config running `sql` on both sides with the given float aggregates; its path."""
     digest = hashlib.sha256(sql.encode()).hexdigest()[:8]
@@ -1060,7 +1139,7 @@ def main():
 
     small_dir = data_dir(args.rows)
     # The 5M data and its variants, unless only stages with data of their own run.
-    needs_small = not set(stages) <= {"changelog", "databases"}
+    needs_small = not set(stages) <= {"changelog", "databases", "wide"}
     small = dataset(small_dir, args.rows, args.seed) if needs_small else None
     variants = derive_variants(small_dir, small, args.seed) if needs_small else {}
     sizes = sorted({int(n) for n in args.scaling.split(",")} | {args.big_rows}) \
@@ -1185,6 +1264,23 @@ def main():
             for limit in limits:
                 targets.check(f"{n}M under {limit}: peak RSS / limit",
                               f[f"keyed {limit}"].rss_max * 2**20 / parse_size(limit), 1.25)
+        if "wide" in stages:
+            wd = args.data_root.resolve() / "bench-data-wide"
+            wide = wide_dataset(wd, args.seed)
+            warm_page_cache(wd)
+            cases = [
+                Case("dualrun wide", dualrun_cmd(b, wd / "batch", wd / "stream"),
+                     dualrun_counts, wide),
+                Case("duckdb rowhash wide", duckdb_cmd(wd / "batch", wd / "stream", "rowhash",
+                                                       args.duckdb_threads),
+                     duckdb_counts, wide),
+            ]
+            f = run_stage(f"{WIDE_ROWS:,} rows x {1 + WIDE_INTS + WIDE_FLOATS} columns, one row "
+                          "group per side", cases, args.repeat, log)
+            targets.check("wide: dualrun / DuckDB rowhash (best wall)",
+                          f["dualrun wide"].best / f["duckdb rowhash wide"].best, 1.0)
+            targets.check("wide: dualrun peak RSS / DuckDB's",
+                          f["dualrun wide"].rss_max / f["duckdb rowhash wide"].rss_max, 1.0)
         if "floats" in stages:
             fd = args.data_root.resolve() / "bench-data-floats"
             float_dataset(fd, args.seed)

@@ -138,7 +138,9 @@ pub async fn run(
     let stream_tables = scanned_tables(&stream);
     let input_bytes = catalog.bytes_of(Side::Batch, batch_tables.iter().map(String::as_str))
         + catalog.bytes_of(Side::Stream, stream_tables.iter().map(String::as_str));
-    let state = engine.diff_state(input_bytes);
+    let row_bytes = crate::engine::decoded_row_bytes(batch.schema().as_arrow())
+        .max(crate::engine::decoded_row_bytes(stream.schema().as_arrow()));
+    let state = engine.diff_state(input_bytes, row_bytes);
     if engine.remote.is_some() {
         crate::engine::ballista::ensure_distributable(&check.name, &batch, &stream)?;
     }
@@ -227,7 +229,7 @@ pub async fn run(
             scan.stream = stream_scan.stream;
             scan.database_queries =
                 [batch_scan.database_queries, stream_scan.database_queries].concat();
-            let bucket_state = engine.diff_state(input_bytes / buckets as u64);
+            let bucket_state = engine.diff_state(input_bytes / buckets as u64, row_bytes);
             let stage = |index: usize| {
                 if let Some(progress) = progress {
                     progress.stage(format!("bucket {}/{buckets}", index + 1));

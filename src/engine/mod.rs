@@ -184,9 +184,7 @@ impl Engine {
         if let Some(rows) = spec.batch_size {
             config = config.with_batch_size(rows);
         } else if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
-            // Diffs read every column of every row: 4x DataFusion's default batch costs ~6% less
-            // CPU on the 5M benchmark (per-batch overheads of decoding, packing and probing),
-            // with the same peak memory.
+            // What a diff of narrow rows runs with; each diff sizes its own (`diff_batch_rows`).
             config = config.with_batch_size(32 * 1024);
         }
         if let Some(limit) = spec.memory_limit
@@ -524,12 +522,21 @@ impl Engine {
             .or_else(|| available_memory().map(|bytes| (bytes / 4) as usize))
     }
 
-    /// Session state for running a diff plan, with the join chosen for its size.
-    pub fn diff_state(&self, input_bytes: u64) -> SessionState {
+    /// Session state for running a diff plan, with the join chosen for its size and batches
+    /// sized for rows of `row_bytes` (see `diff_batch_rows`).
+    pub fn diff_state(&self, input_bytes: u64, row_bytes: usize) -> SessionState {
         let mut state = match &self.remote {
             Some(remote) => remote.clone(),
             None => self.ctx.state(),
         };
+        if self.spec.batch_size.is_none()
+            && std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none()
+        {
+            *state.config_mut() = state
+                .config()
+                .clone()
+                .with_batch_size(diff_batch_rows(row_bytes));
+        }
         let prefer_hash = match self.spec.join {
             JoinChoice::Hash => true,
             JoinChoice::SortMerge => false,
@@ -556,6 +563,30 @@ impl Engine {
         }
         state
     }
+}
+
+/// Rows per batch for a diff whose rows take about `row_bytes` once decoded: about 4 MiB a
+/// batch, between 1,024 and 32,768 rows. A batch is decoded, packed and probed while it is in
+/// the core's caches; 32,768 rows of 10 columns (the 5M benchmark) are 4 MB, and cost 6% less
+/// CPU than DataFusion's 8,192. The same 32,768 rows of a 301-column table are 77 MB: 200K rows
+/// of it took 3.05–3.71 s and 1,255 MiB in such batches, 1.90–2.32 s and 1,048 MiB in batches of
+/// 1,024 rows, 1.93–2.02 s in 2,048 and 2.14–2.27 s in 4,096.
+pub fn diff_batch_rows(row_bytes: usize) -> usize {
+    const BATCH_BYTES: usize = 4 << 20;
+    (BATCH_BYTES / row_bytes.max(1)).clamp(1024, 32 * 1024)
+}
+
+/// About how many bytes a row of `schema` takes decoded: fixed-width columns their width,
+/// others (strings, binaries, nested) 32 bytes.
+pub fn decoded_row_bytes(schema: &datafusion::arrow::datatypes::Schema) -> usize {
+    schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            datafusion::arrow::datatypes::DataType::Boolean => 1,
+            other => other.primitive_width().unwrap_or(32),
+        })
+        .sum()
 }
 
 /// Memory this process may use: the smallest cgroup limit on its way to the root (v2, or the
@@ -670,4 +701,37 @@ fn cte_names(statement: &DfStatement) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decoded_row_bytes, diff_batch_rows};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn diff_batches_shrink_as_rows_widen() {
+        let integers = |n: usize| {
+            Schema::new(
+                (0..n)
+                    .map(|i| Field::new(format!("c{i}"), DataType::Int64, true))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let narrow = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("comment", DataType::Utf8View, true),
+            Field::new("flag", DataType::Boolean, true),
+        ]);
+        assert_eq!(decoded_row_bytes(&narrow), 8 + 32 + 1);
+        assert_eq!(diff_batch_rows(decoded_row_bytes(&narrow)), 32 * 1024);
+        // The benchmark's 10 mixed columns keep the batch they were tuned with.
+        assert_eq!(diff_batch_rows(decoded_row_bytes(&integers(10))), 32 * 1024);
+        let wide = diff_batch_rows(decoded_row_bytes(&integers(301)));
+        assert!(
+            (1024..=2048).contains(&wide),
+            "301 columns: {wide} rows a batch"
+        );
+        assert_eq!(diff_batch_rows(decoded_row_bytes(&integers(5000))), 1024);
+        assert_eq!(diff_batch_rows(0), 32 * 1024);
+    }
 }
