@@ -183,8 +183,9 @@ impl Engine {
             SessionConfig::from_env().map_err(|e| anyhow!("DATAFUSION_* environment: {e}"))?;
         if let Some(rows) = spec.batch_size {
             config = config.with_batch_size(rows);
-        } else if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
-            // What a diff of narrow rows runs with; each diff sizes its own (`diff_batch_rows`).
+        } else if !batch_size_given(spec) {
+            // 4x DataFusion's default, for the plans that are not diffs; a diff sizes its own
+            // batches by the width of its rows (`diff_batch_rows`).
             config = config.with_batch_size(32 * 1024);
         }
         if let Some(limit) = spec.memory_limit
@@ -529,9 +530,7 @@ impl Engine {
             Some(remote) => remote.clone(),
             None => self.ctx.state(),
         };
-        if self.spec.batch_size.is_none()
-            && std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none()
-        {
+        if !batch_size_given(&self.spec) {
             *state.config_mut() = state
                 .config()
                 .clone()
@@ -563,6 +562,12 @@ impl Engine {
         }
         state
     }
+}
+
+/// Whether the batch size was set: by the engine spec (tests, control runs) or through
+/// DataFusion's environment variable (an operator's).
+fn batch_size_given(spec: &EngineSpec) -> bool {
+    spec.batch_size.is_some() || std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_some()
 }
 
 /// Rows per batch for a diff whose rows take about `row_bytes` once decoded: about 4 MiB a
