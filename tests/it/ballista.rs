@@ -24,6 +24,21 @@ fn demo(extra: &[&str]) -> Run {
     }
 }
 
+/// The same `compare` in process, then through the standalone Ballista cluster.
+fn embedded_and_distributed(
+    ws: &Workspace,
+    batch: &str,
+    stream: &str,
+    sql: &str,
+    extra: &[&str],
+) -> (Run, Run) {
+    let embedded = ws.compare(batch, stream, sql, extra);
+    let mut distributed_args = extra.to_vec();
+    distributed_args.extend(["--engine", "ballista://standalone"]);
+    let distributed = ws.compare(batch, stream, sql, &distributed_args);
+    (embedded, distributed)
+}
+
 /// What must not depend on where the plans ran.
 fn verdicts(report: &Value) -> Vec<Value> {
     report["checks"]
@@ -105,13 +120,8 @@ fn a_keyed_diff_with_duplicates_on_ballista() {
         "SELECT * FROM (VALUES (1, 'a', 1.0), (2, 'b', 2.5), (3, 'C', 3.0), (4, 'd', 4.0)) AS t(id, name, x)",
     );
     let sql = "SELECT id, name, x FROM t";
-    let embedded = ws.compare(&batch, &stream, sql, &["--key", "id"]);
-    let distributed = ws.compare(
-        &batch,
-        &stream,
-        sql,
-        &["--key", "id", "--engine", "ballista://standalone"],
-    );
+    let (embedded, distributed) =
+        embedded_and_distributed(&ws, &batch, &stream, sql, &["--key", "id"]);
     assert_eq!(distributed.code, 1, "{}", distributed.stderr);
     // Batch's two rows of key 2 pair by value order: 2.0 with the stream's 2.5, 2.5 unpaired.
     // matched, mismatched, missing, extra, duplicated keys batch, stream
@@ -136,13 +146,8 @@ fn numbers_written_as_text_in_ndjson_on_ballista() {
     );
     let stream = format!("{}/", ws.path("s").display());
     let sql = "SELECT id, v FROM t";
-    let embedded = ws.compare(&batch, &stream, sql, &["--key", "id"]);
-    let distributed = ws.compare(
-        &batch,
-        &stream,
-        sql,
-        &["--key", "id", "--engine", "ballista://standalone"],
-    );
+    let (embedded, distributed) =
+        embedded_and_distributed(&ws, &batch, &stream, sql, &["--key", "id"]);
     assert_eq!(distributed.code, 1, "{}", distributed.stderr);
     assert_eq!(distributed.counts(), [2, 1, 0, 0, 0, 0]);
     assert_eq!(distributed.counts(), embedded.counts());
@@ -286,9 +291,7 @@ fn empty_tables_end_with_the_embedded_verdict_on_ballista() {
         for key in [&["--key", "id"][..], &[][..]] {
             let mut extra = vec!["--timeout", "60s"];
             extra.extend_from_slice(key);
-            let embedded = ws.compare(batch, stream, sql, &extra);
-            extra.extend(["--engine", "ballista://standalone"]);
-            let distributed = ws.compare(batch, stream, sql, &extra);
+            let (embedded, distributed) = embedded_and_distributed(&ws, batch, stream, sql, &extra);
             for run in [&embedded, &distributed] {
                 assert_eq!(
                     run.json()["status"],
