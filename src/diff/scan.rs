@@ -2,6 +2,7 @@
 //! metrics. It proves partition pruning (a nightly run for one `run_date` reads one partition)
 //! and feeds the progress bar while the plan runs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::datasource::physical_plan::FileScanConfig;
@@ -13,7 +14,15 @@ use crate::sources::Catalog;
 
 use super::result::{DatabaseQuery, ScanStats};
 
-fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<(String, u64)>, u64)>) {
+/// One file a scan reads: its path, its size, and the bytes of it this scan reads (a large file
+/// is read in byte ranges, each range by a partition of its own).
+struct ScannedFile {
+    path: String,
+    size: u64,
+    span: u64,
+}
+
+fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<ScannedFile>, u64)>) {
     if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
         && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
     {
@@ -21,7 +30,13 @@ fn visit(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<(Vec<(String, u64)>, u64
             .file_groups
             .iter()
             .flat_map(|group| group.iter())
-            .map(|file| (file.object_meta.location.to_string(), file.object_meta.size))
+            .map(|file| ScannedFile {
+                path: file.object_meta.location.to_string(),
+                size: file.object_meta.size,
+                span: file.range.as_ref().map_or(file.object_meta.size, |range| {
+                    u64::try_from(range.end - range.start).unwrap_or(0)
+                }),
+            })
             .collect();
         let scanned = exec
             .metrics()
@@ -58,22 +73,27 @@ fn database_queries(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<DatabaseQuery
 }
 
 /// Files and bytes of every file scan in the plan, attributed to the side whose table holds them,
-/// and the queries sent to databases.
+/// and the queries sent to databases. A file counts once per side: DataFusion reads a large
+/// file in byte ranges, one per partition, and a query may scan a table twice.
 pub fn stats(plan: &Arc<dyn ExecutionPlan>, catalog: &Catalog) -> ScanStats {
     let mut found = Vec::new();
     visit(plan, &mut found);
     let mut stats = ScanStats::default();
     database_queries(plan, &mut stats.database_queries);
+    let mut seen: [BTreeMap<String, u64>; 2] = Default::default();
     for (files, scanned) in found {
-        let side = files.first().and_then(|(path, _)| catalog.side_of(path));
-        let target = match side {
-            Some(Side::Batch) => &mut stats.batch,
-            Some(Side::Stream) => &mut stats.stream,
+        let side = files.first().and_then(|file| catalog.side_of(&file.path));
+        let (target, seen) = match side {
+            Some(Side::Batch) => (&mut stats.batch, &mut seen[0]),
+            Some(Side::Stream) => (&mut stats.stream, &mut seen[1]),
             None => continue,
         };
-        target.files += files.len() as u64;
-        target.bytes += files.iter().map(|(_, size)| size).sum::<u64>();
+        seen.extend(files.into_iter().map(|file| (file.path, file.size)));
         target.bytes_scanned += scanned;
+    }
+    for (target, seen) in [&mut stats.batch, &mut stats.stream].into_iter().zip(seen) {
+        target.files = seen.len() as u64;
+        target.bytes = seen.values().sum();
     }
     stats
 }
@@ -87,7 +107,7 @@ pub fn progress(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
         .fold((0, 0), |(done, total), (files, scanned)| {
             (
                 done + scanned,
-                total + files.iter().map(|(_, s)| s).sum::<u64>(),
+                total + files.iter().map(|file| file.span).sum::<u64>(),
             )
         })
 }

@@ -189,6 +189,46 @@ fn partition_pruning_reads_one_partition_of_a_hundred() {
 }
 
 #[test]
+fn a_file_read_in_byte_ranges_counts_once() {
+    let ws = Workspace::new();
+    let rows = "SELECT value AS id, value * 7 AS x FROM generate_series(1, 200000)";
+    let batch = ws.table("batch", Fmt::Parquet, rows);
+    let stream = ws.table("stream", Fmt::Parquet, rows);
+    let size = |dir: &str| {
+        std::fs::metadata(format!("{dir}part-0.parquet"))
+            .unwrap()
+            .len()
+    };
+    let args = [
+        "compare",
+        "--batch",
+        &format!("t={batch}"),
+        "--stream",
+        &format!("t={stream}"),
+        "--sql",
+        "SELECT * FROM t",
+        "--key",
+        "id",
+        "--format",
+        "json",
+    ];
+    // Files above this size are read in byte ranges, one per partition.
+    let ranges = [(
+        "DATAFUSION_OPTIMIZER_REPARTITION_FILE_MIN_SIZE",
+        "1024".to_string(),
+    )];
+    let run = ws.run_with_env(&args, &ranges);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.counts(), [200_000, 0, 0, 0, 0, 0]);
+    let scan = &run.check()["scan"];
+    for (side, dir) in [("batch", &batch), ("stream", &stream)] {
+        assert_eq!(scan[side]["files"], 1, "{side}: {scan}");
+        assert_eq!(scan[side]["bytes"], size(dir), "{side}: {scan}");
+        assert!(scan[side]["bytes_scanned"].as_u64().unwrap() <= size(dir));
+    }
+}
+
+#[test]
 fn kafka_connect_sink_layout() {
     let ws = Workspace::new();
     // Batch: one Parquet file per day. Stream: Kafka Connect S3 sink, topics/<topic>/year=/month=/day=/hour=/.
