@@ -27,8 +27,10 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryViewArray, BooleanBufferBuilder, RecordBatch, make_array,
 };
 use datafusion::arrow::buffer::{Buffer, MutableBuffer, ScalarBuffer};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::kernels::cmp::distinct;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -79,20 +81,29 @@ impl Packing {
         .call(args)
     }
 
-    /// The value of packed column `value_index` (an index into the alignment's values) out of
-    /// `packed`, as an expression: what the duplicate-safe plan orders a key's rows by.
-    pub fn unpacked(&self, value_index: usize, packed: Expr) -> Expr {
-        let position = self
-            .columns
-            .iter()
-            .position(|&c| c == value_index)
-            .expect("unpacked() is asked for packed columns only");
-        ScalarUDF::from(UnpackUdf {
-            signature: Signature::any(1, Volatility::Immutable),
+    /// One expression whose ascending byte order is the value order the duplicate-safe plan
+    /// pairs a key's rows in: each of `values` ascending, NULLs last, in turn (arrow's row
+    /// format, which orders as DataFusion's sort does), with `packed` decoded once for it. Ordering by each
+    /// decoded column instead decoded every packed column once per column, in the sort and
+    /// again in the window.
+    pub fn value_order(&self, values: &[AlignedColumn], packed: Expr) -> Expr {
+        let layout: Vec<Option<usize>> = (0..values.len())
+            .map(|i| self.columns.iter().position(|&c| c == i))
+            .collect();
+        let mut args = vec![packed];
+        args.extend(
+            values
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.packs(*i))
+                .map(|(_, v)| Expr::Column(datafusion::common::Column::from_name(&v.name))),
+        );
+        ScalarUDF::from(OrderUdf {
+            signature: Signature::any(args.len(), Volatility::Immutable),
             types: self.types.clone(),
-            position,
+            layout,
         })
-        .call(vec![packed])
+        .call(args)
     }
 
     /// The packed values of one side decoded into one array per packed column; a NULL packed
@@ -776,17 +787,27 @@ impl ScalarUDFImpl for PackUdf {
     }
 }
 
-/// One column out of packed values.
+/// Ascending, NULLs last: the order of a key's rows in the duplicate-safe plan.
+const VALUE_ORDER: SortOptions = SortOptions {
+    descending: false,
+    nulls_first: false,
+};
+
+/// `dualrun_order(packed, unpacked values...)`: a row's compared values in the row format,
+/// in the alignment's order (see `Packing::value_order`).
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct UnpackUdf {
+struct OrderUdf {
     signature: Signature,
+    /// The packed columns' types.
     types: Vec<DataType>,
-    position: usize,
+    /// Per compared value in order: its position among the packed columns, or `None` for the
+    /// next unpacked argument.
+    layout: Vec<Option<usize>>,
 }
 
-impl ScalarUDFImpl for UnpackUdf {
+impl ScalarUDFImpl for OrderUdf {
     fn name(&self) -> &str {
-        "dualrun_unpack"
+        "dualrun_order"
     }
 
     fn signature(&self) -> &Signature {
@@ -794,7 +815,7 @@ impl ScalarUDFImpl for UnpackUdf {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
-        Ok(self.types[self.position].clone())
+        Ok(DataType::Binary)
     }
 
     fn invoke_with_args(
@@ -802,9 +823,27 @@ impl ScalarUDFImpl for UnpackUdf {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let mut columns = decode(&arrays[0], &self.types)
+        let decoded = decode(&arrays[0], &self.types)
             .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
-        Ok(ColumnarValue::Array(columns.swap_remove(self.position)))
+        let mut unpacked = arrays[1..].iter();
+        let columns = self
+            .layout
+            .iter()
+            .map(|slot| match slot {
+                Some(position) => Ok(decoded[*position].clone()),
+                None => unpacked.next().cloned().ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(
+                        "dualrun_order: fewer arguments than values".into(),
+                    )
+                }),
+            })
+            .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;
+        let fields = columns
+            .iter()
+            .map(|c| SortField::new_with_options(c.data_type().clone(), VALUE_ORDER))
+            .collect();
+        let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+        Ok(ColumnarValue::Array(Arc::new(rows.try_into_binary()?)))
     }
 }
 

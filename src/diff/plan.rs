@@ -247,24 +247,23 @@ pub fn keyed(
                 .iter()
                 .map(|k| Expr::Column(Column::from_name(&k.name)))
                 .collect();
-            // Value order, packed values decoded for it. Without value columns the rows of a
-            // key are all alike, and any order pairs them; DataFusion wants one, so the key's.
+            // Value order, packed values decoded once for it. Without value columns the rows of
+            // a key are all alike, and any order pairs them; DataFusion wants one, so the key's.
             let ordered = if alignment.values.is_empty() {
                 &alignment.keys
             } else {
                 &alignment.values
             };
-            let order: Vec<_> = ordered
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match packing {
-                    Some(p) if p.packs(i) && !alignment.values.is_empty() => {
-                        p.unpacked(i, Expr::Column(Column::from_name(PACKED)))
-                    }
-                    _ => Expr::Column(Column::from_name(&v.name)),
-                })
-                .map(|e| e.sort(true, false))
-                .collect();
+            let order: Vec<_> = match packing {
+                Some(p) if !alignment.values.is_empty() => vec![
+                    p.value_order(&alignment.values, Expr::Column(Column::from_name(PACKED)))
+                        .sort(true, false),
+                ],
+                _ => ordered
+                    .iter()
+                    .map(|v| Expr::Column(Column::from_name(&v.name)).sort(true, false))
+                    .collect(),
+            };
             let occurrence = row_number()
                 .partition_by(partition)
                 .order_by(order)
