@@ -35,7 +35,6 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, SpillMetrics};
 use datafusion::physical_plan::{SendableRecordBatchStream, SpillManager};
-use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
 use super::align::Alignment;
@@ -409,7 +408,7 @@ pub async fn consume(
                 ..Default::default()
             },
         )?;
-        let mut paired = DataFrame::new(state.clone(), plan).execute_stream().await?;
+        let mut paired = super::execute(state, plan).await?;
         while let Some(batch) = paired.next().await {
             collector.account_unpacked(batch?, explainer)?;
         }

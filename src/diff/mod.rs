@@ -10,6 +10,7 @@ pub mod explain;
 mod keyed;
 mod keyless;
 mod number_text;
+mod occurrence;
 pub mod pack;
 pub mod partition;
 pub mod plan;
@@ -29,7 +30,6 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
-use datafusion::prelude::DataFrame;
 use futures::{StreamExt, TryStreamExt};
 
 pub use cell::{cell_json, cell_text};
@@ -40,10 +40,7 @@ use crate::engine::{Engine, scanned_tables};
 use crate::sources::Catalog;
 
 async fn execute(state: &SessionState, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
-    DataFrame::new(state.clone(), plan)
-        .execute_stream()
-        .await
-        .map_err(anyhow::Error::from)
+    Ok(execute_physical(state, plan).await?.0)
 }
 
 /// Plans and starts the diff plan, keeping the physical plan so its metrics can be read while it
@@ -56,6 +53,7 @@ async fn execute_physical(
         .create_physical_plan(&plan)
         .await
         .map_err(anyhow::Error::from)?;
+    let physical = occurrence::number_occurrences(physical)?;
     let stream = execute_stream(physical.clone(), Arc::new(TaskContext::from(state)))
         .map_err(anyhow::Error::from)?;
     Ok((stream, physical))
