@@ -8,13 +8,16 @@ like dualrun's. Prints one JSON object on stdout with the counts, in dualrun's v
      "columns": {"<column>": <paired rows where that column differs>, ...},
      "query_seconds": S}
 
-Two methods:
+Three methods:
 - `columns` (default): a FULL OUTER JOIN on the key with per-column IS DISTINCT FROM, so the
   per-column counts are exact. NULL equals NULL and NaN equals NaN (what DuckDB's IS DISTINCT
   FROM does already), as in dualrun.
 - `rowhash`: each side reduced to (key, hash of all value columns), then joined on the key and
   the hashes compared: the fastest way DuckDB knows to find divergent rows (no per-column counts,
   and a hash collision would hide a difference). It is the speed reference of the benchmark.
+- `occurrence`: `columns`, with rows sharing a key paired by occurrence in value order (a
+  row_number() per key on each side, joined on key and occurrence): dualrun's duplicate-safe
+  pairing, the peer for a stream side with repeated keys.
 
     python bench/duckdb_diff.py --batch DIR --stream DIR --key id [--threads 2] [--method rowhash]
 """
@@ -35,14 +38,22 @@ def parquet_glob(directory):
     return "'" + directory.rstrip("/").replace("'", "''") + "/*.parquet'"
 
 
-def diff_query(batch_dir, stream_dir, keys, values):
-    """One pass over the FULL OUTER JOIN computing every count at once.
+def diff_query(batch_dir, stream_dir, keys, values, occurrence=False):
+    """One pass over the FULL OUTER JOIN computing every count at once; with `occurrence`,
+    joined on key and each row's occurrence index within its key in value order.
 
     Presence of a side is tested on its first key column: keys are NOT NULL in the benchmark
     data, so a NULL key on one side of the joined row means the row is absent from that side.
     Per-column counts are computed too because dualrun computes them (same work on both sides).
     """
     on = " AND ".join(f"b.{quote(k)} = s.{quote(k)}" for k in keys)
+    sides = [f"read_parquet({parquet_glob(d)})" for d in (batch_dir, stream_dir)]
+    if occurrence:
+        on += " AND b.__occ = s.__occ"
+        order = ", ".join(f"{quote(v)} NULLS LAST" for v in values) or quote(keys[0])
+        partition = ", ".join(quote(k) for k in keys)
+        sides = [f"(SELECT *, row_number() OVER (PARTITION BY {partition} ORDER BY {order}) "
+                 f"AS __occ FROM {side})" for side in sides]
     b_present = f"b.{quote(keys[0])} IS NOT NULL"
     s_present = f"s.{quote(keys[0])} IS NOT NULL"
     both = f"{b_present} AND {s_present}"
@@ -62,8 +73,8 @@ def diff_query(batch_dir, stream_dir, keys, values):
     ]
     return (
         "SELECT\n  " + ",\n  ".join(select) + "\n"
-        f"FROM read_parquet({parquet_glob(batch_dir)}) AS b\n"
-        f"FULL OUTER JOIN read_parquet({parquet_glob(stream_dir)}) AS s ON {on}"
+        f"FROM {sides[0]} AS b\n"
+        f"FULL OUTER JOIN {sides[1]} AS s ON {on}"
     )
 
 
@@ -100,8 +111,10 @@ def main():
     parser.add_argument("--key", default="id", help="key column(s), comma-separated")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. 1GiB (default: DuckDB's)")
-    parser.add_argument("--method", choices=["columns", "rowhash"], default="columns",
-                        help="per-column comparison (default) or one hash per row")
+    parser.add_argument("--method", choices=["columns", "rowhash", "occurrence"],
+                        default="columns",
+                        help="per-column comparison (default), one hash per row, or per-column "
+                             "with repeated keys paired by occurrence")
     parser.add_argument("--print-query", action="store_true", help="print the SQL and exit")
     args = parser.parse_args()
 
@@ -117,8 +130,11 @@ def main():
     if missing:
         sys.exit(f"duckdb_diff: key column(s) {missing} not in {columns}")
     values = [c for c in columns if c not in keys]
-    make_query = rowhash_query if args.method == "rowhash" else diff_query
-    query = make_query(args.batch, args.stream, keys, values)
+    if args.method == "rowhash":
+        query = rowhash_query(args.batch, args.stream, keys, values)
+    else:
+        query = diff_query(args.batch, args.stream, keys, values,
+                           occurrence=args.method == "occurrence")
     if args.print_query:
         print(query)
         return
@@ -135,7 +151,7 @@ def main():
             name: row[name]
             for name in ("matched", "missing_in_stream", "extra_in_stream", "mismatched")
         },
-        "columns": {v: row["col:" + v] for v in values} if args.method == "columns" else None,
+        "columns": {v: row["col:" + v] for v in values} if args.method != "rowhash" else None,
         "query_seconds": seconds,
         "duckdb_version": duckdb.__version__,
     }

@@ -14,6 +14,10 @@ Stages (--stages, default all):
   unsorted  5M, keys unsorted on both sides: dualrun vs DuckDB's fastest way (one hash per row,
             bench/duckdb_diff.py --method rowhash) and its exact per-column join; the replayed
             micro-batch against the unique-key time; 1,000 small files against DuckDB on them.
+  twice     5M unsorted with the whole stream side delivered twice (every stream file twice: a
+            sink replayed from the start), so every stream key repeats and every row pairs by
+            occurrence: dualrun against DuckDB's per-column join on (key, row_number() per key
+            in value order) on the same files (bench/duckdb_diff.py --method occurrence).
   limits    5M unsorted under --memory-limit 256MiB, 512MiB, 2GiB: peak RSS against the limit.
   scaling   1M / 5M / 20M / 50M, no memory limit.
   big       50M: no limit, under each limit, and keyless under 512MiB.
@@ -669,6 +673,26 @@ def derive_variants(data_dir, manifest, seed):
     return expected
 
 
+def delivered_twice(data_dir, expected):
+    """Writes twice/: the unsorted variant with every stream file hard-linked twice, as a sink
+    replayed from the start writes it. Returns its expected counts (every stream row is one
+    extra copy of itself; a key's copies pair with the one batch row as before)."""
+    target = data_dir / "twice"
+    if target.exists():
+        shutil.rmtree(target)
+    link_files(data_dir / "unsorted" / "batch", target / "batch")
+    (target / "stream").mkdir(parents=True)
+    for path in sorted((data_dir / "unsorted" / "stream").glob("*.parquet")):
+        for copy in ("a", "b"):
+            os.link(path, target / "stream" / f"{copy}-{path.name}")
+    twice = json.loads(json.dumps(expected))
+    stream_rows = twice["rows"]["stream"]
+    twice["rows"]["stream"] = 2 * stream_rows
+    twice["counts"]["extra_in_stream"] += stream_rows
+    twice["counts"]["duplicate_keys"] = [0, stream_rows]
+    return twice
+
+
 def keyless_expected(expected):
     """What a keyless (multiset) diff of the same data finds: a changed row is one row missing
     and one extra; per-column counts do not exist without a key."""
@@ -795,7 +819,7 @@ def dataset(data_dir, rows, seed, generator="auto"):
     return generate(data_dir, rows, seed, generator)
 
 
-STAGES = ("unsorted", "limits", "scaling", "big", "wide", "floats", "changelog", "databases")
+STAGES = ("unsorted", "twice", "limits", "scaling", "big", "wide", "floats", "changelog", "databases")
 
 DATABASE_ROWS = 1_000_000
 DATABASE_DAY = "2026-11-25"
@@ -1202,6 +1226,23 @@ def main():
                           replayed.rss_max / unsorted.rss_max, 1.25)
             targets.check("1,000 small files: dualrun / DuckDB rowhash on the same files",
                           f["dualrun 1000 files"].best / f["duckdb rowhash 1000 files"].best, 1.0)
+        if "twice" in stages:
+            expected = delivered_twice(small_dir, variants["unsorted"])
+            peer_expected = json.loads(json.dumps(expected))
+            del peer_expected["counts"]["duplicate_keys"]
+            t = small_dir / "twice"
+            warm_page_cache(t)
+            cases = [
+                Case("dualrun twice", dualrun_cmd(b, t / "batch", t / "stream"),
+                     dualrun_counts, expected),
+                Case("duckdb occurrence", duckdb_cmd(t / "batch", t / "stream", "occurrence",
+                                                     args.duckdb_threads),
+                     duckdb_counts, peer_expected),
+            ]
+            f = run_stage(f"{args.rows:,} rows, the stream side delivered twice", cases,
+                          args.repeat, log)
+            targets.check("stream delivered twice: dualrun / DuckDB's occurrence join (best)",
+                          f["dualrun twice"].best / f["duckdb occurrence"].best, 1.0)
         if "limits" in stages:
             u = small_dir / "unsorted"
             cases = [Case(f"dualrun {limit}", dualrun_cmd(b, u / "batch", u / "stream",
