@@ -188,13 +188,16 @@ impl Kept {
 
 /// Consumes a keyed plan built with row ids (and without occurrence), accounting into
 /// `collector`. `None` when the repeated keys are too many to resolve this way: nothing was
-/// accounted then, and the caller runs the duplicate-safe plan instead.
+/// accounted then, and the caller runs the duplicate-safe plan instead. Once every row is
+/// read, and before the repeated keys are resolved, the plan is dropped and `release` called
+/// (for the caller to let go of the plan too).
 pub async fn consume(
     state: &SessionState,
     mut output: SendableRecordBatchStream,
     collector: &mut KeyedCollector<'_>,
     explainer: &mut Explainer,
     dimensions: [Option<&str>; 2],
+    release: impl FnOnce(),
 ) -> Result<Option<PassStats>> {
     let alignment = collector.alignment();
     let key_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
@@ -286,6 +289,8 @@ pub async fn consume(
             kept.push(state, filter_record_batch(&flagged, &keep)?)?;
         }
     }
+    drop(output);
+    release();
     // Each side's rows are the ids that came out, not the ids handed out: DataFusion may move
     // the projection that numbers the rows below a filter of the query (it did, when a
     // tolerance kept a filtered column out of the packed values), numbering rows the filter
@@ -361,6 +366,12 @@ pub async fn consume(
         return Ok(None);
     }
     // Every kept row of a key that does not repeat is accounted as it is; the others wait.
+    // Both are held in memory until the end, and the waiting rows copied twice more (unpacked,
+    // then one table per side for the duplicate-safe plan): reserved from the pool at that,
+    // and when the pool says no, the pass gives up as above. Unreserved, a stream delivered
+    // twice over peaked at 2.25× a 256 MiB limit.
+    let held =
+        MemoryConsumer::new("dualrun repeated key rows").register(&state.runtime_env().memory_pool);
     let mut waiting: Vec<RecordBatch> = Vec::new();
     let mut waiting_rows = 0usize;
     let mut overflow = false;
@@ -379,6 +390,8 @@ pub async fn consume(
         let theirs = filter_record_batch(&batch, &of_repeated)?;
         waiting_rows += theirs.num_rows();
         overflow |= waiting_rows > MAX_REPEATED_ROWS;
+        let bytes = 3 * theirs.get_array_memory_size() + rest.get_array_memory_size();
+        overflow |= !overflow && held.try_grow(bytes).is_err();
         if !overflow && theirs.num_rows() > 0 {
             waiting.push(theirs);
         }

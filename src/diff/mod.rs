@@ -74,10 +74,13 @@ fn track_progress(
     progress: Option<&Arc<dyn Progress>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let progress = progress?.clone();
-    let physical = physical.clone();
+    // Weak: a finished plan's join holds its hash table until the plan is dropped, and what
+    // comes after it (resolving repeated keys, a fallback plan) needs that memory.
+    let physical = Arc::downgrade(physical);
     Some(tokio::spawn(async move {
-        loop {
+        while let Some(physical) = physical.upgrade() {
             let (done, total) = scan::progress(&physical);
+            drop(physical);
             if total > 0 && done > 0 {
                 progress.advance(done.min(total), total);
             }
@@ -281,6 +284,7 @@ pub async fn run(
                             &mut collector,
                             &mut explainer,
                             None,
+                            catalog,
                         )
                         .await?
                     } else {
@@ -292,6 +296,7 @@ pub async fn run(
                             &mut collector,
                             &mut explainer,
                             None,
+                            catalog,
                         )
                         .await?
                     };
@@ -331,10 +336,11 @@ pub async fn run(
                 &mut collector,
                 &mut explainer,
                 progress,
+                catalog,
             )
             .await?;
-            if let Some(physical) = &pass.physical {
-                scan = scan::stats(physical, catalog);
+            if let Some(pass_scan) = &pass.scan {
+                scan = pass_scan.clone();
             }
             (pass.finish(collector), pass.with_occurrence)
         }
@@ -425,7 +431,8 @@ struct KeyedPass {
     batch_dups: u64,
     stream_dups: u64,
     with_occurrence: bool,
-    physical: Option<Arc<dyn ExecutionPlan>>,
+    /// What the plan that gave the result read (plans over bucket files read no tables).
+    scan: Option<ScanStats>,
 }
 
 impl KeyedPass {
@@ -468,15 +475,18 @@ async fn keyed_pass(
     collector: &mut keyed::KeyedCollector<'_>,
     explainer: &mut explain::Explainer,
     progress: Option<&Arc<dyn Progress>>,
+    catalog: &Catalog,
 ) -> Result<KeyedPass> {
     if in_process {
         let started = OnePass::start(state, sides, alignment, check, collector.packing()).await?;
         return started
-            .finish(state, alignment, check, collector, explainer, progress)
+            .finish(
+                state, alignment, check, collector, explainer, progress, catalog,
+            )
             .await;
     }
     occurrence_pass(
-        state, sides, alignment, check, collector, explainer, progress,
+        state, sides, alignment, check, collector, explainer, progress, catalog,
     )
     .await
 }
@@ -536,6 +546,7 @@ impl OnePass {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         self,
         state: &SessionState,
@@ -544,15 +555,33 @@ impl OnePass {
         collector: &mut keyed::KeyedCollector<'_>,
         explainer: &mut explain::Explainer,
         progress: Option<&Arc<dyn Progress>>,
+        catalog: &Catalog,
     ) -> Result<KeyedPass> {
         let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
-        let ticker = track_progress(&self.physical, progress);
-        let consumed =
-            duplicates::consume(state, self.output, collector, explainer, dimensions).await;
+        let OnePass {
+            sides,
+            output,
+            physical,
+        } = self;
+        let ticker = track_progress(&physical, progress);
+        // The plan is let go as soon as its rows are read: its join holds the hash table until
+        // then, and resolving the repeated keys (or the fallback plan) needs the memory.
+        let mut plan = Some(physical);
+        let mut scan = None;
+        let release = |plan: &mut Option<Arc<dyn ExecutionPlan>>, scan: &mut Option<ScanStats>| {
+            if let Some(physical) = plan.take() {
+                trace_metrics(&physical);
+                *scan = Some(scan::stats(&physical, catalog));
+            }
+        };
+        let consumed = duplicates::consume(state, output, collector, explainer, dimensions, || {
+            release(&mut plan, &mut scan)
+        })
+        .await;
         if let Some(ticker) = ticker {
             ticker.abort();
         }
-        trace_metrics(&self.physical);
+        release(&mut plan, &mut scan);
         if let Some(stats) = consumed? {
             return Ok(KeyedPass {
                 batch_rows: stats.batch_rows,
@@ -560,12 +589,12 @@ impl OnePass {
                 batch_dups: stats.batch_dups,
                 stream_dups: stats.stream_dups,
                 with_occurrence: stats.batch_dups + stats.stream_dups > 0,
-                physical: Some(self.physical),
+                scan,
             });
         }
         tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
         occurrence_pass(
-            state, self.sides, alignment, check, collector, explainer, progress,
+            state, sides, alignment, check, collector, explainer, progress, catalog,
         )
         .await
     }
@@ -584,6 +613,7 @@ fn trace_metrics(physical: &Arc<dyn ExecutionPlan>) {
 
 /// The keyed diff that counts each side's duplicated keys first and, if any, pairs every row
 /// by (key, occurrence in value order).
+#[allow(clippy::too_many_arguments)]
 async fn occurrence_pass(
     state: &SessionState,
     (batch, stream): (LogicalPlan, LogicalPlan),
@@ -592,6 +622,7 @@ async fn occurrence_pass(
     collector: &mut keyed::KeyedCollector<'_>,
     explainer: &mut explain::Explainer,
     progress: Option<&Arc<dyn Progress>>,
+    catalog: &Catalog,
 ) -> Result<KeyedPass> {
     let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
     let ((batch_rows, batch_dups), (stream_rows, stream_dups)) = futures::try_join!(
@@ -624,7 +655,7 @@ async fn occurrence_pass(
         batch_dups,
         stream_dups,
         with_occurrence,
-        physical: Some(physical),
+        scan: Some(scan::stats(&physical, catalog)),
     })
 }
 
