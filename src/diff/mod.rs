@@ -267,14 +267,18 @@ pub async fn run(
                     OnePass::start(&bucket_state, sides, &alignment, check, packing.as_ref())
                 };
                 let mut ahead: Option<OnePass> = None;
+                // Once a bucket's keys repeated too often for the one pass, the next buckets
+                // (the same data, split by key hash) go straight to the duplicate-safe plan.
+                let mut one_pass = one_pass;
                 for index in 0..buckets {
                     stage(index);
-                    let pass = if one_pass {
+                    // A bucket started ahead holds its files: it runs as started.
+                    let pass = if one_pass || ahead.is_some() {
                         let this = match ahead.take() {
                             Some(this) => this,
                             None => start(next(index)?).await?,
                         };
-                        if overlap && index + 1 < buckets {
+                        if one_pass && overlap && index + 1 < buckets {
                             ahead = Some(start(next(index + 1)?).await?.ahead());
                         }
                         this.finish(
@@ -301,6 +305,7 @@ pub async fn run(
                         .await?
                     };
                     totals.add(&pass);
+                    one_pass &= !pass.gave_up;
                     partition::return_freed_memory(engine.spec.memory_limit);
                     tracing::debug!(
                         bucket = index,
@@ -433,6 +438,8 @@ struct KeyedPass {
     with_occurrence: bool,
     /// What the plan that gave the result read (plans over bucket files read no tables).
     scan: Option<ScanStats>,
+    /// The one pass gave up on repeated keys and the duplicate-safe plan ran instead.
+    gave_up: bool,
 }
 
 impl KeyedPass {
@@ -590,13 +597,18 @@ impl OnePass {
                 stream_dups: stats.stream_dups,
                 with_occurrence: stats.batch_dups + stats.stream_dups > 0,
                 scan,
+                gave_up: false,
             });
         }
         tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
-        occurrence_pass(
+        let pass = occurrence_pass(
             state, sides, alignment, check, collector, explainer, progress, catalog,
         )
-        .await
+        .await?;
+        Ok(KeyedPass {
+            gave_up: true,
+            ..pass
+        })
     }
 }
 
@@ -656,6 +668,7 @@ async fn occurrence_pass(
         stream_dups,
         with_occurrence,
         scan: Some(scan::stats(&physical, catalog)),
+        gave_up: false,
     })
 }
 
