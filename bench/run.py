@@ -17,7 +17,8 @@ Stages (--stages, default all):
   twice     5M unsorted with the whole stream side delivered twice (every stream file twice: a
             sink replayed from the start), so every stream key repeats and every row pairs by
             occurrence: dualrun against DuckDB's per-column join on (key, row_number() per key
-            in value order) on the same files (bench/duckdb_diff.py --method occurrence).
+            in value order) on the same files (bench/duckdb_diff.py --method occurrence); and
+            under the first two --limits (256MiB, 512MiB): peak RSS against the limit.
   limits    5M unsorted under --memory-limit 256MiB, 512MiB, 2GiB: peak RSS against the limit.
   scaling   1M / 5M / 20M / 50M, no memory limit.
   big       50M: no limit, under each limit, and keyless under 512MiB.
@@ -1238,11 +1239,17 @@ def main():
                 Case("duckdb occurrence", duckdb_cmd(t / "batch", t / "stream", "occurrence",
                                                      args.duckdb_threads),
                      duckdb_counts, peer_expected),
-            ]
+            ] + [Case(f"dualrun twice {limit}", dualrun_cmd(b, t / "batch", t / "stream",
+                                                            limit=limit),
+                      dualrun_counts, expected, limit) for limit in limits[:2]]
             f = run_stage(f"{args.rows:,} rows, the stream side delivered twice", cases,
                           args.repeat, log)
             targets.check("stream delivered twice: dualrun / DuckDB's occurrence join (best)",
                           f["dualrun twice"].best / f["duckdb occurrence"].best, 1.0)
+            for limit in limits[:2]:
+                targets.check(f"stream delivered twice under {limit}: peak RSS / limit",
+                              f[f"dualrun twice {limit}"].rss_max * 2**20 / parse_size(limit),
+                              1.25)
         if "limits" in stages:
             u = small_dir / "unsorted"
             cases = [Case(f"dualrun {limit}", dualrun_cmd(b, u / "batch", u / "stream",
