@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     }));
     // Bucketed diffs keep hundreds of spill files open at once.
     dualrun::diff::partition::raise_open_file_limit();
+    dualrun::diff::partition::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
