@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::{concat, partition};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
@@ -130,25 +131,22 @@ impl ExecutionPlan for OccurrenceExec {
         let input = self.input.execute(partition, context)?;
         let schema = self.schema();
         let mut counter = Counter {
+            schema: schema.clone(),
             keys: self.keys.clone(),
             last: None,
             count: 0,
         };
-        let numbered = input.map(move |batch| counter.number(batch?));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema.clone(),
-            numbered.map(move |batch| {
-                let (batch, numbers) = batch?;
-                let mut columns = batch.columns().to_vec();
-                columns.push(Arc::new(numbers));
-                Ok(RecordBatch::try_new(schema.clone(), columns)?)
-            }),
+            schema,
+            input.map(move |batch| counter.number(batch?)),
         )))
     }
 }
 
 /// The running count of one partition's rows within their key, across its batches.
 struct Counter {
+    /// The input's columns and the occurrence index.
+    schema: SchemaRef,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     /// The last row's key values (one-row arrays), to tell whether the next batch goes on with it.
     last: Option<Vec<ArrayRef>>,
@@ -156,12 +154,12 @@ struct Counter {
 }
 
 impl Counter {
-    /// The batch and its rows' occurrence indexes. Keys are told apart as the window does
-    /// (arrow's `partition`: NULL equals NULL), so the numbers are the window's.
-    fn number(&mut self, batch: RecordBatch) -> Result<(RecordBatch, UInt64Array)> {
+    /// The batch with its rows' occurrence indexes appended. Keys are told apart as the window
+    /// does (arrow's `partition`: NULL equals NULL), so the numbers are the window's.
+    fn number(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
         if rows == 0 {
-            return Ok((batch, UInt64Array::from(Vec::<u64>::new())));
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
         let keys = self
             .keys
@@ -190,7 +188,9 @@ impl Counter {
             }
         }
         self.last = Some(keys.iter().map(|key| key.slice(rows - 1, 1)).collect());
-        Ok((batch, UInt64Array::from(numbers)))
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from(numbers)));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
 

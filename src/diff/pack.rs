@@ -83,9 +83,9 @@ impl Packing {
 
     /// One expression whose ascending byte order is the value order the duplicate-safe plan
     /// pairs a key's rows in: each of `values` ascending, NULLs last, in turn (arrow's row
-    /// format, which orders as DataFusion's sort does), with `packed` decoded once for it. Ordering by each
-    /// decoded column instead decoded every packed column once per column, in the sort and
-    /// again in the window.
+    /// format, which orders as DataFusion's sort does), with `packed` decoded once for it.
+    /// Ordering by each decoded column instead decoded every packed column once per column,
+    /// in the sort and again in the window.
     pub fn value_order(&self, values: &[AlignedColumn], packed: Expr) -> Expr {
         let layout: Vec<Option<usize>> = (0..values.len())
             .map(|i| self.columns.iter().position(|&c| c == i))
