@@ -141,7 +141,7 @@ pub struct SideBuckets {
 impl SideBuckets {
     /// A plan reading bucket `index`; its files go with it and are deleted once it is dropped.
     pub fn take(&mut self, index: usize) -> Result<LogicalPlan> {
-        let partitions: Vec<Arc<dyn PartitionStream>> = std::mem::take(&mut self.files[index])
+        let mut partitions: Vec<Arc<dyn PartitionStream>> = std::mem::take(&mut self.files[index])
             .into_iter()
             .map(|file| {
                 Arc::new(BucketFile {
@@ -151,6 +151,9 @@ impl SideBuckets {
                 }) as Arc<dyn PartitionStream>
             })
             .collect();
+        if partitions.is_empty() {
+            partitions.push(Arc::new(NoRows(self.schema.clone())));
+        }
         let table = BucketTable {
             table: StreamingTable::try_new(self.schema.clone(), partitions)?,
             rows: usize::try_from(self.rows[index]).unwrap_or(usize::MAX),
@@ -262,6 +265,30 @@ impl ExecutionPlan for BucketScan {
             None => self.statistics.clone(),
             Some(_) => Arc::new(Statistics::new_unknown(&self.schema())),
         })
+    }
+}
+
+/// The one partition of a bucket side without rows. A scan of no partitions fails
+/// DataFusion's check that a join's build side is one partition (it did, in the
+/// duplicate-safe plan of a bucket with no batch rows).
+struct NoRows(SchemaRef);
+
+impl std::fmt::Debug for NoRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoRows")
+    }
+}
+
+impl PartitionStream for NoRows {
+    fn schema(&self) -> &SchemaRef {
+        &self.0
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.0.clone(),
+            futures::stream::empty(),
+        ))
     }
 }
 
