@@ -201,154 +201,25 @@ pub async fn run(
         partition::max_buckets(state.config().target_partitions()),
     )
     .filter(|_| engine.remote.is_none());
-    let mut scan = ScanStats::default();
-    let (collected, paired_by_occurrence) = match buckets {
+    let diff = DiffRun {
+        engine,
+        state: &state,
+        catalog,
+        check,
+        alignment: &alignment,
+        packing: packing.as_ref(),
+        progress,
+        input_bytes,
+        row_bytes,
+    };
+    let sides = (batch, stream);
+    let (collected, paired_by_occurrence, mut scan) = match buckets {
         Some(buckets) => {
-            tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
-            let columns = match alignment.keys.is_empty() {
-                true => plan::keyless_columns(&alignment, packing.as_ref()),
-                false => alignment.keys.iter().map(|k| k.name.clone()).collect(),
-            };
-            let split = |plan: LogicalPlan, name: &'static str| {
-                if let Some(progress) = progress {
-                    progress.stage(format!("splitting {name} into {buckets} buckets"));
-                }
-                partition::split(&state, plan, &columns, buckets)
-            };
-            let started = std::time::Instant::now();
-            let mut batch_buckets = split(batch, "batch").await?;
-            let mut stream_buckets = split(stream, "stream").await?;
-            tracing::debug!(
-                seconds = started.elapsed().as_secs_f64(),
-                "both sides split"
-            );
-            let (batch_scan, stream_scan) = (
-                scan::stats(&batch_buckets.physical, catalog),
-                scan::stats(&stream_buckets.physical, catalog),
-            );
-            scan.batch = batch_scan.batch;
-            scan.stream = stream_scan.stream;
-            scan.database_queries =
-                [batch_scan.database_queries, stream_scan.database_queries].concat();
-            let bucket_state = engine.diff_state(input_bytes / buckets as u64, row_bytes);
-            let stage = |index: usize| {
-                if let Some(progress) = progress {
-                    progress.stage(format!("bucket {}/{buckets}", index + 1));
-                }
-            };
-            let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
-                Ok((batch_buckets.take(index)?, stream_buckets.take(index)?))
-            };
-            if alignment.keys.is_empty() {
-                let mut collector =
-                    keyless::KeylessCollector::new(&alignment, check.sample, packing.clone());
-                for index in 0..buckets {
-                    stage(index);
-                    let (b, s) = next(index)?;
-                    let plan = plan::keyless(b, s, &alignment, packing.as_ref())?;
-                    let (output, _) = execute_physical(&bucket_state, plan).await?;
-                    collector.consume(output, &mut explainer).await?;
-                    partition::return_freed_memory(engine.spec.memory_limit);
-                }
-                (collector.finish(), false)
-            } else {
-                let mut collector = keyed_collector(&alignment, check, packing.clone());
-                let mut totals = KeyedPass::default();
-                // With room for two buckets at once, the next bucket's join builds its hash
-                // table while this one's rows are compared: a join builds on one thread. Half
-                // the pool is enough for two buckets by the decoded estimate, which runs high:
-                // at 2 × 50M rows under 512MiB, building ahead added 55 MiB of peak memory for
-                // an estimated 130 MB a bucket (and took a fifth off the time).
-                let overlap = one_pass
-                    && engine.memory_budget().is_some_and(|budget| {
-                        input_bytes.saturating_mul(4) / buckets as u64 * 2 <= budget as u64 / 2
-                    });
-                let start = |sides| {
-                    OnePass::start(&bucket_state, sides, &alignment, check, packing.as_ref())
-                };
-                let mut ahead: Option<OnePass> = None;
-                // Once a bucket's keys repeated too often for the one pass, the next buckets
-                // (the same data, split by key hash) go straight to the duplicate-safe plan.
-                let mut one_pass = one_pass;
-                for index in 0..buckets {
-                    stage(index);
-                    // A bucket started ahead holds its files: it runs as started.
-                    let pass = if one_pass || ahead.is_some() {
-                        let this = match ahead.take() {
-                            Some(this) => this,
-                            None => start(next(index)?).await?,
-                        };
-                        if one_pass && overlap && index + 1 < buckets {
-                            ahead = Some(start(next(index + 1)?).await?.ahead());
-                        }
-                        this.finish(
-                            &bucket_state,
-                            &alignment,
-                            check,
-                            &mut collector,
-                            &mut explainer,
-                            None,
-                            catalog,
-                        )
-                        .await?
-                    } else {
-                        occurrence_pass(
-                            &bucket_state,
-                            next(index)?,
-                            &alignment,
-                            check,
-                            &mut collector,
-                            &mut explainer,
-                            None,
-                            catalog,
-                        )
-                        .await?
-                    };
-                    totals.add(&pass);
-                    one_pass &= !pass.gave_up;
-                    partition::return_freed_memory(engine.spec.memory_limit);
-                    tracing::debug!(
-                        bucket = index,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "bucket diffed"
-                    );
-                }
-                (totals.finish(collector), totals.with_occurrence)
-            }
+            diff.in_buckets(sides, buckets, one_pass, &mut explainer)
+                .await?
         }
-        None if alignment.keys.is_empty() => {
-            let plan = plan::keyless(batch, stream, &alignment, packing.as_ref())?;
-            let (output, physical) = execute_physical(&state, plan).await?;
-            let ticker = track_progress(&physical, progress);
-            let mut collector =
-                keyless::KeylessCollector::new(&alignment, check.sample, packing.clone());
-            let consumed = collector.consume(output, &mut explainer).await;
-            if let Some(ticker) = ticker {
-                ticker.abort();
-            }
-            consumed?;
-            scan = scan::stats(&physical, catalog);
-            (collector.finish(), false)
-        }
-        None => {
-            let mut collector = keyed_collector(&alignment, check, packing.clone());
-            let pass = keyed_pass(
-                &state,
-                (batch, stream),
-                one_pass,
-                &alignment,
-                check,
-                &mut collector,
-                &mut explainer,
-                progress,
-                catalog,
-            )
-            .await?;
-            if let Some(pass_scan) = &pass.scan {
-                scan = pass_scan.clone();
-            }
-            (pass.finish(collector), pass.with_occurrence)
-        }
+        None if alignment.keys.is_empty() => diff.keyless(sides, &mut explainer).await?,
+        None => diff.keyed(sides, one_pass, &mut explainer).await?,
     };
     let stats = explainer.column_stats();
     let columns = alignment
@@ -438,8 +309,6 @@ struct KeyedPass {
     with_occurrence: bool,
     /// What the plan that gave the result read (plans over bucket files read no tables).
     scan: Option<ScanStats>,
-    /// The one pass gave up on repeated keys and the duplicate-safe plan ran instead.
-    gave_up: bool,
 }
 
 impl KeyedPass {
@@ -449,6 +318,12 @@ impl KeyedPass {
         self.batch_dups += other.batch_dups;
         self.stream_dups += other.stream_dups;
         self.with_occurrence |= other.with_occurrence;
+    }
+
+    /// The outcome of the one plan that ran this pass.
+    fn outcome(&self, collector: keyed::KeyedCollector) -> Outcome {
+        let scan = self.scan.clone().unwrap_or_default();
+        (self.finish(collector), self.with_occurrence, scan)
     }
 
     fn finish(&self, collector: keyed::KeyedCollector) -> collect::Collected {
@@ -468,34 +343,241 @@ impl KeyedPass {
     }
 }
 
-/// The keyed diff of two plans. In-process, one pass over a join on the key finds and pairs
-/// repeated keys itself (see `duplicates`); on Ballista, or when a key repeats too often for
-/// that, each side's duplicated keys are counted first and, if any, the plan pairs every row
-/// by (key, occurrence in value order).
-#[allow(clippy::too_many_arguments)]
-async fn keyed_pass(
-    state: &SessionState,
-    sides: (LogicalPlan, LogicalPlan),
-    in_process: bool,
-    alignment: &align::Alignment,
-    check: &CheckSpec,
-    collector: &mut keyed::KeyedCollector<'_>,
-    explainer: &mut explain::Explainer,
-    progress: Option<&Arc<dyn Progress>>,
-    catalog: &Catalog,
-) -> Result<KeyedPass> {
-    if in_process {
-        let started = OnePass::start(state, sides, alignment, check, collector.packing()).await?;
-        return started
-            .finish(
-                state, alignment, check, collector, explainer, progress, catalog,
-            )
-            .await;
+/// What the plans of one check's diff share: the result of each way to run it is the rows'
+/// accounting, whether rows were paired by occurrence, and what was read of the tables.
+struct DiffRun<'a> {
+    engine: &'a Engine,
+    state: &'a SessionState,
+    catalog: &'a Catalog,
+    check: &'a CheckSpec,
+    alignment: &'a align::Alignment,
+    packing: Option<&'a pack::Packing>,
+    progress: Option<&'a Arc<dyn Progress>>,
+    input_bytes: u64,
+    row_bytes: usize,
+}
+
+type Outcome = (collect::Collected, bool, ScanStats);
+
+impl DiffRun<'_> {
+    /// The keyless diff in one plan.
+    async fn keyless(
+        &self,
+        (batch, stream): (LogicalPlan, LogicalPlan),
+        explainer: &mut explain::Explainer,
+    ) -> Result<Outcome> {
+        let plan = plan::keyless(batch, stream, self.alignment, self.packing)?;
+        let (output, physical) = execute_physical(self.state, plan).await?;
+        let ticker = track_progress(&physical, self.progress);
+        let mut collector = keyless::KeylessCollector::new(
+            self.alignment,
+            self.check.sample,
+            self.packing.cloned(),
+        );
+        let consumed = collector.consume(output, explainer).await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        consumed?;
+        Ok((
+            collector.finish(),
+            false,
+            scan::stats(&physical, self.catalog),
+        ))
     }
-    occurrence_pass(
-        state, sides, alignment, check, collector, explainer, progress, catalog,
-    )
-    .await
+
+    /// The keyed diff in one plan: in-process (`one_pass`), one pass over a join on the key
+    /// finds and pairs repeated keys itself (see `duplicates`); on Ballista, or when keys
+    /// repeat too often for that, each side's duplicated keys are counted first and, if any,
+    /// every row is paired by (key, occurrence in value order).
+    async fn keyed(
+        &self,
+        sides: (LogicalPlan, LogicalPlan),
+        one_pass: bool,
+        explainer: &mut explain::Explainer,
+    ) -> Result<Outcome> {
+        let (state, check) = (self.state, self.check);
+        let mut collector = keyed_collector(self.alignment, check, self.packing.cloned());
+        let sides = if one_pass {
+            let started = OnePass::start(state, sides, self.alignment, check, self.packing).await?;
+            let finished = started
+                .finish(
+                    state,
+                    check,
+                    &mut collector,
+                    explainer,
+                    self.progress,
+                    self.catalog,
+                )
+                .await?;
+            match finished {
+                Finished::Paired(pass) => return Ok(pass.outcome(collector)),
+                Finished::GaveUp(sides) => *sides,
+            }
+        } else {
+            sides
+        };
+        // Pairing every row by occurrence sorts every row by key and value order: in buckets,
+        // each sort stays in the caches and none spills. In one plan, the stream delivered
+        // twice over (2 × 5M rows against 5M) took 15.6 s and 3.6 GiB.
+        let buckets = partition::occurrence_buckets(
+            self.input_bytes,
+            partition::max_buckets(state.config().target_partitions()),
+        );
+        if let Some(buckets) = buckets.filter(|_| one_pass) {
+            return self.in_buckets(sides, buckets, false, explainer).await;
+        }
+        let pass = occurrence_pass(
+            state,
+            sides,
+            self.alignment,
+            check,
+            &mut collector,
+            explainer,
+            self.progress,
+            self.catalog,
+        )
+        .await?;
+        Ok(pass.outcome(collector))
+    }
+
+    /// The diff in `buckets` buckets: both sides hash-partitioned by key (or by every compared
+    /// column, keyless) into files on disk, then diffed one bucket pair at a time. Keyed, each
+    /// bucket tries the one pass first (when `one_pass`) until a bucket's keys repeat too often
+    /// for it.
+    async fn in_buckets(
+        &self,
+        (batch, stream): (LogicalPlan, LogicalPlan),
+        buckets: usize,
+        one_pass: bool,
+        explainer: &mut explain::Explainer,
+    ) -> Result<Outcome> {
+        let (check, alignment, packing) = (self.check, self.alignment, self.packing);
+        tracing::info!(check = %check.name, buckets, "diff split into buckets on disk");
+        let columns = match alignment.keys.is_empty() {
+            true => plan::keyless_columns(alignment, packing),
+            false => alignment.keys.iter().map(|k| k.name.clone()).collect(),
+        };
+        let split = |plan: LogicalPlan, name: &'static str| {
+            if let Some(progress) = self.progress {
+                progress.stage(format!("splitting {name} into {buckets} buckets"));
+            }
+            partition::split(self.state, plan, &columns, buckets)
+        };
+        let started = std::time::Instant::now();
+        let mut batch_buckets = split(batch, "batch").await?;
+        let mut stream_buckets = split(stream, "stream").await?;
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "both sides split"
+        );
+        let (batch_scan, stream_scan) = (
+            scan::stats(&batch_buckets.physical, self.catalog),
+            scan::stats(&stream_buckets.physical, self.catalog),
+        );
+        let scan = ScanStats {
+            batch: batch_scan.batch,
+            stream: stream_scan.stream,
+            database_queries: [batch_scan.database_queries, stream_scan.database_queries].concat(),
+        };
+        let bucket_state = self
+            .engine
+            .diff_state(self.input_bytes / buckets as u64, self.row_bytes);
+        let stage = |index: usize| {
+            if let Some(progress) = self.progress {
+                progress.stage(format!("bucket {}/{buckets}", index + 1));
+            }
+        };
+        let mut next = |index: usize| -> Result<(LogicalPlan, LogicalPlan)> {
+            Ok((batch_buckets.take(index)?, stream_buckets.take(index)?))
+        };
+        let memory_limit = self.engine.spec.memory_limit;
+        if alignment.keys.is_empty() {
+            let mut collector =
+                keyless::KeylessCollector::new(alignment, check.sample, packing.cloned());
+            for index in 0..buckets {
+                stage(index);
+                let (b, s) = next(index)?;
+                let plan = plan::keyless(b, s, alignment, packing)?;
+                let (output, _) = execute_physical(&bucket_state, plan).await?;
+                collector.consume(output, explainer).await?;
+                partition::return_freed_memory(memory_limit);
+            }
+            return Ok((collector.finish(), false, scan));
+        }
+        let mut collector = keyed_collector(alignment, check, packing.cloned());
+        let mut totals = KeyedPass::default();
+        // With room for two buckets at once, the next bucket's join builds its hash table
+        // while this one's rows are compared: a join builds on one thread. Half the pool is
+        // enough for two buckets by the decoded estimate, which runs high: at 2 × 50M rows
+        // under 512MiB, building ahead added 55 MiB of peak memory for an estimated 130 MB a
+        // bucket (and took a fifth off the time).
+        let overlap = one_pass
+            && self.engine.memory_budget().is_some_and(|budget| {
+                self.input_bytes.saturating_mul(4) / buckets as u64 * 2 <= budget as u64 / 2
+            });
+        let start = |sides| OnePass::start(&bucket_state, sides, alignment, check, packing);
+        let mut ahead: Option<OnePass> = None;
+        // Once a bucket's keys repeated too often for the one pass, the next buckets (the
+        // same data, split by key hash) go straight to the duplicate-safe plan.
+        let mut one_pass = one_pass;
+        for index in 0..buckets {
+            stage(index);
+            // A bucket started ahead holds its files: it runs as started.
+            let by_occurrence = if one_pass || ahead.is_some() {
+                let this = match ahead.take() {
+                    Some(this) => this,
+                    None => start(next(index)?).await?,
+                };
+                if one_pass && overlap && index + 1 < buckets {
+                    ahead = Some(start(next(index + 1)?).await?.ahead());
+                }
+                let finished = this
+                    .finish(
+                        &bucket_state,
+                        check,
+                        &mut collector,
+                        explainer,
+                        None,
+                        self.catalog,
+                    )
+                    .await?;
+                match finished {
+                    Finished::Paired(pass) => {
+                        totals.add(&pass);
+                        None
+                    }
+                    Finished::GaveUp(sides) => {
+                        one_pass = false;
+                        Some(*sides)
+                    }
+                }
+            } else {
+                Some(next(index)?)
+            };
+            if let Some(sides) = by_occurrence {
+                let pass = occurrence_pass(
+                    &bucket_state,
+                    sides,
+                    alignment,
+                    check,
+                    &mut collector,
+                    explainer,
+                    None,
+                    self.catalog,
+                )
+                .await?;
+                totals.add(&pass);
+            }
+            partition::return_freed_memory(memory_limit);
+            tracing::debug!(
+                bucket = index,
+                seconds = started.elapsed().as_secs_f64(),
+                "bucket diffed"
+            );
+        }
+        Ok((totals.finish(collector), totals.with_occurrence, scan))
+    }
 }
 
 /// A one-pass keyed diff plan, started. Started ahead (see `ahead`), a bucket's join builds
@@ -557,13 +639,12 @@ impl OnePass {
     async fn finish(
         self,
         state: &SessionState,
-        alignment: &align::Alignment,
         check: &CheckSpec,
         collector: &mut keyed::KeyedCollector<'_>,
         explainer: &mut explain::Explainer,
         progress: Option<&Arc<dyn Progress>>,
         catalog: &Catalog,
-    ) -> Result<KeyedPass> {
+    ) -> Result<Finished> {
         let dimensions = [check.time_column.as_deref(), check.window_column.as_deref()];
         let OnePass {
             sides,
@@ -589,27 +670,28 @@ impl OnePass {
             ticker.abort();
         }
         release(&mut plan, &mut scan);
-        if let Some(stats) = consumed? {
-            return Ok(KeyedPass {
-                batch_rows: stats.batch_rows,
-                stream_rows: stats.stream_rows,
-                batch_dups: stats.batch_dups,
-                stream_dups: stats.stream_dups,
-                with_occurrence: stats.batch_dups + stats.stream_dups > 0,
-                scan,
-                gave_up: false,
-            });
-        }
-        tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
-        let pass = occurrence_pass(
-            state, sides, alignment, check, collector, explainer, progress, catalog,
-        )
-        .await?;
-        Ok(KeyedPass {
-            gave_up: true,
-            ..pass
-        })
+        let Some(stats) = consumed? else {
+            tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
+            return Ok(Finished::GaveUp(Box::new(sides)));
+        };
+        Ok(Finished::Paired(KeyedPass {
+            batch_rows: stats.batch_rows,
+            stream_rows: stats.stream_rows,
+            batch_dups: stats.batch_dups,
+            stream_dups: stats.stream_dups,
+            with_occurrence: stats.batch_dups + stats.stream_dups > 0,
+            scan,
+        }))
     }
+}
+
+/// How a one pass ended.
+enum Finished {
+    /// Every row paired, repeated keys included.
+    Paired(KeyedPass),
+    /// Keys repeat too often to pair them apart: nothing was accounted, and these sides want
+    /// the duplicate-safe plan.
+    GaveUp(Box<(LogicalPlan, LogicalPlan)>),
 }
 
 /// Where a diff plan's time and memory went, per operator (`RUST_LOG=dualrun::diff=trace`).
@@ -668,7 +750,6 @@ async fn occurrence_pass(
         stream_dups,
         with_occurrence,
         scan: Some(scan::stats(&physical, catalog)),
-        gave_up: false,
     })
 }
 

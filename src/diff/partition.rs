@@ -91,6 +91,16 @@ pub fn bucket_count(
     Some(for_memory.max(for_speed) as usize | 1)
 }
 
+/// How many buckets a keyed diff paired entirely by occurrence runs in, with no memory limit
+/// asking for more: its sorts stay in the caches and spill nothing when each bucket holds at
+/// most `MAX_BUCKET_FILE_BYTES` of the input. `None` when the input is one bucket's worth.
+pub fn occurrence_buckets(input_bytes: u64, max_buckets: usize) -> Option<usize> {
+    let buckets = input_bytes
+        .div_ceil(MAX_BUCKET_FILE_BYTES)
+        .min(max_buckets as u64);
+    (buckets > 1).then_some(buckets as usize | 1)
+}
+
 /// The most buckets a diff whose sides are read in `partitions` partitions can write without
 /// nearing the process's limit of open files: each writer keeps one file open per bucket, and
 /// half the limit stays for the inputs and everything else.
