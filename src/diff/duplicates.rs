@@ -186,11 +186,22 @@ impl Kept {
     }
 }
 
+/// How a one pass over a keyed plan ended.
+pub enum Consumed {
+    /// Every row accounted.
+    Done(PassStats),
+    /// Every row accounted but those of these repeated keys (one column per key column, the
+    /// pass's duplicated key counts left at 0): they are to be read again from both sides and
+    /// paired by occurrence.
+    Reread(PassStats, RecordBatch),
+    /// The repeated keys are too many to resolve this way: nothing was accounted, and the
+    /// duplicate-safe plan is to run over everything.
+    GaveUp,
+}
+
 /// Consumes a keyed plan built with row ids (and without occurrence), accounting into
-/// `collector`. `None` when the repeated keys are too many to resolve this way: nothing was
-/// accounted then, and the caller runs the duplicate-safe plan instead. Once every row is
-/// read, and before the repeated keys are resolved, the plan is dropped and `release` called
-/// (for the caller to let go of the plan too).
+/// `collector`. Once every row is read, and before the repeated keys are resolved, the plan is
+/// dropped and `release` called (for the caller to let go of the plan too).
 pub async fn consume(
     state: &SessionState,
     mut output: SendableRecordBatchStream,
@@ -198,7 +209,7 @@ pub async fn consume(
     explainer: &mut Explainer,
     dimensions: [Option<&str>; 2],
     release: impl FnOnce(),
-) -> Result<Option<PassStats>> {
+) -> Result<Consumed> {
     let alignment = collector.alignment();
     let key_names: Vec<String> = alignment.keys.iter().map(|k| k.name.clone()).collect();
     let differs = collector.differs_columns().to_vec();
@@ -237,7 +248,7 @@ pub async fn consume(
             }
         }
         if repeats > MAX_REPEATED_ROWS {
-            return Ok(None);
+            return Ok(Consumed::GaveUp);
         }
         let missing = and_not(&bp, &sp)?;
         let extra = and_not(&sp, &bp)?;
@@ -258,7 +269,7 @@ pub async fn consume(
                     }
                 }
                 if unpaired[side].len() > MAX_UNPAIRED_KEYS {
-                    return Ok(None);
+                    return Ok(Consumed::GaveUp);
                 }
             }
         }
@@ -361,10 +372,8 @@ pub async fn consume(
 
     // Rebuilding a repeated key's rows takes a row of an equal pair that was not kept as a copy
     // of its partner; within a tolerance, equal is not identical, and the copy would sort (and
-    // pair) where the row itself does not.
-    if !repeated.is_empty() && alignment.values.iter().any(|v| v.tolerance.is_some()) {
-        return Ok(None);
-    }
+    // pair) where the row itself does not. Those keys' rows are read again instead.
+    let reread = !repeated.is_empty() && alignment.values.iter().any(|v| v.tolerance.is_some());
     // Every kept row of a key that does not repeat is accounted as it is; the others wait.
     // Both are held in memory until the end, and the waiting rows copied twice more (unpacked,
     // then one table per side for the duplicate-safe plan): reserved from the pool at that,
@@ -387,7 +396,10 @@ pub async fn consume(
             (0..batch.num_rows()).map(|i| Some(repeated.contains(&rows.row(i).owned()))),
         );
         let rest = filter_record_batch(&batch, &not(&of_repeated)?)?;
-        let theirs = filter_record_batch(&batch, &of_repeated)?;
+        let theirs = match reread {
+            true => batch.slice(0, 0),
+            false => filter_record_batch(&batch, &of_repeated)?,
+        };
         waiting_rows += theirs.num_rows();
         overflow |= waiting_rows > MAX_REPEATED_ROWS;
         let bytes = 3 * theirs.get_array_memory_size() + rest.get_array_memory_size();
@@ -400,10 +412,26 @@ pub async fn consume(
     })
     .await?;
     if overflow {
-        return Ok(None);
+        return Ok(Consumed::GaveUp);
     }
     for batch in accounted {
         collector.account(batch, explainer)?;
+    }
+    if reread {
+        let fields: Vec<Field> = alignment
+            .keys
+            .iter()
+            .map(|k| Field::new(&k.name, k.common.clone(), true))
+            .collect();
+        let keys = converter.convert_rows(repeated.iter().map(|key| key.row()))?;
+        let keys = RecordBatch::try_new(Arc::new(Schema::new(fields)), keys)?;
+        let stats = PassStats {
+            batch_rows,
+            stream_rows,
+            batch_dups: 0,
+            stream_dups: 0,
+        };
+        return Ok(Consumed::Reread(stats, keys));
     }
     let (mut batch_dups, mut stream_dups) = (0, 0);
     if !waiting.is_empty() {
@@ -426,7 +454,7 @@ pub async fn consume(
             collector.account_unpacked(batch?, explainer)?;
         }
     }
-    Ok(Some(PassStats {
+    Ok(Consumed::Done(PassStats {
         batch_rows,
         stream_rows,
         batch_dups,

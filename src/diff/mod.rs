@@ -403,6 +403,7 @@ impl DiffRun<'_> {
             let finished = started
                 .finish(
                     state,
+                    self.alignment,
                     check,
                     &mut collector,
                     explainer,
@@ -535,6 +536,7 @@ impl DiffRun<'_> {
                 let finished = this
                     .finish(
                         &bucket_state,
+                        alignment,
                         check,
                         &mut collector,
                         explainer,
@@ -639,6 +641,7 @@ impl OnePass {
     async fn finish(
         self,
         state: &SessionState,
+        alignment: &align::Alignment,
         check: &CheckSpec,
         collector: &mut keyed::KeyedCollector<'_>,
         explainer: &mut explain::Explainer,
@@ -670,9 +673,34 @@ impl OnePass {
             ticker.abort();
         }
         release(&mut plan, &mut scan);
-        let Some(stats) = consumed? else {
-            tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
-            return Ok(Finished::GaveUp(Box::new(sides)));
+        let stats = match consumed? {
+            duplicates::Consumed::Done(stats) => stats,
+            duplicates::Consumed::Reread(stats, keys) => {
+                tracing::debug!(check = %check.name, keys = keys.num_rows(), "repeated keys under a tolerance: their rows read again");
+                let (batch, stream) = sides;
+                let only = |side| plan::only_keys(side, keys.clone(), alignment);
+                let repeated = occurrence_pass(
+                    state,
+                    (only(batch)?, only(stream)?),
+                    alignment,
+                    check,
+                    collector,
+                    explainer,
+                    None,
+                    catalog,
+                )
+                .await?;
+                return Ok(Finished::Paired(KeyedPass {
+                    batch_rows: stats.batch_rows,
+                    stream_rows: stats.stream_rows,
+                    scan,
+                    ..repeated
+                }));
+            }
+            duplicates::Consumed::GaveUp => {
+                tracing::info!(check = %check.name, "keys repeat too often to pair them apart: pairing every row by occurrence");
+                return Ok(Finished::GaveUp(Box::new(sides)));
+            }
         };
         Ok(Finished::Paired(KeyedPass {
             batch_rows: stats.batch_rows,

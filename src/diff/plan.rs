@@ -431,6 +431,33 @@ fn packed_differs() -> Expr {
     ))
 }
 
+/// The rows of a prepared side whose key is one of `keys` (a table of the key columns), NULL
+/// keys equal as in the diff's join: the rows of the repeated keys, read again.
+pub fn only_keys(
+    side: LogicalPlan,
+    keys: datafusion::arrow::array::RecordBatch,
+    alignment: &Alignment,
+) -> Result<LogicalPlan> {
+    const KEYS: &str = "dualrun_repeated_keys";
+    let table = datafusion::datasource::MemTable::try_new(keys.schema(), vec![vec![keys]])?;
+    let source = datafusion::datasource::provider_as_source(Arc::new(table));
+    let keys = LogicalPlanBuilder::scan(KEYS, source, None)?.build()?;
+    let (left, right): (Vec<Column>, Vec<Column>) = alignment
+        .keys
+        .iter()
+        .map(|k| (Column::from_name(&k.name), Column::new(Some(KEYS), &k.name)))
+        .unzip();
+    Ok(LogicalPlanBuilder::from(side)
+        .join_detailed(
+            keys,
+            JoinType::LeftSemi,
+            (left, right),
+            None,
+            NullEquality::NullEqualsNull,
+        )?
+        .build()?)
+}
+
 /// One (prepared) side's row count and the number of key values that occur more than once.
 pub fn duplicate_keys(plan: LogicalPlan, alignment: &Alignment) -> Result<LogicalPlan> {
     let group: Vec<Expr> = alignment

@@ -367,6 +367,21 @@ async fn keys_repeated_on_one_side_only_are_counted() {
     );
 }
 
+/// Under a tolerance, a repeated key's rows are read again from both sides for the
+/// duplicate-safe plan: composite keys with a NULL part among them, and keys that do not
+/// repeat accounted by the one pass beside them.
+#[tokio::test]
+async fn repeated_keys_under_a_tolerance_pair_by_occurrence() {
+    let b = "SELECT * FROM (VALUES (1, NULL, 10.0), (1, NULL, 20.0), (1, 'a', 10.0), (2, 'a', 5.0), (3, 'a', 7.0), (4, NULL, 1.0)) AS t(id, part, v)";
+    let s = "SELECT * FROM (VALUES (1, NULL, 20.5), (1, NULL, 10.5), (1, NULL, 30.0), (1, 'a', 10.0), (2, 'a', 5.2), (2, 'a', 9.0), (3, 'a', 8.0), (4, NULL, 1.4)) AS t(id, part, v)";
+    let tolerance = [("v", Tolerance::Numeric { abs: 0.5, rel: 0.0 })];
+    let d = diff(b, s, &check(&["id", "part"], &tolerance, &[])).await;
+    // (1, NULL): 10.0~10.5 and 20.0~20.5 pair in value order, 30.0 is extra; (2, 'a'): 5.0~5.2
+    // pairs, 9.0 is extra; (3, 'a') is beyond the tolerance; (1, 'a') and (4, NULL) match.
+    assert_eq!(d.counts, counts(5, 1, 0, 2, 1, 2));
+    assert!(d.paired_by_occurrence);
+}
+
 #[tokio::test]
 async fn duplicate_keys_pair_by_occurrence_in_value_order() {
     let b = "SELECT * FROM (VALUES (1, 10), (1, 20), (2, 5)) AS t(id, v)";

@@ -1715,24 +1715,34 @@ fn a_null_marker_in_text_names_the_way_to_read_it_as_null() {
     assert_eq!(view.counts(), [3, 0, 0, 0, 0, 0], "{}", view.stdout);
 }
 
-/// When keys repeat too often for the one pass (here: a repeated key under a tolerance, where
-/// equal is not identical), a diff larger than one bucket's worth of files is paired by
-/// occurrence in buckets on disk, not in one plan; the counts are those the data was built with.
+/// When keys repeat too often for the one pass (here one key with 1,500 rows on each side,
+/// 2.25M pairs in a join on the key), a diff larger than one bucket's worth of files is paired
+/// by occurrence in buckets on disk, not in one plan; the counts are those the data was built
+/// with.
 #[test]
 fn a_large_diff_the_one_pass_gives_up_on_is_paired_by_occurrence_in_buckets() {
     let ws = Workspace::new();
     // Two hex digests a row barely compress: 2 × 400,000 rows make more than two buckets'
     // worth (32 MiB each) of Parquet.
-    let rows = "SELECT value AS id, md5(CAST(value AS VARCHAR)) AS a, md5(CAST(value * 7 AS VARCHAR)) AS b, CAST(value AS DOUBLE) AS amount FROM generate_series(0, 399999) AS t(value)";
-    let batch = ws.table("b/t", Fmt::Parquet, rows);
+    let columns = |id: &str| {
+        format!(
+            "{id} AS id, md5(CAST(value AS VARCHAR)) AS a, md5(CAST(value * 7 AS VARCHAR)) AS b, CAST(value AS DOUBLE) AS amount"
+        )
+    };
+    let rows = format!(
+        "SELECT {} FROM generate_series(0, 399999) AS t(value) \
+         UNION ALL SELECT {} FROM generate_series(0, 1499) AS t(value)",
+        columns("value"),
+        columns("-1")
+    );
+    let batch = ws.table("b/t", Fmt::Parquet, &rows);
     let stream = ws.table(
         "s/t",
         Fmt::Parquet,
         &format!(
-            "SELECT id, a, b, CASE WHEN id % 1000 = 1 THEN amount + 5 \
-             WHEN id % 1000 = 2 THEN amount + 0.001 ELSE amount END AS amount \
+            "SELECT id, a, b, CASE WHEN id % 1000 = 1 THEN amount + 5 ELSE amount END AS amount \
              FROM ({rows}) WHERE id % 1000 <> 3 \
-             UNION ALL SELECT id, a, b, amount FROM ({rows}) WHERE id < 5"
+             UNION ALL SELECT id, a, b, amount FROM ({rows}) WHERE id BETWEEN 0 AND 4"
         ),
     );
     let run = ws.run_with_env(
@@ -1746,8 +1756,6 @@ fn a_large_diff_the_one_pass_gives_up_on_is_paired_by_occurrence_in_buckets() {
             "SELECT * FROM t",
             "--key",
             "id",
-            "--tolerance",
-            "amount=abs:0.01",
             "--format",
             "json",
         ],
@@ -1760,13 +1768,14 @@ fn a_large_diff_the_one_pass_gives_up_on_is_paired_by_occurrence_in_buckets() {
         "gave up, then buckets:\n{}",
         run.stderr
     );
-    // Every 1,000th row changed beyond the tolerance, and another left out of the stream,
-    // 400 each; but keys 0 to 4 arrive once more, unchanged: key 1's copy pairs with its
-    // batch row, by value order, and its changed row is extra; key 3's copy is its only row.
-    // Four keys repeat, with one extra row each.
+    // Every 1,000th row changed, and another left out of the stream, 400 each; but keys 0 to 4
+    // arrive once more, unchanged: key 1's copy pairs with its batch row, by value order, and
+    // its changed row is extra; key 3's copy is its only row. The hot key's 1,500 rows pair
+    // one to one. Four keys repeat in the stream with one extra row each, and the hot key on
+    // both sides.
     assert_eq!(
         run.counts(),
-        [400_000 - 399 - 399, 399, 399, 4, 0, 4],
+        [401_500 - 399 - 399, 399, 399, 4, 1, 5],
         "{}",
         run.stdout
     );
