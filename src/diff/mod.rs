@@ -120,8 +120,35 @@ fn describe_tolerance(tolerance: &Tolerance) -> String {
     }
 }
 
-/// Diffs the two planned results of one check.
+/// Diffs the two planned results of one check. Text of one side that does not read as the
+/// other side's type is an error naming the file that holds it, when a file does.
 pub async fn run(
+    engine: &Engine,
+    catalog: &Catalog,
+    check: &CheckSpec,
+    batch: LogicalPlan,
+    stream: LogicalPlan,
+    progress: Option<&Arc<dyn Progress>>,
+) -> Result<DiffResult> {
+    let sides = [("batch", batch.clone()), ("stream", stream.clone())];
+    let error = match diff(engine, catalog, check, batch, stream, progress).await {
+        Ok(result) => return Ok(result),
+        Err(error) => error,
+    };
+    let Some(unreadable) = read_as::Unreadable::behind(&error) else {
+        return Err(error);
+    };
+    let side = sides.iter().find(|(name, _)| *name == unreadable.side);
+    let file = match (side, &unreadable.text) {
+        (Some((_, plan)), Some(text)) => {
+            read_as::locate(&engine.ctx, plan, &unreadable.column, text).await
+        }
+        _ => None,
+    };
+    Err(anyhow::anyhow!(unreadable.message(file.as_deref())))
+}
+
+async fn diff(
     engine: &Engine,
     catalog: &Catalog,
     check: &CheckSpec,

@@ -41,12 +41,154 @@ struct ReadAs {
     side: String,
 }
 
+/// Text of one side that does not read as the other side's type. The diff's error path looks
+/// for the file that holds it (`locate`), which the cast cannot know.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub column: String,
+    pub side: String,
+    /// The text, when the cast error quotes it.
+    pub text: Option<String>,
+    /// What did not read and what to do, after the column and side.
+    detail: String,
+}
+
+impl Unreadable {
+    /// The error's line, led by the file that holds the text when it is known (as the scan
+    /// guard names a file whose reading fails).
+    pub fn message(&self, file: Option<&str>) -> String {
+        let message = format!(
+            "column '{}' ({} side): {}",
+            self.column, self.side, self.detail
+        );
+        match file {
+            Some(file) => format!("file {file}: {message}"),
+            None => message,
+        }
+    }
+
+    /// The `Unreadable` behind an error, however DataFusion wrapped it.
+    pub fn behind(error: &anyhow::Error) -> Option<&Unreadable> {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Unreadable>())
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message(None))
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+/// Files of one table searched for the text that did not read, at most.
+const MAX_FILES_SEARCHED: usize = 1_000;
+
+/// The first file, of the tables `side` scans, whose column `column` holds `text`: read on the
+/// error path only, one file at a time, as the side's table reads it. Tables that are not
+/// files, or have no column of that name (the query renamed it), are passed over; `None` when
+/// no file is found.
+pub async fn locate(
+    ctx: &datafusion::prelude::SessionContext,
+    side: &datafusion::logical_expr::LogicalPlan,
+    column: &str,
+    text: &str,
+) -> Option<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+    use datafusion::datasource::source_as_provider;
+    use datafusion::prelude::{col, lit};
+    use futures::TryStreamExt;
+
+    let mut sources = Vec::new();
+    let _ = side.apply_with_subqueries(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            sources.push(scan.source.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let state = ctx.state();
+    for source in sources {
+        let Ok(provider) = source_as_provider(&source) else {
+            continue;
+        };
+        let Some(listing) =
+            (provider.as_ref() as &dyn std::any::Any).downcast_ref::<ListingTable>()
+        else {
+            continue;
+        };
+        let options = listing.options();
+        let partition_columns: Vec<&str> = options
+            .table_partition_cols
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if partition_columns.contains(&column) {
+            continue;
+        }
+        // Each file alone, without the partition columns its own path cannot give.
+        let schema = datafusion::datasource::TableProvider::schema(listing);
+        let file_schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !partition_columns.contains(&f.name().as_str()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        if file_schema.field_with_name(column).is_err() {
+            continue;
+        }
+        let options = options.clone().with_table_partition_cols(vec![]);
+        for url in listing.table_paths() {
+            let Ok(store) = state.runtime_env().object_store(url) else {
+                continue;
+            };
+            let Ok(listed) = url
+                .list_all_files(&state, store.as_ref(), &options.file_extension)
+                .await
+            else {
+                continue;
+            };
+            let Ok(files) = listed.try_collect::<Vec<_>>().await else {
+                continue;
+            };
+            for file in files.iter().take(MAX_FILES_SEARCHED) {
+                let shown =
+                    crate::sources::file_location(url.object_store().as_str(), &file.location);
+                let Ok(file_url) = ListingTableUrl::parse(&shown) else {
+                    continue;
+                };
+                let config = ListingTableConfig::new(file_url)
+                    .with_listing_options(options.clone())
+                    .with_schema(file_schema.clone());
+                let Ok(table) = ListingTable::try_new(config) else {
+                    continue;
+                };
+                let found = async {
+                    ctx.read_table(std::sync::Arc::new(table))?
+                        .filter(col(format!("\"{column}\"")).eq(lit(text)))?
+                        .limit(0, Some(1))?
+                        .count()
+                        .await
+                };
+                if found.await.is_ok_and(|rows| rows > 0) {
+                    return Some(shown);
+                }
+            }
+        }
+    }
+    None
+}
+
 impl ReadAs {
     fn explain(&self, error: impl std::fmt::Display) -> DataFusionError {
         let error = error.to_string();
         let mut message = format!(
-            "column '{}' ({} side): its text is read as {} to compare with the other side: {error}",
-            self.column, self.side, self.data_type
+            "its text is read as {} to compare with the other side: {error}",
+            self.data_type
         );
         if matches!(
             self.data_type,
@@ -66,7 +208,12 @@ impl ReadAs {
                 self.column
             ));
         }
-        DataFusionError::External(message.into())
+        DataFusionError::External(Box::new(Unreadable {
+            column: self.column.clone(),
+            side: self.side.clone(),
+            text: quoted(&error).map(str::to_string),
+            detail: message,
+        }))
     }
 }
 

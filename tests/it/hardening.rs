@@ -1677,8 +1677,8 @@ fn compressed_text_files_are_an_error_naming_their_compression() {
 }
 
 /// MySQL and Hive dumps write NULL as `\N`: against the other side's numbers, the CSV column's
-/// text cannot be read, and the error names the marker and the view that reads it as NULL,
-/// which then matches.
+/// text cannot be read, and the error names the file, the marker and the view that reads it as
+/// NULL, which then matches.
 #[test]
 fn a_null_marker_in_text_names_the_way_to_read_it_as_null() {
     let ws = Workspace::new();
@@ -1690,9 +1690,13 @@ fn a_null_marker_in_text_names_the_way_to_read_it_as_null() {
     ws.write("s/x.csv", "id,v,n\n1,a,5\n2,\\N,\\N\n3,c,7\n");
     let stream = format!("{}/", ws.path("s").display());
     let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    let file = ws.path("s/x.csv");
     assert_trouble(
         &run,
-        "column 'n' (stream side): its text is read as Int64 to compare with the other side",
+        &format!(
+            "file {}: column 'n' (stream side): its text is read as Int64 to compare with the other side",
+            file.display()
+        ),
     );
     assert_trouble(&run, "e.g. NULLIF(n, '\\N')");
 
