@@ -78,15 +78,7 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
     let plain = diff_with(unpacked, batch, stream, spec)
         .await
         .expect("unpacked diff runs");
-    assert_eq!(
-        hash.counts, plain.counts,
-        "packed and unpacked values disagree"
-    );
-    assert_eq!(hash.rows, plain.rows);
-    assert_eq!(
-        hash.samples, plain.samples,
-        "unpacked diff samples differently"
-    );
+    assert_agrees(&hash, &plain, "the unpacked diff");
     assert_eq!(
         serde_json::to_value(&hash.columns).unwrap(),
         serde_json::to_value(&plain.columns).unwrap(),
@@ -101,16 +93,8 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
     let safe = diff_with(occurrence, batch, stream, spec)
         .await
         .expect("duplicate-safe diff runs");
-    assert_eq!(
-        hash.counts, safe.counts,
-        "duplicate-safe plan counts differently"
-    );
-    assert_eq!(hash.rows, safe.rows);
+    assert_agrees(&hash, &safe, "the duplicate-safe plan");
     assert_eq!(hash.paired_by_occurrence, safe.paired_by_occurrence);
-    assert_eq!(
-        hash.samples, safe.samples,
-        "duplicate-safe plan samples differently"
-    );
     assert_eq!(
         serde_json::to_value(&hash.columns).unwrap(),
         serde_json::to_value(&safe.columns).unwrap(),
@@ -130,12 +114,7 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
     let sliced = diff_with(tiny, batch, stream, spec)
         .await
         .expect("diff with tiny batches runs");
-    assert_eq!(hash.counts, sliced.counts, "tiny batches count differently");
-    assert_eq!(hash.rows, sliced.rows);
-    assert_eq!(
-        hash.samples, sliced.samples,
-        "tiny batches sample differently"
-    );
+    assert_agrees(&hash, &sliced, "the diff in tiny batches");
     // And when the diff is split into buckets on disk (three here: small tables would not be).
     let bucketed = EngineSpec {
         buckets: Some(3),
@@ -144,12 +123,7 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
     let split = diff_with(bucketed, batch, stream, spec)
         .await
         .expect("bucketed diff runs");
-    assert_eq!(hash.counts, split.counts, "bucketed diff disagrees");
-    assert_eq!(hash.rows, split.rows);
-    assert_eq!(
-        hash.samples, split.samples,
-        "bucketed diff samples differently"
-    );
+    assert_agrees(&hash, &split, "the bucketed diff");
     assert_eq!(
         serde_json::to_value(&hash.findings).unwrap(),
         serde_json::to_value(&split.findings).unwrap(),
@@ -165,16 +139,15 @@ async fn diff(batch: &str, stream: &str, spec: &CheckSpec) -> DiffResult {
     let split_safe = diff_with(bucketed_safe, batch, stream, spec)
         .await
         .expect("bucketed duplicate-safe diff runs");
-    assert_eq!(
-        hash.counts, split_safe.counts,
-        "bucketed duplicate-safe diff disagrees"
-    );
-    assert_eq!(hash.rows, split_safe.rows);
-    assert_eq!(
-        hash.samples, split_safe.samples,
-        "bucketed duplicate-safe diff samples differently"
-    );
+    assert_agrees(&hash, &split_safe, "the bucketed duplicate-safe diff");
     hash
+}
+
+/// Asserts that `other`, the same diff run another way (`what`), counts and samples as `hash`.
+fn assert_agrees(hash: &DiffResult, other: &DiffResult, what: &str) {
+    assert_eq!(hash.counts, other.counts, "{what} counts differently");
+    assert_eq!(hash.rows, other.rows, "{what} counts other rows");
+    assert_eq!(hash.samples, other.samples, "{what} samples differently");
 }
 
 fn counts(
