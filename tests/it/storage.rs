@@ -750,3 +750,43 @@ fn compare_run_and_history_on_google_cloud_storage() {
         gcs_upload(&endpoint, dir, "lake", "stream/orders")
     });
 }
+
+/// Text that does not read as the other side's type names the object that holds it, in a
+/// table of hive partitions on S3 too.
+#[test]
+fn text_that_does_not_read_names_its_object_on_s3() {
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    let ws = Workspace::new();
+    ws.table_file(
+        "batch/dt=2026-11-25/part-0.parquet",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 5), (2, 7)) AS t(id, n)",
+    );
+    let batch = format!("{}/", ws.path("batch").display());
+    ws.write("local/t/dt=2026-11-24/a.csv", "id,n\n9,z\n");
+    ws.write("local/t/dt=2026-11-25/b.csv", "id,n\n1,5\n2,7x\n");
+    s3.upload_dir(&ws.path("local/t"), "lake", "t");
+    let run = ws.run_with_env(
+        &[
+            "compare",
+            "--batch",
+            &format!("t={batch}"),
+            "--stream",
+            "t=s3://lake/t/",
+            "--sql",
+            "SELECT id, n FROM t WHERE dt = '2026-11-25'",
+            "--key",
+            "id",
+            "--format",
+            "json",
+        ],
+        &s3.env(),
+    );
+    assert_no_secret(&run);
+    crate::common::assert_trouble(
+        &run,
+        "file s3://lake/t/dt=2026-11-25/b.csv: column 'n' (stream side): its text is read as Int64",
+    );
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+}
