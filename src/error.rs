@@ -65,6 +65,54 @@ impl Cause {
     }
 }
 
+/// Text of one side that does not read as the other side's type (`diff::read_as`). The diff's
+/// error path looks for the file and line that hold it, which the cast cannot know; the scan
+/// guard lets it pass for that.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub column: String,
+    pub side: String,
+    /// The text, when the cast error quotes it.
+    pub text: Option<String>,
+    /// What did not read and what to do, after the column and side.
+    pub detail: String,
+}
+
+impl Unreadable {
+    /// The error's line, led by the file (and line) that holds the text when it is known, as
+    /// the scan guard names a file whose reading fails.
+    pub fn message(&self, file: Option<&str>) -> String {
+        let message = format!(
+            "column '{}' ({} side): {}",
+            self.column, self.side, self.detail
+        );
+        match file {
+            Some(file) => format!("file {file}: {message}"),
+            None => message,
+        }
+    }
+
+    /// The `Unreadable` behind an error, however DataFusion wrapped it.
+    pub fn behind(error: &anyhow::Error) -> Option<&Unreadable> {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Unreadable>())
+    }
+
+    /// Whether a DataFusion error is an `Unreadable`.
+    pub fn is(error: &DataFusionError) -> bool {
+        matches!(error.find_root(), DataFusionError::External(e) if e.is::<Unreadable>())
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message(None))
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
 /// A failure with its cause and a one-line message; `chain` keeps every layer for `--verbose`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

@@ -135,7 +135,7 @@ pub async fn run(
         Ok(result) => return Ok(result),
         Err(error) => error,
     };
-    let Some(unreadable) = read_as::Unreadable::behind(&error) else {
+    let Some(unreadable) = crate::error::Unreadable::behind(&error) else {
         return Err(error);
     };
     let side = sides.iter().find(|(name, _)| *name == unreadable.side);
@@ -145,7 +145,10 @@ pub async fn run(
         }
         _ => None,
     };
-    Err(anyhow::anyhow!(unreadable.message(file.as_deref())))
+    Err(crate::error::Trouble::error(
+        crate::error::Cause::Source,
+        unreadable.message(file.as_deref()),
+    ))
 }
 
 async fn diff(

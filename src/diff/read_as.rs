@@ -41,55 +41,13 @@ struct ReadAs {
     side: String,
 }
 
-/// Text of one side that does not read as the other side's type. The diff's error path looks
-/// for the file that holds it (`locate`), which the cast cannot know.
-#[derive(Debug)]
-pub struct Unreadable {
-    pub column: String,
-    pub side: String,
-    /// The text, when the cast error quotes it.
-    pub text: Option<String>,
-    /// What did not read and what to do, after the column and side.
-    detail: String,
-}
-
-impl Unreadable {
-    /// The error's line, led by the file that holds the text when it is known (as the scan
-    /// guard names a file whose reading fails).
-    pub fn message(&self, file: Option<&str>) -> String {
-        let message = format!(
-            "column '{}' ({} side): {}",
-            self.column, self.side, self.detail
-        );
-        match file {
-            Some(file) => format!("file {file}: {message}"),
-            None => message,
-        }
-    }
-
-    /// The `Unreadable` behind an error, however DataFusion wrapped it.
-    pub fn behind(error: &anyhow::Error) -> Option<&Unreadable> {
-        error
-            .chain()
-            .find_map(|cause| cause.downcast_ref::<Unreadable>())
-    }
-}
-
-impl std::fmt::Display for Unreadable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message(None))
-    }
-}
-
-impl std::error::Error for Unreadable {}
-
 /// Files of one table searched for the text that did not read, at most.
 const MAX_FILES_SEARCHED: usize = 1_000;
 
-/// The first file, of the tables `side` scans, whose column `column` holds `text`: read on the
-/// error path only, one file at a time, as the side's table reads it. Tables that are not
-/// files, or have no column of that name (the query renamed it), are passed over; `None` when
-/// no file is found.
+/// The first file, of the tables `side` scans, whose column `column` holds `text`, with the
+/// line that holds it in a text file: read on the error path only, one file at a time, as the
+/// side's table reads it. Tables that are not files, or have no column of that name (the query
+/// renamed it), are passed over; `None` when no file is found.
 pub async fn locate(
     ctx: &datafusion::prelude::SessionContext,
     side: &datafusion::logical_expr::LogicalPlan,
@@ -175,7 +133,19 @@ pub async fn locate(
                         .await
                 };
                 if found.await.is_ok_and(|rows| rows > 0) {
-                    return Some(shown);
+                    let line = crate::sources::line_of_text(
+                        store.as_ref(),
+                        &file.location,
+                        options.format.as_ref(),
+                        &file_schema,
+                        column,
+                        text,
+                    )
+                    .await;
+                    return Some(match line {
+                        Some(line) => format!("{shown}, line {line}"),
+                        None => shown,
+                    });
                 }
             }
         }
@@ -208,7 +178,7 @@ impl ReadAs {
                 self.column
             ));
         }
-        DataFusionError::External(Box::new(Unreadable {
+        DataFusionError::External(Box::new(crate::error::Unreadable {
             column: self.column.clone(),
             side: self.side.clone(),
             text: quoted(&error).map(str::to_string),

@@ -189,8 +189,13 @@ fn panicked(payload: Box<dyn Any + Send>) -> DataFusionError {
 }
 
 /// Errors that say something is wrong with a file's contents, worth naming the file for. Memory,
-/// cancellation and storage errors pass as they are (a storage error names its path already).
+/// cancellation and storage errors pass as they are (a storage error names its path already),
+/// and so does text that does not read as the other side's type: the diff names its file and
+/// line itself.
 fn is_about_contents(error: &DataFusionError) -> bool {
+    if crate::error::Unreadable::is(error) {
+        return false;
+    }
     match error {
         DataFusionError::ArrowError(..)
         | DataFusionError::ParquetError(..)

@@ -130,6 +130,18 @@ impl Read for StoreReader {
 /// header, if any, as record 0: arrow's number in a value's parse error ("at line N") when the
 /// file was read from its start.
 pub fn csv_record_line(reader: impl Read, layout: &CsvLayout, record: u64) -> Option<u64> {
+    let mut csv = csv_reader(reader, layout);
+    let mut row = csv::ByteRecord::new();
+    for _ in 0..=record {
+        if !csv.read_byte_record(&mut row).ok()? {
+            return None;
+        }
+    }
+    row.position().map(|p| p.line())
+}
+
+/// Every record of a CSV file (the header too), as DataFusion was told to read it.
+fn csv_reader<R: Read>(reader: R, layout: &CsvLayout) -> csv::Reader<R> {
     let mut builder = csv::ReaderBuilder::new();
     builder
         .has_headers(false)
@@ -141,14 +153,72 @@ pub fn csv_record_line(reader: impl Read, layout: &CsvLayout, record: u64) -> Op
     if let Some(terminator) = layout.terminator {
         builder.terminator(csv::Terminator::Any(terminator));
     }
-    let mut csv = builder.from_reader(reader);
-    let mut row = csv::ByteRecord::new();
-    for _ in 0..=record {
-        if !csv.read_byte_record(&mut row).ok()? {
-            return None;
-        }
+    builder.from_reader(reader)
+}
+
+/// The line (1-based) of a text file, read as `format` reads it, on which the record whose
+/// column `column` (of `schema`, the file's columns) holds the text `text` starts: the first
+/// such record. `None` for other formats, or when no record holds it.
+pub async fn line_of_text(
+    store: &dyn ObjectStore,
+    location: &Path,
+    format: &dyn datafusion::datasource::file_format::FileFormat,
+    schema: &datafusion::arrow::datatypes::Schema,
+    column: &str,
+    text: &str,
+) -> Option<u64> {
+    use datafusion::datasource::file_format::{csv::CsvFormat, json::JsonFormat};
+    let format = format as &dyn std::any::Any;
+    let text = text.to_string();
+    if let Some(csv) = format.downcast_ref::<CsvFormat>() {
+        let options = csv.options();
+        let layout = CsvLayout {
+            delimiter: options.delimiter,
+            quote: options.quote,
+            escape: options.escape,
+            terminator: options.terminator,
+            comment: options.comment,
+        };
+        let header = options.has_header.unwrap_or(true);
+        let index = schema.index_of(column).ok()?;
+        let reader = open(store, location, options.compression.into())
+            .await
+            .ok()?;
+        return tokio::task::spawn_blocking(move || {
+            let mut csv = csv_reader(reader, &layout);
+            let mut row = csv::ByteRecord::new();
+            let mut first = true;
+            while csv.read_byte_record(&mut row).ok()? {
+                let is_header = std::mem::take(&mut first) && header;
+                if !is_header && row.get(index) == Some(text.as_bytes()) {
+                    return row.position().map(|p| p.line());
+                }
+            }
+            None
+        })
+        .await
+        .ok()?;
     }
-    row.position().map(|p| p.line())
+    if let Some(json) = format.downcast_ref::<JsonFormat>() {
+        let reader = open(store, location, json.options().compression.into())
+            .await
+            .ok()?;
+        let column = column.to_string();
+        return tokio::task::spawn_blocking(move || {
+            for (index, line) in lines(reader).enumerate() {
+                let Ok(record) = serde_json::from_slice::<serde_json::Value>(&line.ok()?) else {
+                    continue;
+                };
+                if record.get(&column).and_then(|v| v.as_str()) == Some(text.as_str()) {
+                    return Some(index as u64 + 1);
+                }
+            }
+            None
+        })
+        .await
+        .ok()?;
+    }
+    None
 }
 
 /// Why an NDJSON file's records cannot be read.

@@ -49,6 +49,7 @@ pub mod guard;
 mod json_types;
 mod latest;
 mod locate;
+pub(crate) use locate::line_of_text;
 pub mod pinned;
 pub mod store;
 

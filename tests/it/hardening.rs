@@ -1677,8 +1677,8 @@ fn compressed_text_files_are_an_error_naming_their_compression() {
 }
 
 /// MySQL and Hive dumps write NULL as `\N`: against the other side's numbers, the CSV column's
-/// text cannot be read, and the error names the file, the marker and the view that reads it as
-/// NULL, which then matches.
+/// text cannot be read, and the error names the file and line, the marker and the view that
+/// reads it as NULL, which then matches.
 #[test]
 fn a_null_marker_in_text_names_the_way_to_read_it_as_null() {
     let ws = Workspace::new();
@@ -1694,7 +1694,7 @@ fn a_null_marker_in_text_names_the_way_to_read_it_as_null() {
     assert_trouble(
         &run,
         &format!(
-            "file {}: column 'n' (stream side): its text is read as Int64 to compare with the other side",
+            "file {}, line 3: column 'n' (stream side): its text is read as Int64 to compare with the other side",
             file.display()
         ),
     );
@@ -1783,4 +1783,31 @@ fn a_large_diff_the_one_pass_gives_up_on_is_paired_by_occurrence_in_buckets() {
         "{}",
         run.stdout
     );
+}
+
+/// Text that does not read as the other side's type, in one NDJSON file of several: the error
+/// names the file and line that hold it (blank lines counted, as an editor counts them).
+#[test]
+fn text_that_does_not_read_names_its_file_and_line() {
+    let ws = Workspace::new();
+    let batch = ws.table(
+        "b",
+        Fmt::Parquet,
+        "SELECT * FROM (VALUES (1, 10), (2, 20), (3, 30)) AS t(id, v)",
+    );
+    ws.write("s/a.json", "{\"id\":1,\"v\":\"10\"}\n");
+    ws.write(
+        "s/b.json",
+        "{\"id\":2,\"v\":\"20\"}\n\n{\"id\":3,\"v\":\"3O\"}\n",
+    );
+    let stream = format!("{}/", ws.path("s").display());
+    let run = ws.compare(&batch, &stream, "SELECT * FROM t", &["--key", "id"]);
+    assert_trouble(
+        &run,
+        &format!(
+            "file {}, line 3: column 'v' (stream side): its text is read as Int64",
+            ws.path("s/b.json").display()
+        ),
+    );
+    assert_eq!(run.json()["status"], "error", "{}", run.stdout);
 }

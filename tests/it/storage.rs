@@ -751,8 +751,8 @@ fn compare_run_and_history_on_google_cloud_storage() {
     });
 }
 
-/// Text that does not read as the other side's type names the object that holds it, in a
-/// table of hive partitions on S3 too.
+/// Text that does not read as the other side's type names the object and line that hold it, in
+/// a table of hive partitions on S3 too.
 #[test]
 fn text_that_does_not_read_names_its_object_on_s3() {
     let s3 = S3Server::start();
@@ -786,7 +786,7 @@ fn text_that_does_not_read_names_its_object_on_s3() {
     assert_no_secret(&run);
     crate::common::assert_trouble(
         &run,
-        "file s3://lake/t/dt=2026-11-25/b.csv: column 'n' (stream side): its text is read as Int64",
+        "file s3://lake/t/dt=2026-11-25/b.csv, line 3: column 'n' (stream side): its text is read as Int64",
     );
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
 }
