@@ -65,10 +65,10 @@ impl Cause {
     }
 }
 
-/// Text of one side that does not read as the other side's type (`diff::read_as`). The diff's
-/// error path looks for the file and line that hold it, which the cast cannot know; the scan
-/// guard lets it pass for that.
-#[derive(Debug)]
+/// Text of one side that does not read as the other side's type (`diff::read_as`). The cast
+/// cannot know where the text came from: the scan guard names the file when the cast ran in a
+/// scan of several files, and the diff's error path looks for the file and line by the text.
+#[derive(Debug, Clone)]
 pub struct Unreadable {
     pub column: String,
     pub side: String,
@@ -76,6 +76,8 @@ pub struct Unreadable {
     pub text: Option<String>,
     /// What did not read and what to do, after the column and side.
     pub detail: String,
+    /// The file the scan guard found failing, when it did.
+    pub file: Option<String>,
 }
 
 impl Unreadable {
@@ -99,9 +101,12 @@ impl Unreadable {
             .find_map(|cause| cause.downcast_ref::<Unreadable>())
     }
 
-    /// Whether a DataFusion error is an `Unreadable`.
-    pub fn is(error: &DataFusionError) -> bool {
-        matches!(error.find_root(), DataFusionError::External(e) if e.is::<Unreadable>())
+    /// The `Unreadable` a DataFusion error is, if it is one.
+    pub fn of(error: &DataFusionError) -> Option<&Unreadable> {
+        match error.find_root() {
+            DataFusionError::External(e) => e.downcast_ref::<Unreadable>(),
+            _ => None,
+        }
     }
 }
 

@@ -144,7 +144,8 @@ pub async fn run(
             read_as::locate(&engine.ctx, plan, &unreadable.column, text).await
         }
         _ => None,
-    };
+    }
+    .or_else(|| unreadable.file.clone());
     Err(crate::error::Trouble::error(
         crate::error::Cause::Source,
         unreadable.message(file.as_deref()),

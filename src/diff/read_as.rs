@@ -183,6 +183,7 @@ impl ReadAs {
             side: self.side.clone(),
             text: quoted(&error).map(str::to_string),
             detail: message,
+            file: None,
         }))
     }
 }

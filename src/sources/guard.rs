@@ -189,13 +189,8 @@ fn panicked(payload: Box<dyn Any + Send>) -> DataFusionError {
 }
 
 /// Errors that say something is wrong with a file's contents, worth naming the file for. Memory,
-/// cancellation and storage errors pass as they are (a storage error names its path already),
-/// and so does text that does not read as the other side's type: the diff names its file and
-/// line itself.
+/// cancellation and storage errors pass as they are (a storage error names its path already).
 fn is_about_contents(error: &DataFusionError) -> bool {
-    if crate::error::Unreadable::is(error) {
-        return false;
-    }
     match error {
         DataFusionError::ArrowError(..)
         | DataFusionError::ParquetError(..)
@@ -220,6 +215,14 @@ async fn in_file(
     error: &DataFusionError,
     context: &TaskContext,
 ) -> DataFusionError {
+    // Text that does not read as the other side's type stays what it is, for the diff to find
+    // its line: with the file, which the diff cannot always find (the query renamed the column).
+    if let Some(unreadable) = crate::error::Unreadable::of(error) {
+        return DataFusionError::External(Box::new(crate::error::Unreadable {
+            file: Some(location(config, file)),
+            ..unreadable.clone()
+        }));
+    }
     let mut message = clean_df_error(&error.to_string());
     let mut line = None;
     if let Some(config) = config {

@@ -1786,7 +1786,8 @@ fn a_large_diff_the_one_pass_gives_up_on_is_paired_by_occurrence_in_buckets() {
 }
 
 /// Text that does not read as the other side's type, in one NDJSON file of several: the error
-/// names the file and line that hold it (blank lines counted, as an editor counts them).
+/// names the file and line that hold it (blank lines counted, as an editor counts them); the
+/// file alone when the query renamed the column.
 #[test]
 fn text_that_does_not_read_names_its_file_and_line() {
     let ws = Workspace::new();
@@ -1810,4 +1811,18 @@ fn text_that_does_not_read_names_its_file_and_line() {
         ),
     );
     assert_eq!(run.json()["status"], "error", "{}", run.stdout);
+
+    let renamed = ws.compare(
+        &batch,
+        &stream,
+        "SELECT id, v AS w FROM t",
+        &["--key", "id"],
+    );
+    assert_trouble(
+        &renamed,
+        &format!(
+            "file {}: column 'w' (stream side): its text is read as Int64",
+            ws.path("s/b.json").display()
+        ),
+    );
 }
