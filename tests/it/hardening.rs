@@ -1749,22 +1749,7 @@ fn a_large_diff_the_one_pass_gives_up_on_is_paired_by_occurrence_in_buckets() {
              UNION ALL SELECT id, a, b, amount FROM ({rows}) WHERE id BETWEEN 0 AND 4"
         ),
     );
-    let run = ws.run_with_env(
-        &[
-            "compare",
-            "--batch",
-            &format!("t={batch}"),
-            "--stream",
-            &format!("t={stream}"),
-            "--sql",
-            "SELECT * FROM t",
-            "--key",
-            "id",
-            "--format",
-            "json",
-        ],
-        &[("RUST_LOG", "dualrun=info".to_string())],
-    );
+    let run = keyed_with_info_log(&ws, &batch, &stream);
     assert_eq!(run.code, 1, "diverged:\n{}", run.stderr);
     assert!(
         run.stderr.contains("keys repeat too often")
@@ -1840,7 +1825,26 @@ fn a_stream_delivered_twice_is_paired_by_occurrence() {
         ws.table_file(copy, Fmt::Parquet, &format!("WITH t AS ({rows}) {changed}"));
     }
     let stream = format!("{}/", ws.path("s").display());
-    let run = ws.run_with_env(
+    let run = keyed_with_info_log(&ws, &batch, &stream);
+    assert_eq!(run.code, 1, "diverged:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("keys repeat too often"),
+        "gave up:\n{}",
+        run.stderr
+    );
+    // 60 keys changed: each batch row mismatches one copy and the other copy is extra.
+    assert_eq!(
+        run.counts(),
+        [60_000 - 60, 60, 0, 60_000, 0, 60_000],
+        "{}",
+        run.stdout
+    );
+}
+
+/// The keyed diff of `SELECT * FROM t` on `id`, with dualrun's info log on stderr: which plan
+/// the diff took.
+fn keyed_with_info_log(ws: &Workspace, batch: &str, stream: &str) -> crate::common::Run {
+    ws.run_with_env(
         &[
             "compare",
             "--batch",
@@ -1855,18 +1859,5 @@ fn a_stream_delivered_twice_is_paired_by_occurrence() {
             "json",
         ],
         &[("RUST_LOG", "dualrun=info".to_string())],
-    );
-    assert_eq!(run.code, 1, "diverged:\n{}", run.stderr);
-    assert!(
-        run.stderr.contains("keys repeat too often"),
-        "gave up:\n{}",
-        run.stderr
-    );
-    // 60 keys changed: each batch row mismatches one copy and the other copy is extra.
-    assert_eq!(
-        run.counts(),
-        [60_000 - 60, 60, 0, 60_000, 0, 60_000],
-        "{}",
-        run.stdout
-    );
+    )
 }
