@@ -467,7 +467,7 @@ fn get_varint(bytes: &[u8]) -> Result<(u128, usize)> {
 }
 
 /// Packs the rows of `arrays` (all of one length) into one binary view per row.
-fn encode(arrays: &[ArrayRef]) -> Result<BinaryViewArray> {
+pub(super) fn encode(arrays: &[ArrayRef]) -> Result<BinaryViewArray> {
     encode_in_blocks(arrays, MAX_BLOCK)
 }
 

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow};
 use std::io::{BufReader, BufWriter};
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryViewArray, ByteView, LargeBinaryArray,
+};
+use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -445,7 +448,6 @@ pub async fn split(
 /// share, everything gathered is written out at once.
 struct BucketWriter {
     state_runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
-    schema: SchemaRef,
     file_schema: SchemaRef,
     reservation: datafusion::execution::memory_pool::MemoryReservation,
     /// The most this writer gathers: an eighth of a memory limit, shared by the writers of
@@ -493,7 +495,6 @@ impl BucketWriter {
         BucketWriter {
             state_runtime: state.runtime_env().clone(),
             file_schema: file_schema(&schema),
-            schema,
             reservation,
             share,
             compression: state.config().options().execution.spill_compression.into(),
@@ -514,15 +515,20 @@ impl BucketWriter {
             if rows == 0 {
                 continue;
             }
-            // Pieces of one batch share its buffers; charge each its share of the whole.
-            let per_row = get_record_batch_memory_size(&batch).div_ceil(rows);
+            // Into the files' layout before the batch is cut into buckets, while its values
+            // are in the caches: each piece then gets its values copied by the partitioner's
+            // take. Laid out when a bucket's pieces were written (its views pointing into a
+            // million rows of older batches), every value was a cache miss. With the packed
+            // values laid out without a copy (`back_to_back`), 2 × 50M rows split in 13.1 s,
+            // against 15.4–15.9 s before.
+            let batch = relayout(&batch, &self.file_schema)?;
             let mut pieces = Vec::new();
             partitioner.partition(batch, |bucket, piece| {
                 pieces.push((bucket, piece));
                 Ok(())
             })?;
             for (bucket, piece) in pieces {
-                self.add(bucket, piece, per_row)?;
+                self.add(bucket, piece)?;
             }
         }
         for bucket in 0..self.pending.len() {
@@ -548,8 +554,8 @@ impl BucketWriter {
             .collect()
     }
 
-    fn add(&mut self, bucket: usize, piece: RecordBatch, per_row: usize) -> Result<()> {
-        let bytes = piece.num_rows() * per_row;
+    fn add(&mut self, bucket: usize, piece: RecordBatch) -> Result<()> {
+        let bytes = get_record_batch_memory_size(&piece);
         if self.reservation.size() + bytes > self.share || self.reservation.try_grow(bytes).is_err()
         {
             for other in 0..self.pending.len() {
@@ -587,10 +593,7 @@ impl BucketWriter {
         if pending.batches.is_empty() {
             return Ok(());
         }
-        let batch = relayout(
-            &concat_batches(&self.schema, &pending.batches)?,
-            &self.file_schema,
-        )?;
+        let batch = concat_batches(&self.file_schema, &pending.batches)?;
         drop(pending.batches);
         if self.files[bucket].is_none() {
             let buckets = self.files.len();
@@ -710,18 +713,74 @@ fn relayout(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
             if column.data_type() == field.data_type() {
                 return Ok(column.clone());
             }
+            if field.data_type() == &DataType::LargeBinary
+                && let Some(views) = column.as_binary_view_opt()
+                && let Some(values) = back_to_back(views)
+            {
+                return Ok(Arc::new(values));
+            }
             Ok(cast(column, field.data_type())?)
         })
         .collect::<Result<_>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// `views` as a large binary array over its own data buffer, when its values lie there back
+/// to back in row order (as `pack` writes them, short ones too): only the offsets are new. The
+/// packed values of a 2 × 50M-row split were a seventh of its time when copied value by value
+/// (`cast`). `None` for any other layout, or NULLs, which `cast` then copies.
+fn back_to_back(views: &BinaryViewArray) -> Option<LargeBinaryArray> {
+    let [buffer] = views.data_buffers() else {
+        return None;
+    };
+    if views.null_count() > 0 {
+        return None;
+    }
+    // Where the first row starts: known from the first value held in the buffer, not inline.
+    let mut before = 0usize;
+    let mut start = None;
+    for view in views.views() {
+        let view = ByteView::from(*view);
+        if view.length > 12 {
+            start = (view.offset as usize).checked_sub(before);
+            break;
+        }
+        before += view.length as usize;
+    }
+    let start = start?;
+    let mut offsets = Vec::with_capacity(views.len() + 1);
+    let mut end = start;
+    offsets.push(end as i64);
+    for (row, &view) in views.views().iter().enumerate() {
+        let length = view as u32 as usize;
+        let at = buffer.get(end..end + length)?;
+        let here = if length > 12 {
+            let view = ByteView::from(view);
+            view.buffer_index == 0 && view.offset as usize == end
+        } else {
+            at == views.value(row)
+        };
+        if !here {
+            return None;
+        }
+        end += length;
+        offsets.push(end as i64);
+    }
+    // SAFETY: the offsets rise from `start` to `end`, all within the buffer (checked above).
+    let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
+    Some(LargeBinaryArray::new(offsets, buffer.clone(), None))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{bucket_count, file_schema, relayout};
+    use super::{back_to_back, bucket_count, file_schema, relayout};
+    use crate::diff::pack;
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{BinaryViewArray, Int64Array, RecordBatch, StringViewArray};
+    use datafusion::arrow::array::{
+        ArrayRef, BinaryViewArray, Int64Array, RecordBatch, StringViewArray, make_view,
+    };
+    use datafusion::arrow::buffer::Buffer;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     #[test]
@@ -760,6 +819,65 @@ mod tests {
         assert_eq!(written.schema(), files);
         let read = relayout(&written, &schema).unwrap();
         assert_eq!(read, piece);
+    }
+
+    #[test]
+    fn packed_values_are_laid_out_for_bucket_files_without_being_copied() {
+        let long = "a value longer than a view's twelve inline bytes";
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![
+                Some(1),
+                None,
+                Some(3),
+                None,
+                Some(5),
+            ])),
+            Arc::new(StringViewArray::from(vec![
+                None,
+                None,
+                Some(long),
+                Some("x"),
+                Some(long),
+            ])),
+        ];
+        // Short rows first and last, as a slice of the batch the scan cut it from.
+        let packed = pack::encode(&columns).unwrap();
+        for (offset, length) in [(0, 5), (1, 3), (1, 4), (0, 3), (3, 2)] {
+            let views = packed.slice(offset, length);
+            let values = back_to_back(&views).expect("back to back");
+            assert_eq!(values.values().as_ptr(), views.data_buffers()[0].as_ptr());
+            let expected: Vec<&[u8]> = views.iter().map(Option::unwrap).collect();
+            let got: Vec<&[u8]> = values.iter().map(Option::unwrap).collect();
+            assert_eq!(got, expected);
+        }
+        // Only short rows: where they lie is unknown.
+        assert!(back_to_back(&packed.slice(1, 1)).is_none());
+        // A short value is taken from the buffer only where the buffer holds it.
+        let buffer = Buffer::from(b"0123456789abcdefXXXXX0123456789abcdef".as_slice());
+        let views_with = |short: &[u8]| {
+            let views = vec![
+                make_view(&buffer[..16], 0, 0),
+                make_view(short, 0, 16),
+                make_view(&buffer[21..], 0, 21),
+            ];
+            BinaryViewArray::new(views.into(), vec![buffer.clone()], None)
+        };
+        assert!(back_to_back(&views_with(b"XXXXX")).is_some());
+        assert!(back_to_back(&views_with(b"YYYYY")).is_none());
+        // Laid out otherwise (short values only inline), or with NULLs: copied by `cast`.
+        let built =
+            BinaryViewArray::from(vec![b"short".as_slice(), long.as_bytes(), long.as_bytes()]);
+        assert!(back_to_back(&built).is_none());
+        let nulls = BinaryViewArray::from(vec![Some(long.as_bytes()), None]);
+        assert!(back_to_back(&nulls).is_none());
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "v",
+            DataType::BinaryView,
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(built)]).unwrap();
+        let written = relayout(&batch, &file_schema(&schema)).unwrap();
+        assert_eq!(relayout(&written, &schema).unwrap(), batch);
     }
 
     const GIB: u64 = 1 << 30;
