@@ -424,11 +424,7 @@ impl ScalarUDFImpl for RowIdUdf {
 }
 
 fn packed_differs() -> Expr {
-    Expr::BinaryExpr(BinaryExpr::new(
-        Box::new(qualified("b", PACKED)),
-        Operator::IsDistinctFrom,
-        Box::new(qualified("s", PACKED)),
-    ))
+    Packing::differs(qualified("b", PACKED), qualified("s", PACKED))
 }
 
 /// The rows of a prepared side whose key is one of `keys` (a table of the key columns), NULL
