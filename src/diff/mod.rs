@@ -9,6 +9,7 @@ pub mod duplicates;
 pub mod explain;
 mod keyed;
 mod keyless;
+mod mapped;
 mod number_text;
 mod occurrence;
 pub mod pack;
