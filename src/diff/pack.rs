@@ -541,10 +541,29 @@ fn encode_block(
         starts.push(total);
         total += length;
     }
-    let mut out = vec![0u8; total as usize];
+    // The rows' bitmaps are gathered apart, in an array the column loops run through in
+    // order, then stored once per row. Set in place, each column's pass read and wrote a
+    // cache line of every row: half of this function's own time, and 7% of all packing on
+    // 2 × 5M rows (perf samples in the packing functions, 2 runs each: 586–620 against 647–651).
+    let mut bits = vec![0u8; lengths.len() * bitmap];
     for (c, valid) in valid.iter().enumerate() {
         let (byte, bit) = (c / 8, 1u8 << (c % 8));
-        valid.for_each(lengths.len(), |i| out[starts[i] as usize + byte] |= bit);
+        match &valid.0 {
+            None => bits
+                .iter_mut()
+                .skip(byte)
+                .step_by(bitmap)
+                .for_each(|b| *b |= bit),
+            Some(nulls) => nulls
+                .valid_indices()
+                .for_each(|i| bits[i * bitmap + byte] |= bit),
+        }
+    }
+    let mut out = vec![0u8; total as usize];
+    if bitmap > 0 {
+        for (&start, row_bits) in starts.iter().zip(bits.chunks_exact(bitmap)) {
+            out[start as usize..start as usize + bitmap].copy_from_slice(row_bits);
+        }
     }
     let mut cursor: Vec<u32> = starts.iter().map(|s| s + bitmap as u32).collect();
     for (column, valid) in columns.iter().zip(valid) {
