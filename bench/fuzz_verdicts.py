@@ -417,14 +417,17 @@ def main():
             skipped += 1
             continue
         got = run(sc, seed, args.variants)
+        failed = False
         for v, (status, counts, err) in got.items():
             if counts != want:
                 fails += 1
+                failed = True
                 print(f"seed {seed} {v}: status={status} err={err}\n  got  {counts}\n  want {want}\n"
                       f"  key={sc['keycols']} kinds={sc['kinds']} widen={sc['widen']} floated={sorted(sc['floated'])} rows={len(sc['batch'])}/{len(sc['stream'])} sql={sql(sc)} tolerance={sc['tolerance']}",
                       flush=True)
-            else:
-                shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
+        # A failing seed's files stay to replay, even when another variant agreed.
+        if not failed:
+            shutil.rmtree(f"{WORK}/{seed}", ignore_errors=True)
     print(f"{fails} disagreements in {len(SEEDS) - skipped} cases x {len(args.variants)} variants"
           f" ({skipped} skipped: a relative bound within a rounding of a pair)")
     sys.exit(1 if fails else 0)
