@@ -1382,8 +1382,7 @@ fn a_result_of_keys_only_pairs_its_repeated_keys() {
 /// The fuzzer's seed 5053 (`bench/fuzz_verdicts.py`), kept as its files: keys repeated on both
 /// sides under a tolerance, whose rows are read again for the occurrence pairing through a
 /// semi join with the repeated keys. The join's dynamic filter, pushed into the batch scan,
-/// left out rows it had to keep: 36 extra rows were counted of a stream of 433 with 400 paired,
-/// and one duplicated batch key of three.
+/// left out rows it had to keep: 36 extra rows were counted of a stream of 433 with 400 paired.
 #[test]
 fn repeated_keys_read_again_keep_every_row_of_their_side() {
     let ws = Workspace::new();
