@@ -24,8 +24,8 @@ use datafusion::arrow::array::builder::{
     LargeStringBuilder, StringBuilder, StringViewBuilder, make_view,
 };
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryViewArray, BooleanArray, BooleanBufferBuilder, RecordBatch,
-    make_array,
+    Array, ArrayRef, AsArray, BinaryViewArray, BooleanArray, BooleanBufferBuilder, ByteView,
+    RecordBatch, make_array,
 };
 use datafusion::arrow::buffer::{Buffer, MutableBuffer, ScalarBuffer};
 use datafusion::arrow::compute::SortOptions;
@@ -870,17 +870,15 @@ fn packed_differ(b: &BinaryViewArray, s: &BinaryViewArray) -> BooleanArray {
 /// Asks the CPU to bring row `i`'s value into the caches (a hint: it reads nothing).
 #[inline(always)]
 fn fetch(array: &BinaryViewArray, i: usize) {
-    let view = array.views()[i];
-    let length = view as u32;
-    if length <= 12 {
+    let view = ByteView::from(array.views()[i]);
+    if view.length <= 12 {
         return; // the value is in the view itself
     }
-    let (buffer, offset) = ((view >> 64) as u32 as usize, (view >> 96) as u32 as usize);
-    let Some(data) = array.data_buffers().get(buffer) else {
+    let Some(data) = array.data_buffers().get(view.buffer_index as usize) else {
         return;
     };
-    let first = data.as_ptr().wrapping_add(offset);
-    let last = first.wrapping_add(length as usize - 1);
+    let first = data.as_ptr().wrapping_add(view.offset as usize);
+    let last = first.wrapping_add(view.length as usize - 1);
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
