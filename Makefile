@@ -50,6 +50,7 @@ fuzz:
 	.venv/bin/python bench/fuzz_verdicts.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
 	.venv/bin/python bench/fuzz_changelog.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
 	.venv/bin/python bench/fuzz_sums.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
+	.venv/bin/python bench/fuzz_queries.py --dualrun $(BIN_RELEASE) --seeds $(FUZZ_SEEDS)
 
 # A real Ballista cluster on loopback (scheduler + two executors, cargo-installed when missing):
 # the demo through it, verdicts checked against embedded; or the 5M benchmark through it.
