@@ -23,6 +23,7 @@ mod connect_decimal;
 mod exact;
 pub use exact::ExactSum;
 pub mod lint;
+mod total_order;
 
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side, TableSpec};
 use crate::error::clean_df_error;
@@ -249,6 +250,7 @@ impl Engine {
         if !spec.builtin_float_aggregates {
             exact::register(&ctx);
         }
+        total_order::register(&ctx);
         connect_decimal::register(&ctx);
         let remote = match &spec.url {
             Some(url) => Some(crate::engine::ballista::connect(ctx.state(), url).await?),
