@@ -96,6 +96,9 @@ def query(rng, groups):
         f"SELECT DISTINCT {col} FROM t",
         f"SELECT g, {col} FROM (SELECT g, {col}, ROW_NUMBER() OVER (PARTITION BY g ORDER BY {col} "
         f"{direction} {nulls}, id) AS r FROM t) q WHERE r <= {k}",
+        "SELECT g, MEDIAN(x) AS m, MEDIAN(CAST(n AS DOUBLE)) AS mn FROM t GROUP BY g",
+        "SELECT g, COUNT(*) FILTER (WHERE x > 0) AS pos, "
+        "CAST(SUM(CASE WHEN s LIKE 'a%' THEN n ELSE 0 END) AS BIGINT) AS a FROM t GROUP BY g",
     ]
     return rng.choice(shapes)
 
@@ -156,6 +159,8 @@ def run(sc, d, variants):
     for v in variants:
         layout = ["--batch", f"t={d}/bt/", "--batch", f"u={d}/u/",
                   "--stream", f"t={d}/st/", "--stream", f"u={d}/u/", "--sql", sc["sql"]]
+        if sc["sql"].endswith("GROUP BY g"):  # one row per group: keyed on it, every other seed
+            layout += ["--key", "g"] if rng.random() < 0.5 else []
         status, rows, counts, err = dualrun(layout, v)
         if (status, rows) != want:
             fails.append(f"layout/{v}: dualrun {status} rows={rows} counts={counts} err={err}; "

@@ -199,16 +199,20 @@ impl Engine {
             options.execution.sort_spill_reservation_bytes =
                 (limit / 16).min(options.execution.sort_spill_reservation_bytes);
         }
-        // A hash join's dynamic filter (the build side's keys, pushed into the probe side's
-        // Parquet scan) dropped rows it had to keep: reading again the rows of 35 repeated keys
-        // (`side LEFT SEMI JOIN keys`), the batch scan skipped 504 of its 1,774 rows, the keys'
-        // rows among them, and the counts added up to more rows than the stream had (DataFusion
-        // 55; not traced further). A join in a user's query could lose rows the same way, on one
-        // side only: a wrong verdict. Without the filter, scans read what the query asks.
-        config
-            .options_mut()
-            .optimizer
-            .enable_join_dynamic_filter_pushdown = false;
+        // Dynamic filters (bounds learnt while a query runs, pushed into the scans) dropped rows
+        // they had to keep, in DataFusion 55 (neither traced further):
+        // - a hash join's (the build side's keys): reading again the rows of 35 repeated keys
+        //   (`side LEFT SEMI JOIN keys`), the batch scan skipped 504 of its 1,774 rows, the
+        //   keys' rows among them, and the counts added up to more rows than the stream had;
+        // - a TopK's (`ORDER BY x DESC, id LIMIT 10`): over 3 files it lost 4 of the 10 NaN rows
+        //   on top, answering with +inf rows instead, every run.
+        // The aggregate's (MIN/MAX without GROUP BY) works the same way and goes too. A lost
+        // row on one side only is a wrong verdict. Without them, scans read what the query asks.
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.enable_dynamic_filter_pushdown = false;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+        optimizer.enable_topk_dynamic_filter_pushdown = false;
+        optimizer.enable_aggregate_dynamic_filter_pushdown = false;
         let config = config
             .with_target_partitions(partitions)
             .with_default_catalog_and_schema(CATALOG, Side::Batch.name())
