@@ -521,21 +521,7 @@ fn is_float(input: &[FieldRef], output: &DataType) -> bool {
 }
 
 impl AggregateUDFImpl for ExactFloat {
-    fn name(&self) -> &str {
-        self.inner().name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner().aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner().signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner().return_type(arg_types)
-    }
+    same_function_as_inner!();
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         if !is_float(args.expr_fields, args.return_type()) {
@@ -618,14 +604,6 @@ impl AggregateUDFImpl for ExactFloat {
 
     fn order_sensitivity(&self) -> AggregateOrderSensitivity {
         AggregateOrderSensitivity::Insensitive
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner().documentation()
-    }
-
-    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
-        self.inner().set_monotonicity(data_type)
     }
     // Not delegated: `simplify_expr_op_literal` (it would rewrite to the built-in `sum`) and
     // `value_from_stats` (file statistics carry no float sums worth trusting).

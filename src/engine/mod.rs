@@ -18,6 +18,37 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+/// What a wrapper of a built-in aggregate (reached through its `inner()`) passes through as it
+/// is: the function's name, aliases, signature, return type, documentation and monotonicity, so
+/// that SQL names and plans it as the built-in while the wrapper changes how it computes.
+macro_rules! same_function_as_inner {
+    () => {
+        fn name(&self) -> &str {
+            self.inner().name()
+        }
+
+        fn aliases(&self) -> &[String] {
+            self.inner().aliases()
+        }
+
+        fn signature(&self) -> &Signature {
+            self.inner().signature()
+        }
+
+        fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+            self.inner().return_type(arg_types)
+        }
+
+        fn documentation(&self) -> Option<&Documentation> {
+            self.inner().documentation()
+        }
+
+        fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
+            self.inner().set_monotonicity(data_type)
+        }
+    };
+}
+
 pub mod ballista;
 mod connect_decimal;
 mod exact;

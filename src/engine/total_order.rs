@@ -76,21 +76,7 @@ fn grouped<T: ArrowPrimitiveType + Send>(
 }
 
 impl AggregateUDFImpl for TotalOrder {
-    fn name(&self) -> &str {
-        self.inner().name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner().aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner().signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner().return_type(arg_types)
-    }
+    same_function_as_inner!();
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         self.inner().coerce_types(arg_types)
@@ -156,13 +142,5 @@ impl AggregateUDFImpl for TotalOrder {
 
     fn value_from_stats(&self, args: &StatisticsArgs) -> Option<ScalarValue> {
         self.inner().value_from_stats(args)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner().documentation()
-    }
-
-    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
-        self.inner().set_monotonicity(data_type)
     }
 }
