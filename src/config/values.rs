@@ -193,7 +193,8 @@ pub enum Nondeterminism {
     Limit,
     /// row_number(), lag(), first_value(), … over an ordering with ties.
     WindowOrder,
-    /// array_agg, string_agg, first_value, … without an ORDER BY that fixes the order.
+    /// array_agg, string_agg, first_value, any_value, … without an ORDER BY that fixes the
+    /// order; approx_median and approx_percentile_cont whatever the order.
     AggregateOrder,
     /// random(), uuid(), now(), current_date(), …
     VolatileFunction,

@@ -37,13 +37,23 @@ const TIE_SENSITIVE_WINDOWS: [&str; 7] = [
 ];
 
 /// Aggregates whose value depends on the order the rows arrive in.
-const ORDER_SENSITIVE_AGGREGATES: [&str; 6] = [
+const ORDER_SENSITIVE_AGGREGATES: [&str; 7] = [
     "array_agg",
     "string_agg",
     "first_value",
     "last_value",
     "nth_value",
     "listagg",
+    "any_value",
+];
+
+/// Estimates built from a t-digest that merges the rows batch by batch as they arrive: the same
+/// rows answer differently in another layout, and even in another run over the same files
+/// (partitions finish in another order). No ORDER BY fixes that.
+const ARRIVAL_ORDER_ESTIMATES: [&str; 3] = [
+    "approx_percentile_cont",
+    "approx_percentile_cont_with_weight",
+    "approx_median",
 ];
 
 /// The hazards of `plan`, minus the kinds the check acknowledges. `key` is the check's result
@@ -185,7 +195,17 @@ fn aggregate_hazards(expr: &Expr, group_by: &[Expr], hazards: &mut Vec<Hazard>) 
     let _ = expr.apply(|e| {
         if let Expr::AggregateFunction(AggregateFunction { func, params }) = e {
             let name = func.name();
-            if ORDER_SENSITIVE_AGGREGATES.contains(&name) {
+            if ARRIVAL_ORDER_ESTIMATES.contains(&name) {
+                hazards.push(Hazard {
+                    kind: Nondeterminism::AggregateOrder,
+                    expression: e.human_display().to_string(),
+                    why: format!(
+                        "{name}() estimates from the rows in the order they arrive: another \
+                         layout, or another run over the same files, gives another estimate \
+                         (median() and percentile_cont() are exact)"
+                    ),
+                });
+            } else if ORDER_SENSITIVE_AGGREGATES.contains(&name) {
                 let ordered: Vec<&Expr> = params.order_by.iter().map(|s| &s.expr).collect();
                 // Ordering by the aggregated values themselves makes ties indistinguishable.
                 let by_own_values = !ordered.is_empty()
@@ -194,7 +214,7 @@ fn aggregate_hazards(expr: &Expr, group_by: &[Expr], hazards: &mut Vec<Hazard>) 
                         .iter()
                         .filter(|a| !matches!(a, Expr::Literal(..)))
                         .all(|a| ordered.contains(&a));
-                if !by_own_values && !params.distinct {
+                if !by_own_values {
                     let why = if ordered.is_empty() {
                         format!("{name}() without ORDER BY takes rows in arrival order")
                     } else {
@@ -355,9 +375,34 @@ mod tests {
         assert!(kinds(sorted, &["region"]).await.is_empty());
         let sorted = "SELECT region, array_agg(name ORDER BY name) AS s FROM t GROUP BY region";
         assert!(kinds(sorted, &["region"]).await.is_empty());
-        // Order-insensitive aggregates are fine.
-        let plain = "SELECT region, sum(x), max(name), count(DISTINCT id) FROM t GROUP BY region";
+        let distinct = "SELECT region, array_agg(DISTINCT name) AS s FROM t GROUP BY region";
+        assert_eq!(kinds(distinct, &["region"]).await, fires);
+        let sorted =
+            "SELECT region, array_agg(DISTINCT name ORDER BY name) AS s FROM t GROUP BY region";
+        assert!(kinds(sorted, &["region"]).await.is_empty());
+        let any = "SELECT region, any_value(name) AS s FROM t GROUP BY region";
+        assert_eq!(kinds(any, &["region"]).await, fires);
+        // Order-insensitive aggregates are fine, exact percentiles and distinct counts too.
+        let plain = "SELECT region, sum(x), max(name), count(DISTINCT id), median(x), \
+                     percentile_cont(0.9) WITHIN GROUP (ORDER BY x), approx_distinct(name) \
+                     FROM t GROUP BY region";
         assert!(kinds(plain, &["region"]).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn approximate_percentiles_depend_on_arrival_order_whatever_the_query_says() {
+        let fires = ["aggregate_order"];
+        for estimate in [
+            "approx_median(x)",
+            "approx_percentile_cont(x, 0.9)",
+            "approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY x)",
+            "approx_percentile_cont_with_weight(ts, 0.5) WITHIN GROUP (ORDER BY x)",
+        ] {
+            let grouped = format!("SELECT region, {estimate} AS p FROM t GROUP BY region");
+            assert_eq!(kinds(&grouped, &["region"]).await, fires, "{estimate}");
+            let global = format!("SELECT {estimate} AS p FROM t");
+            assert_eq!(kinds(&global, &[]).await, fires, "{estimate}");
+        }
     }
 
     #[tokio::test]
