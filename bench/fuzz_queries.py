@@ -15,14 +15,15 @@ Each case checks two things:
 
 The variants run each case as it is (`run`), with 3-row batches (`tiny`) and over 7 partitions
 (`parts`)."""
-import datetime, json, math, os, random, shutil, subprocess, sys
+import datetime, decimal, json, math, os, random, shutil, subprocess, sys
 import duckdb
 import pyarrow as pa
 
 from fuzz_verdicts import fuzz_arguments, write
 
-NAMES = ["id", "g", "s", "x", "n", "d"]
-TYPES = [pa.int64(), pa.int32(), pa.string(), pa.float64(), pa.int64(), pa.date32()]
+NAMES = ["id", "g", "s", "x", "n", "d", "ts", "p"]
+TYPES = [pa.int64(), pa.int32(), pa.string(), pa.float64(), pa.int64(), pa.date32(),
+         pa.timestamp("us", tz="UTC"), pa.decimal128(12, 2)]
 WORDS = ["", "a", "ab", "b", "ä", "m", "mz", "z", "日本", "a" * 20]
 FLOATS = [0.0, -0.0, math.nan, math.inf, -math.inf, 1.5, -1.5, 2.0, 1e-300, 1e300]
 
@@ -37,12 +38,23 @@ def scenario(seed):
     groups = rng.choice([1, 3, 20, 500])
     ids = rng.sample(range(rows * 3), rows)
     day = datetime.date(2026, 1, 1)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+    def moment():
+        return start + datetime.timedelta(seconds=rng.randrange(3 * 86400),
+                                          microseconds=rng.choice([0, 0, rng.randrange(10**6)]))
+
+    def money():
+        return decimal.Decimal(rng.randint(-10**6, 10**6)).scaleb(-2)
+
     t = [[i,
           maybe(rng, rng.randrange(groups)),
           maybe(rng, rng.choice(WORDS)),
           maybe(rng, rng.choice(FLOATS) if rng.random() < 0.3 else round(rng.uniform(-100, 100), 2)),
           maybe(rng, rng.randint(-1000, 1000)),
-          maybe(rng, day + datetime.timedelta(days=rng.randrange(60)))] for i in ids]
+          maybe(rng, day + datetime.timedelta(days=rng.randrange(60))),
+          maybe(rng, moment()),
+          maybe(rng, money())] for i in ids]
     # Group keys missing from u, and some twice: inner joins drop rows, others fan out.
     u = [[g, rng.choice(WORDS)] for g in range(groups) if rng.random() < 0.8]
     u += [[g, "dup"] for g, _ in rng.sample(u, min(len(u), rng.choice([0, 0, 1, 3])))]
@@ -51,10 +63,10 @@ def scenario(seed):
     if change != "none" and stream:
         r = rng.randrange(len(stream))
         if change == "value":
-            c = rng.choice([1, 2, 3, 4, 5])
+            c = rng.choice([1, 2, 3, 4, 5, 6, 7])
             stream[r][c] = maybe(rng, {1: rng.randrange(groups + 1), 2: rng.choice(WORDS),
                                        3: rng.choice(FLOATS), 4: rng.randint(-1000, 1000),
-                                       5: day}[c], 0.3)
+                                       5: day, 6: moment(), 7: money()}[c], 0.3)
         elif change == "drop":
             del stream[r]
         else:
@@ -70,7 +82,8 @@ def query(rng, groups):
     direction = rng.choice(["ASC", "DESC"])
     nulls = rng.choice(["NULLS FIRST", "NULLS LAST"])
     cut = rng.choice(["x > 0", "n < 0", "s > 'b'", "d >= DATE '2026-01-20'", "g = 1",
-                      "x IS NULL", "NOT (x < 1.5)", "n BETWEEN -10 AND 500"])
+                      "x IS NULL", "NOT (x < 1.5)", "n BETWEEN -10 AND 500", "p > 0",
+                      "ts < TIMESTAMP '2026-01-02 12:00:00'", "p BETWEEN -100 AND 2500.5"])
     shapes = [
         f"SELECT id, {col} FROM t ORDER BY {col} {direction} {nulls}, id LIMIT {k}",
         f"SELECT id, {col} FROM t WHERE {cut} ORDER BY {col} {direction} {nulls}, id LIMIT {k} OFFSET 1",
@@ -99,6 +112,22 @@ def query(rng, groups):
         "SELECT g, MEDIAN(x) AS m, MEDIAN(CAST(n AS DOUBLE)) AS mn FROM t GROUP BY g",
         "SELECT g, COUNT(*) FILTER (WHERE x > 0) AS pos, "
         "CAST(SUM(CASE WHEN s LIKE 'a%' THEN n ELSE 0 END) AS BIGINT) AS a FROM t GROUP BY g",
+        # Time buckets, decimals and strings, as dashboards group them.
+        "SELECT date_trunc('hour', ts) AS h, COUNT(*) AS c, SUM(p) AS sp, MIN(ts) AS lo, "
+        "MAX(p) AS hi FROM t GROUP BY date_trunc('hour', ts)",
+        f"SELECT CAST(EXTRACT(dow FROM d) AS BIGINT) AS dow, CAST(EXTRACT(hour FROM ts) AS BIGINT) AS hr, "
+        f"COUNT(*) AS c, MIN(x) AS lo, SUM(p) AS sp FROM t WHERE {cut} "
+        "GROUP BY EXTRACT(dow FROM d), EXTRACT(hour FROM ts)",
+        "SELECT upper(s) AS us, CAST(length(s) AS BIGINT) AS l, substr(s, 2, 2) AS sub, COUNT(*) AS c "
+        "FROM t GROUP BY upper(s), length(s), substr(s, 2, 2)",
+        f"SELECT id, COALESCE(s, '?') || '-' || CAST(n AS VARCHAR) AS label, CASE WHEN x > 0 THEN 'pos' "
+        f"WHEN x <= 0 THEN 'nonpos' ELSE 'other' END AS sign FROM t WHERE {cut}",
+        "SELECT g, ABS(MIN(n)) AS a, SUM(p) AS sp, MIN(p) AS lo, COUNT(DISTINCT ts) AS dts "
+        "FROM t GROUP BY g",
+        "SELECT t.g, date_trunc('day', t.ts) AS day, COUNT(*) AS c, SUM(t.p) AS sp FROM t "
+        "JOIN u ON t.g = u.g GROUP BY t.g, date_trunc('day', t.ts)",
+        "SELECT id, ts, p, LAG(p) OVER (PARTITION BY g ORDER BY ts NULLS FIRST, id) AS prev FROM t",
+        f"SELECT id, p, ts FROM t ORDER BY p {direction} {nulls}, ts, id LIMIT {k}",
     ]
     return rng.choice(shapes)
 
@@ -107,6 +136,7 @@ def duck(sql, t_path, u_path):
     """DuckDB's answer over tables copied out of the files first: DuckDB 2.0.1's own filter
     pushdown into Parquet loses rows next to NaN values (seed 5: 414 rows where 415 pass)."""
     con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
     con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{t_path}/*.parquet')")
     con.execute(f"CREATE TABLE u AS SELECT * FROM read_parquet('{u_path}/*.parquet')")
     return con, con.execute(sql).fetchall()
@@ -147,9 +177,12 @@ def run(sc, d, variants):
     # The batch side as a batch job writes it: one file, in key order.
     write(sorted(sc["t"]), NAMES, TYPES, f"{d}/bt", random.Random(1))
     write(sc["stream"], NAMES, TYPES, f"{d}/st", rng)
-    write(sc["u"], ["g", "s"], [pa.int32(), pa.string()], f"{d}/u", rng)
-    _, b_rows = duck(sc["sql"], f"{d}/bt", f"{d}/u")
-    con, s_rows = duck(sc["sql"], f"{d}/st", f"{d}/u")
+    # The joined table: one file on the batch side, its rows shuffled into files on the other.
+    u_schema = (["g", "s"], [pa.int32(), pa.string()])
+    write(sc["u"], *u_schema, f"{d}/bu", random.Random(1))
+    write(rng.sample(sc["u"], len(sc["u"])), *u_schema, f"{d}/su", rng)
+    _, b_rows = duck(sc["sql"], f"{d}/bt", f"{d}/bu")
+    con, s_rows = duck(sc["sql"], f"{d}/st", f"{d}/su")
     # DuckDB's answer over the stream files, as a table of the batch side for `oracle`.
     os.makedirs(f"{d}/answer")
     con.execute(f"COPY ({sc['sql']}) TO '{d}/answer/a.parquet' (FORMAT parquet)")
@@ -157,8 +190,8 @@ def run(sc, d, variants):
     want = ("match" if same else "diverged", {"batch": len(b_rows), "stream": len(s_rows)})
     fails = []
     for v in variants:
-        layout = ["--batch", f"t={d}/bt/", "--batch", f"u={d}/u/",
-                  "--stream", f"t={d}/st/", "--stream", f"u={d}/u/", "--sql", sc["sql"]]
+        layout = ["--batch", f"t={d}/bt/", "--batch", f"u={d}/bu/",
+                  "--stream", f"t={d}/st/", "--stream", f"u={d}/su/", "--sql", sc["sql"]]
         if sc["sql"].endswith("GROUP BY g"):  # one row per group: keyed on it, every other seed
             layout += ["--key", "g"] if rng.random() < 0.5 else []
         status, rows, counts, err = dualrun(layout, v)
@@ -166,7 +199,7 @@ def run(sc, d, variants):
             fails.append(f"layout/{v}: dualrun {status} rows={rows} counts={counts} err={err}; "
                          f"DuckDB {want[0]} rows={want[1]}")
         oracle = ["--batch", f"answer={d}/answer/", "--batch-view", "q=SELECT * FROM answer",
-                  "--stream", f"t={d}/st/", "--stream", f"u={d}/u/",
+                  "--stream", f"t={d}/st/", "--stream", f"u={d}/su/",
                   "--stream-view", f"q={sc['sql']}", "--sql", "SELECT * FROM q"]
         status, rows, counts, err = dualrun(oracle, v)
         if status != "match":
