@@ -208,13 +208,44 @@ impl ExactSum {
         self.sum().map(|sum| sum / self.count as f64)
     }
 
-    fn heap_size(&self) -> usize {
+    /// The exact sum as finite doubles (what it is made of, in no canonical form); None when
+    /// a NaN or an infinity was added or the sum left the double range.
+    pub(super) fn pieces(&self) -> Option<Pieces> {
+        if self.nan > 0 || self.pos_inf > 0 || self.neg_inf > 0 {
+            return None;
+        }
+        let whole = self.whole();
+        (whole.pos_inf == 0 && whole.neg_inf == 0).then(|| whole.partials.into_iter().collect())
+    }
+
+    /// The values added, less those retracted.
+    pub(super) fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub(super) fn heap_size(&self) -> usize {
         if self.partials.spilled() {
             self.partials.capacity() * size_of::<f64>()
         } else {
             0
         }
     }
+}
+
+/// Finite doubles whose sum is an exact sum.
+pub(super) type Pieces = SmallVec<[f64; 4]>;
+
+/// The correctly rounded sum of a few finite doubles: Shewchuk's partials alone, without the
+/// fixed-point window a long sum starts with. Infinite when it leaves the double range.
+pub(super) fn fsum(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sum = ExactSum {
+        count: 1,
+        ..ExactSum::default()
+    };
+    for x in values {
+        sum.add_to_partials(x);
+    }
+    sum.sum().unwrap_or(0.0)
 }
 
 /// Digits of the fixed-point window: 32 bits each, kept in i64 so that additions need no
@@ -544,33 +575,15 @@ impl AggregateUDFImpl for ExactFloat {
         if !is_float(args.input_fields, args.return_type()) {
             return self.inner().state_fields(args);
         }
-        let partials = Field::new_list(
-            format_state_name(args.name, "partials"),
-            Field::new_list_field(DataType::Float64, true),
-            true,
-        );
         if args.is_distinct {
-            return Ok(vec![
-                partials
-                    .with_name(format_state_name(args.name, "distinct"))
-                    .into(),
-            ]);
+            let distinct = Field::new_list(
+                format_state_name(args.name, "distinct"),
+                Field::new_list_field(DataType::Float64, true),
+                true,
+            );
+            return Ok(vec![distinct.into()]);
         }
-        Ok(vec![
-            Field::new(
-                format_state_name(args.name, "window"),
-                DataType::Binary,
-                true,
-            )
-            .into(),
-            partials.into(),
-            Field::new(
-                format_state_name(args.name, "count"),
-                DataType::UInt64,
-                true,
-            )
-            .into(),
-        ])
+        Ok(state_fields(args.name, ""))
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -748,7 +761,7 @@ impl Accumulator for DistinctAccumulator {
 /// Both tiers hold the exact sum and round it once, so a group's result does not depend on
 /// which tier the order of arrival left it in.
 #[derive(Debug)]
-struct SumGroups {
+pub(super) struct SumGroups {
     groups: Vec<GroupSum>,
     /// The windows of cold groups; a cold group's `lo` holds its index here.
     windows: Vec<Fixed>,
@@ -832,7 +845,7 @@ fn add_fast(sum: &mut GroupSum, windows: &mut [Fixed], x: f64) -> bool {
 }
 
 impl SumGroups {
-    fn new(avg: bool) -> SumGroups {
+    pub(super) fn new(avg: bool) -> SumGroups {
         SumGroups {
             groups: Vec::new(),
             windows: Vec::new(),
@@ -1001,8 +1014,27 @@ impl SumGroups {
         Some(if self.avg { sum / count as f64 } else { sum })
     }
 
+    /// A group's count and its exact sum as [`ExactSum::pieces`] gives it.
+    pub(super) fn pieces(&self, group: usize) -> (u64, Option<Pieces>) {
+        let GroupSum { hi, lo, count } = self.groups[group];
+        let pieces = match self.groups[group].cold() {
+            None => Some([hi, lo].into_iter().collect()),
+            Some(window) => ExactSum {
+                fixed: self.windows[window],
+                count,
+                ..self.rare.get(&group).cloned().unwrap_or_default()
+            }
+            .pieces(),
+        };
+        (count, pieces)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.groups.len()
+    }
+
     /// Removes the groups `emit_to` asks for, renumbering the rest (and their windows).
-    fn take(&mut self, emit_to: EmitTo) -> SumGroups {
+    pub(super) fn take(&mut self, emit_to: EmitTo) -> SumGroups {
         let groups = emit_to.take_needed(&mut self.groups);
         let taken = groups.len();
         let windows = std::mem::take(&mut self.windows);
@@ -1188,7 +1220,7 @@ impl GroupsAccumulator for SumGroups {
 
 /// One exact sum's parts as they travel from partial to final aggregation.
 #[derive(Default)]
-struct Parts {
+pub(super) struct Parts {
     window: Fixed,
     partials: SmallVec<[f64; 2]>,
     nan: u64,
@@ -1198,7 +1230,7 @@ struct Parts {
 }
 
 impl ExactSum {
-    fn parts(&self) -> Parts {
+    pub(super) fn parts(&self) -> Parts {
         Parts {
             window: self.fixed,
             partials: self.partials.iter().copied().collect(),
@@ -1209,7 +1241,7 @@ impl ExactSum {
         }
     }
 
-    fn merge_state_row(&mut self, states: &States, row: usize) {
+    pub(super) fn merge_state_row(&mut self, states: &States, row: usize) {
         if let Some(window) = states.window(row) {
             self.merge_window(&window);
         }
@@ -1226,7 +1258,7 @@ impl ExactSum {
 /// partials outside it followed by one NaN, +inf or -inf for each kind of non-finite value seen
 /// (the result depends only on which kinds were seen: retractions never cross a state), and the
 /// count.
-fn state_arrays(sums: impl Iterator<Item = Parts>) -> Vec<ArrayRef> {
+pub(super) fn state_arrays(sums: impl Iterator<Item = Parts>) -> Vec<ArrayRef> {
     let (mut windows, mut window_offsets) = (Vec::new(), vec![0i32]);
     let (mut offsets, mut partials, mut count) = (vec![0i32], Vec::new(), Vec::new());
     for sum in sums {
@@ -1261,6 +1293,21 @@ fn state_arrays(sums: impl Iterator<Item = Parts>) -> Vec<ArrayRef> {
     ]
 }
 
+/// The fields of [`state_arrays`] for the aggregate `name`, each named with `prefix`.
+pub(super) fn state_fields(name: &str, prefix: &str) -> Vec<FieldRef> {
+    let named = |part: &str| format_state_name(name, &format!("{prefix}{part}"));
+    vec![
+        Field::new(named("window"), DataType::Binary, true).into(),
+        Field::new_list(
+            named("partials"),
+            Field::new_list_field(DataType::Float64, true),
+            true,
+        )
+        .into(),
+        Field::new(named("count"), DataType::UInt64, true).into(),
+    ]
+}
+
 fn partials_list(offsets: impl Into<ScalarBuffer<i32>>, values: Float64Array) -> ArrayRef {
     Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::Float64, true)),
@@ -1272,7 +1319,7 @@ fn partials_list(offsets: impl Into<ScalarBuffer<i32>>, values: Float64Array) ->
 
 /// Typed views of [`state_arrays`] arriving to be merged: plain slices, since the final
 /// aggregation reads one state per input row when partial aggregation is skipped.
-struct States<'a> {
+pub(super) struct States<'a> {
     window_offsets: &'a [i32],
     window_bytes: &'a [u8],
     partial_offsets: &'a [i32],
@@ -1281,7 +1328,7 @@ struct States<'a> {
 }
 
 impl<'a> States<'a> {
-    fn new(arrays: &'a [ArrayRef]) -> Result<Self> {
+    pub(super) fn new(arrays: &'a [ArrayRef]) -> Result<Self> {
         let [windows, partials, counts] = arrays else {
             return internal_err!("exact sum state has {} columns, not 3", arrays.len());
         };
@@ -1295,7 +1342,7 @@ impl<'a> States<'a> {
         })
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.counts.len()
     }
 

@@ -55,6 +55,7 @@ mod exact;
 pub use exact::ExactSum;
 pub mod lint;
 mod total_order;
+mod variance;
 
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side, TableSpec};
 use crate::error::clean_df_error;
@@ -284,6 +285,7 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         if !spec.builtin_float_aggregates {
             exact::register(&ctx);
+            variance::register(&ctx);
         }
         total_order::register(&ctx);
         connect_decimal::register(&ctx);

@@ -56,17 +56,22 @@ sql = "SELECT region, SUM(amount) AS s, AVG(amount) AS a, COUNT(*) AS n FROM eve
 key = ["region"]
 
 [[checks]]
+name = "spread"
+sql = "SELECT region, STDDEV(amount) AS sd, VAR_POP(amount) AS vp, STDDEV_POP(amount) AS sdp, VAR(amount) AS v FROM events GROUP BY region"
+key = ["region"]
+
+[[checks]]
 name = "by_bucket"
-sql = "SELECT id % 5000 AS bucket, SUM(amount) AS s, AVG(amount) AS a FROM events GROUP BY id % 5000"
+sql = "SELECT id % 5000 AS bucket, SUM(amount) AS s, AVG(amount) AS a, VAR(amount) AS v FROM events GROUP BY id % 5000"
 key = ["bucket"]
 
 [[checks]]
 name = "whole_table"
-sql = "SELECT SUM(amount) AS s, AVG(amount) AS a, SUM(DISTINCT amount) AS d FROM events"
+sql = "SELECT SUM(amount) AS s, AVG(amount) AS a, SUM(DISTINCT amount) AS d, STDDEV(amount) AS sd FROM events"
 
 [[checks]]
 name = "sliding_window"
-sql = "SELECT id, SUM(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS w FROM events WHERE id < 20000"
+sql = "SELECT id, SUM(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS w, STDDEV(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS sw FROM events WHERE id < 20000"
 key = ["id"]
 "#
         ),
@@ -74,7 +79,7 @@ key = ["id"]
 }
 
 #[test]
-fn float_sums_and_averages_match_in_any_layout_without_tolerance() {
+fn float_sums_averages_and_deviations_match_in_any_layout_without_tolerance() {
     let ws = Workspace::new();
     float_tables(&ws);
     // DataFusion's own aggregates flap on this data: the test would catch a silent fallback.
@@ -86,14 +91,16 @@ fn float_sums_and_averages_match_in_any_layout_without_tolerance() {
         "json",
         "--check",
         "by_region",
+        "--check",
+        "spread",
     ]);
-    let checks = &run.json()["checks"];
-    assert_eq!(
-        checks[0]["status"], "diverged",
-        "the built-in float SUM should differ in the last bits here: {}",
-        checks[0]
-    );
-    // Exact aggregates: 20 runs of the GROUP BY over 1, 2, 4 and 8 partitions, and every
+    for check in run.json()["checks"].as_array().unwrap() {
+        assert_eq!(
+            check["status"], "diverged",
+            "the built-in float SUM and STDDEV should differ in the last bits here: {check}"
+        );
+    }
+    // Exact aggregates: 20 runs of the GROUP BYs over 1, 2, 4 and 8 partitions, and every
     // other shape (many groups, no GROUP BY, DISTINCT, a sliding window) on 1 and 8, all match.
     for round in 0..22 {
         let partitions = if round < 20 {
@@ -104,7 +111,7 @@ fn float_sums_and_averages_match_in_any_layout_without_tolerance() {
         float_config(&ws, partitions, "exact");
         let mut args = vec!["run", "--no-history", "--format", "json"];
         if round < 20 {
-            args.extend(["--check", "by_region"]);
+            args.extend(["--check", "by_region", "--check", "spread"]);
         } else {
             args.extend([
                 "--check",
