@@ -6,6 +6,12 @@ must equal, to the bit, the correctly rounded exact sum a Python model computes 
 side), as docs/semantics.md ("Exact float SUM and AVG") promises, whatever the layout. Sums
 stay below 1e305, short of the double range's top, where the promise has a documented exception.
 
+VAR_POP and STDDEV (sample) per group are checked twice: against the exact variance the model
+computes with fractions (within a relative 1e-12: the final steps round a few times; the
+variance of values whose squares leave the double range is NaN, and squares among the
+subnormals lose bits, as documented), and, to the bit, against dualrun's own answer over the
+same rows in one file in another order.
+
     .venv/bin/python bench/fuzz_sums.py --dualrun target/release/dualrun --seeds 0:300
 
 The variants run each case as it is, with 3-row batches, and over 7 partitions."""
@@ -86,20 +92,67 @@ def model(sc):
     return out
 
 
+def exact_variance(values, sample):
+    """VAR_POP / VAR_SAMP as dualrun documents them: NULL for no value (and for one, sampled),
+    0 for one value, NaN with a NaN, an infinity or a square beyond the double range."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0 or (n == 1 and sample):
+        return None
+    if n == 1:
+        return 0.0
+    if any(not math.isfinite(v) or math.isinf(v * v) for v in values):
+        return math.nan
+    exact = [Fraction(v) for v in values]
+    total = sum(exact)
+    m2 = sum(x * x for x in exact) - total * total / n
+    return float(m2 / (n - 1 if sample else n))
+
+
+def spread_model(sc):
+    by = {}
+    for g, v in sc["rows"]:
+        by.setdefault(g, []).append(v)
+    out = []
+    for g, values in sorted(by.items()):
+        var_samp = exact_variance(values, True)
+        out.append([g, exact_variance(values, False),
+                    None if var_samp is None else math.sqrt(var_samp)])
+    return out
+
+
+SPREAD = "SELECT g, VAR_POP(x) AS v, STDDEV(x) AS sd FROM raw GROUP BY g"
+
+
 def run(sc, d, variants):
     shutil.rmtree(d, ignore_errors=True)
     rng = sc["rng"]
     raw_type = {"f64": pa.float64(), "f32": pa.float32(), "int": pa.int64()}[sc["kind"]]
     write(sc["rows"], ["g", "x"], [pa.int64(), raw_type], f"{d}/raw", rng)
     write(model(sc), ["g", "s", "a"], [pa.int64(), pa.float64(), pa.float64()], f"{d}/expected", rng)
+    write(spread_model(sc), ["g", "v", "sd"], [pa.int64(), pa.float64(), pa.float64()],
+          f"{d}/spread", rng)
+    # The same rows as one file, in the order they were drawn.
+    write(sorted(sc["rows"], key=lambda r: r[0]), ["g", "x"], [pa.int64(), raw_type], f"{d}/one",
+          random.Random(0))
     # SUM over integers is DataFusion's integer sum; only AVG is a float aggregate there.
     s = "CAST(NULL AS DOUBLE)" if sc["kind"] == "int" else "SUM(x)"
     results = {}
-    for v in variants:
-        cmd = [BIN, "compare", "--batch", f"expected={d}/expected/", "--stream", f"raw={d}/raw/",
-               "--batch-view", "t=SELECT g, s, a FROM expected",
-               "--stream-view", f"t=SELECT g, {s} AS s, AVG(x) AS a FROM raw GROUP BY g",
-               "--sql", "SELECT * FROM t", "--key", "g", "--format", "json"]
+    checks = {
+        "sums": ["--batch", f"expected={d}/expected/", "--stream", f"raw={d}/raw/",
+                 "--batch-view", "t=SELECT g, s, a FROM expected",
+                 "--stream-view", f"t=SELECT g, {s} AS s, AVG(x) AS a FROM raw GROUP BY g"],
+        "spread": ["--batch", f"expected={d}/spread/", "--stream", f"raw={d}/raw/",
+                   "--batch-view", "t=SELECT g, v, sd FROM expected",
+                   "--stream-view", f"t={SPREAD}",
+                   # Squares under ~1e-308 are subnormal and lose bits: an absolute floor.
+                   "--tolerance", "v=abs:1e-290,rel:1e-12",
+                   "--tolerance", "sd=abs:1e-145,rel:1e-12"],
+        "spread layout": ["--batch", f"raw={d}/one/", "--stream", f"raw={d}/raw/",
+                          "--batch-view", f"t={SPREAD}", "--stream-view", f"t={SPREAD}"],
+    }
+    for v, (check, args) in ((v, c) for v in variants for c in checks.items()):
+        cmd = [BIN, "compare", *args, "--sql", "SELECT * FROM t", "--key", "g", "--format", "json"]
         env = dict(os.environ)
         if v == "tiny":
             env["DATAFUSION_EXECUTION_BATCH_SIZE"] = "3"
@@ -108,9 +161,10 @@ def run(sc, d, variants):
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         try:
             c = json.loads(p.stdout)["checks"][0]
-            results[v] = (c["status"], c.get("counts"), c.get("samples"), c.get("error"))
+            results[f"{v} {check}"] = (c["status"], c.get("counts"), c.get("samples"),
+                                       c.get("error"))
         except Exception:
-            results[v] = ("crash", p.returncode, None, p.stderr[-400:])
+            results[f"{v} {check}"] = ("crash", p.returncode, None, p.stderr[-400:])
     return results
 
 
