@@ -544,18 +544,17 @@ impl ExactFloat {
     fn is_avg(&self) -> bool {
         matches!(self.builtin, Builtin::Avg(_))
     }
-}
 
-/// After coercion, a float SUM or AVG sees Float64 input and returns Float64.
-fn is_float(input: &[FieldRef], output: &DataType) -> bool {
-    input.len() == 1 && input[0].data_type() == &DataType::Float64 && output == &DataType::Float64
+    fn float_groups(&self) -> Box<dyn GroupsAccumulator> {
+        Box::new(SumGroups::new(self.is_avg()))
+    }
 }
 
 impl AggregateUDFImpl for ExactFloat {
     same_function_as_inner!();
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        if !is_float(args.expr_fields, args.return_type()) {
+        if !super::is_float(args.expr_fields, args.return_type()) {
             return self.inner().accumulator(args);
         }
         if args.is_distinct {
@@ -572,7 +571,7 @@ impl AggregateUDFImpl for ExactFloat {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        if !is_float(args.input_fields, args.return_type()) {
+        if !super::is_float(args.input_fields, args.return_type()) {
             return self.inner().state_fields(args);
         }
         if args.is_distinct {
@@ -586,38 +585,7 @@ impl AggregateUDFImpl for ExactFloat {
         Ok(state_fields(args.name, ""))
     }
 
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        if is_float(args.expr_fields, args.return_type()) {
-            !args.is_distinct
-        } else {
-            self.inner().groups_accumulator_supported(args)
-        }
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        if !is_float(args.expr_fields, args.return_type()) {
-            return self.inner().create_groups_accumulator(args);
-        }
-        Ok(Box::new(SumGroups::new(self.is_avg())))
-    }
-
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        if !is_float(args.expr_fields, args.return_type()) || args.is_distinct {
-            return self.inner().create_sliding_accumulator(args);
-        }
-        self.accumulator(args)
-    }
-
-    fn reverse_expr(&self) -> ReversedUDAF {
-        ReversedUDAF::Identical
-    }
-
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        AggregateOrderSensitivity::Insensitive
-    }
+    float_path_else_inner!();
     // Not delegated: `simplify_expr_op_literal` (it would rewrite to the built-in `sum`) and
     // `value_from_stats` (file statistics carry no float sums worth trusting).
 }

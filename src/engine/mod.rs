@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::ParamValues;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -45,6 +46,55 @@ macro_rules! same_function_as_inner {
 
         fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
             self.inner().set_monotonicity(data_type)
+        }
+    };
+}
+
+/// After DataFusion's coercion, a float aggregate of one argument sees Float64 input and
+/// returns Float64 (a SUM of integers returns Int64, and stays the built-in's).
+fn is_float(input: &[FieldRef], output: &DataType) -> bool {
+    input.len() == 1 && input[0].data_type() == &DataType::Float64 && output == &DataType::Float64
+}
+
+/// What a wrapper that computes float input its own way (through its `float_groups()`) and
+/// leaves every other input to the built-in (its `inner()`) shares: which accumulators take
+/// which input, and that the order of the rows does not matter to them.
+macro_rules! float_path_else_inner {
+    () => {
+        fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+            if super::is_float(args.expr_fields, args.return_type()) {
+                !args.is_distinct
+            } else {
+                self.inner().groups_accumulator_supported(args)
+            }
+        }
+
+        fn create_groups_accumulator(
+            &self,
+            args: AccumulatorArgs,
+        ) -> Result<Box<dyn GroupsAccumulator>> {
+            if !super::is_float(args.expr_fields, args.return_type()) {
+                return self.inner().create_groups_accumulator(args);
+            }
+            Ok(self.float_groups())
+        }
+
+        fn create_sliding_accumulator(
+            &self,
+            args: AccumulatorArgs,
+        ) -> Result<Box<dyn Accumulator>> {
+            if !super::is_float(args.expr_fields, args.return_type()) || args.is_distinct {
+                return self.inner().create_sliding_accumulator(args);
+            }
+            self.accumulator(args)
+        }
+
+        fn reverse_expr(&self) -> ReversedUDAF {
+            ReversedUDAF::Identical
+        }
+
+        fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+            AggregateOrderSensitivity::Insensitive
         }
     };
 }

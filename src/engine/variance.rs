@@ -74,6 +74,13 @@ impl ExactVariance {
         }
     }
 
+    fn float_groups(&self) -> Box<dyn GroupsAccumulator> {
+        Box::new(MomentsGroups {
+            sums: [false; 3].map(SumGroups::new),
+            statistic: self.statistic(),
+        })
+    }
+
     fn statistic(&self) -> Statistic {
         let (sample, square_root) = match self.builtin {
             Builtin::Sample(_) => (true, false),
@@ -88,10 +95,6 @@ impl ExactVariance {
     }
 }
 
-fn is_float(input: &[FieldRef]) -> bool {
-    input.len() == 1 && input[0].data_type() == &DataType::Float64
-}
-
 /// The three exact sums' state fields: of the values, of their squares rounded, and of what
 /// the rounding left of each square. (One sum of both doubles of each square would be one
 /// sum less, but its terms would span the residues' magnitudes below the squares', and fall
@@ -102,7 +105,7 @@ impl AggregateUDFImpl for ExactVariance {
     same_function_as_inner!();
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        if !is_float(args.expr_fields) || args.is_distinct {
+        if !super::is_float(args.expr_fields, args.return_type()) || args.is_distinct {
             return self.inner().accumulator(args);
         }
         Ok(Box::new(MomentsAccumulator {
@@ -112,7 +115,7 @@ impl AggregateUDFImpl for ExactVariance {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        if !is_float(args.input_fields) || args.is_distinct {
+        if !super::is_float(args.input_fields, args.return_type()) || args.is_distinct {
             return self.inner().state_fields(args);
         }
         Ok(SUMS
@@ -121,41 +124,7 @@ impl AggregateUDFImpl for ExactVariance {
             .collect())
     }
 
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        if is_float(args.expr_fields) {
-            !args.is_distinct
-        } else {
-            self.inner().groups_accumulator_supported(args)
-        }
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        if !is_float(args.expr_fields) {
-            return self.inner().create_groups_accumulator(args);
-        }
-        Ok(Box::new(MomentsGroups {
-            sums: [false; 3].map(SumGroups::new),
-            statistic: self.statistic(),
-        }))
-    }
-
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        if !is_float(args.expr_fields) || args.is_distinct {
-            return self.inner().create_sliding_accumulator(args);
-        }
-        self.accumulator(args)
-    }
-
-    fn reverse_expr(&self) -> ReversedUDAF {
-        ReversedUDAF::Identical
-    }
-
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        AggregateOrderSensitivity::Insensitive
-    }
+    float_path_else_inner!();
 }
 
 /// A value's square as `hi + lo` exactly.
