@@ -80,12 +80,17 @@ def exact_sum(values):
     return infs.pop() if infs else finite
 
 
-def model(sc):
+def groups(sc):
+    """Each group key with its values, in key order."""
     by = {}
     for g, v in sc["rows"]:
         by.setdefault(g, []).append(v)
+    return sorted(by.items())
+
+
+def model(sc):
     out = []
-    for g, values in sorted(by.items()):
+    for g, values in groups(sc):
         # AVG over integers reads each one as a double first (DataFusion's coercion).
         s = exact_sum([float(v) for v in values])
         out.append([g, s if sc["kind"] != "int" else None, s / len(values)])
@@ -110,11 +115,8 @@ def exact_variance(values, sample):
 
 
 def spread_model(sc):
-    by = {}
-    for g, v in sc["rows"]:
-        by.setdefault(g, []).append(v)
     out = []
-    for g, values in sorted(by.items()):
+    for g, values in groups(sc):
         var_samp = exact_variance(values, True)
         out.append([g, exact_variance(values, False),
                     None if var_samp is None else math.sqrt(var_samp)])
