@@ -207,8 +207,9 @@ pub struct EngineConfig {
     pub retries: Option<usize>,
     /// Object store requests: timeout of one request; default 30s.
     pub request_timeout: Option<HumanDuration>,
-    /// Float SUM/AVG/VAR/STDDEV: "exact" (default: the same rows give the same bits in any
-    /// layout) or "builtin" (DataFusion's own, order-dependent in the last bits; for comparison).
+    /// Float SUM/AVG/VAR/STDDEV/COVAR/CORR/REGR: "exact" (default: the same rows give the same
+    /// bits in any layout) or "builtin" (DataFusion's own, order-dependent in the last bits; for
+    /// comparison).
     pub float_aggregates: Option<FloatAggregates>,
 }
 

@@ -98,7 +98,8 @@ pub struct EngineSpec {
     pub pair_all_by_occurrence: bool,
     pub join: JoinChoice,
     pub store: StoreOptions,
-    /// DataFusion's own float SUM/AVG/VAR/STDDEV instead of the exact, order-independent ones.
+    /// DataFusion's own float SUM/AVG/VAR/STDDEV/COVAR/CORR/REGR instead of the exact,
+    /// order-independent ones.
     pub builtin_float_aggregates: bool,
 }
 

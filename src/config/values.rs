@@ -358,7 +358,7 @@ pub struct HumanDuration(pub Duration);
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnTolerance(pub String, pub Tolerance);
 
-/// Which float SUM/AVG/VAR/STDDEV the analysis SQL runs with.
+/// Which float SUM/AVG/VAR/STDDEV/COVAR/CORR/REGR the analysis SQL runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FloatAggregates {

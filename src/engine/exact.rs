@@ -965,7 +965,7 @@ impl SumGroups {
     }
 
     /// The whole exact sum of one group, rounded once.
-    fn sum(&self, group: usize) -> Option<f64> {
+    pub(super) fn sum(&self, group: usize) -> Option<f64> {
         let GroupSum { hi, lo, count } = self.groups[group];
         if count == 0 {
             return None;
@@ -999,6 +999,11 @@ impl SumGroups {
 
     pub(super) fn len(&self) -> usize {
         self.groups.len()
+    }
+
+    /// The values a group holds.
+    pub(super) fn count(&self, group: usize) -> u64 {
+        self.groups[group].count
     }
 
     /// Removes the groups `emit_to` asks for, renumbering the rest (and their windows).

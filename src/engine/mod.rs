@@ -50,10 +50,12 @@ macro_rules! same_function_as_inner {
     };
 }
 
-/// After DataFusion's coercion, a float aggregate of one argument sees Float64 input and
-/// returns Float64 (a SUM of integers returns Int64, and stays the built-in's).
+/// After DataFusion's coercion, a float aggregate sees Float64 in every argument and returns
+/// Float64 (a SUM of integers returns Int64, and stays the built-in's).
 fn is_float(input: &[FieldRef], output: &DataType) -> bool {
-    input.len() == 1 && input[0].data_type() == &DataType::Float64 && output == &DataType::Float64
+    !input.is_empty()
+        && input.iter().all(|f| f.data_type() == &DataType::Float64)
+        && output == &DataType::Float64
 }
 
 /// What a wrapper that computes float input its own way (through its `float_groups()`) and
@@ -104,8 +106,8 @@ mod connect_decimal;
 mod exact;
 pub use exact::ExactSum;
 pub mod lint;
+mod moments;
 mod total_order;
-mod variance;
 
 use crate::config::{CheckSpec, EngineSpec, JoinChoice, Side, TableSpec};
 use crate::error::clean_df_error;
@@ -335,7 +337,7 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         if !spec.builtin_float_aggregates {
             exact::register(&ctx);
-            variance::register(&ctx);
+            moments::register(&ctx);
         }
         total_order::register(&ctx);
         connect_decimal::register(&ctx);

@@ -14,7 +14,8 @@ fn float_tables(ws: &Workspace) {
         "SELECT value AS id, 'r' || CAST(value % 8 AS VARCHAR) AS region,
                 CAST((value * 2654435761) % 1000003 AS DOUBLE) / 7.0
                   * power(10.0, CAST(value % 13 AS DOUBLE) - 6.0)
-                  * CASE WHEN value % 3 = 0 THEN -1.0 ELSE 1.0 END AS amount
+                  * CASE WHEN value % 3 = 0 THEN -1.0 ELSE 1.0 END AS amount,
+                CAST((value * 40503) % 997 AS DOUBLE) / 3.0 AS weight
          FROM generate_series(0, {}) AS t(value)",
         rows - 1
     );
@@ -61,17 +62,22 @@ sql = "SELECT region, STDDEV(amount) AS sd, VAR_POP(amount) AS vp, STDDEV_POP(am
 key = ["region"]
 
 [[checks]]
+name = "co_spread"
+sql = "SELECT region, COVAR_SAMP(amount, weight) AS c, COVAR_POP(weight, amount) AS cp, CORR(amount, weight) AS r, REGR_SLOPE(amount, weight) AS s FROM events GROUP BY region"
+key = ["region"]
+
+[[checks]]
 name = "by_bucket"
 sql = "SELECT id % 5000 AS bucket, SUM(amount) AS s, AVG(amount) AS a, VAR(amount) AS v FROM events GROUP BY id % 5000"
 key = ["bucket"]
 
 [[checks]]
 name = "whole_table"
-sql = "SELECT SUM(amount) AS s, AVG(amount) AS a, SUM(DISTINCT amount) AS d, STDDEV(amount) AS sd FROM events"
+sql = "SELECT SUM(amount) AS s, AVG(amount) AS a, SUM(DISTINCT amount) AS d, STDDEV(amount) AS sd, CORR(amount, weight) AS r FROM events"
 
 [[checks]]
 name = "sliding_window"
-sql = "SELECT id, SUM(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS w, STDDEV(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS sw FROM events WHERE id < 20000"
+sql = "SELECT id, SUM(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS w, STDDEV(amount) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS sw, COVAR_POP(amount, weight) OVER (PARTITION BY region ORDER BY id ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS cw FROM events WHERE id < 20000"
 key = ["id"]
 "#
         ),
@@ -93,12 +99,19 @@ fn float_sums_averages_and_deviations_match_in_any_layout_without_tolerance() {
         "by_region",
         "--check",
         "spread",
+        "--check",
+        "co_spread",
     ]);
     for check in run.json()["checks"].as_array().unwrap() {
         assert_eq!(
             check["status"], "diverged",
-            "the built-in float SUM and STDDEV should differ in the last bits here: {check}"
+            "the built-in float SUM, STDDEV, COVAR, CORR and REGR should differ in the last bits here: {check}"
         );
+        if check["name"] == "co_spread" {
+            for column in check["columns"].as_array().unwrap() {
+                assert!(column["mismatched"].as_u64().unwrap() > 0, "{column}");
+            }
+        }
     }
     // Exact aggregates: 20 runs of the GROUP BYs over 1, 2, 4 and 8 partitions, and every
     // other shape (many groups, no GROUP BY, DISTINCT, a sliding window) on 1 and 8, all match.
@@ -111,7 +124,14 @@ fn float_sums_averages_and_deviations_match_in_any_layout_without_tolerance() {
         float_config(&ws, partitions, "exact");
         let mut args = vec!["run", "--no-history", "--format", "json"];
         if round < 20 {
-            args.extend(["--check", "by_region", "--check", "spread"]);
+            args.extend([
+                "--check",
+                "by_region",
+                "--check",
+                "spread",
+                "--check",
+                "co_spread",
+            ]);
         } else {
             args.extend([
                 "--check",
