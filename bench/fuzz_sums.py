@@ -12,6 +12,11 @@ variance of values whose squares leave the double range is NaN, and squares amon
 subnormals lose bits, as documented), and, to the bit, against dualrun's own answer over the
 same rows in one file in another order.
 
+COVAR_SAMP, COVAR_POP, CORR and REGR_SLOPE per group run over pairs of their own (magnitudes within
+1e±100, so no square or product leaves the normal range; y a multiple of x plus noise, or not;
+some NULLs, NaNs and infinities): against the exact statistics of fractions (within 1e-12),
+and, to the bit, against the same pairs in one file.
+
     .venv/bin/python bench/fuzz_sums.py --dualrun target/release/dualrun --seeds 0:300
 
 The variants run each case as it is, with 3-row batches, and over 7 partitions."""
@@ -58,7 +63,38 @@ def scenario(seed):
         if rng.random() < 0.1 and isinstance(v, float) and math.isfinite(v):
             rows.append([rng.randrange(groups), -v])  # cancels, in this group or another
     rng.shuffle(rows)
-    return dict(rng=rng, kind=kind, rows=rows)
+    return dict(rng=rng, kind=kind, rows=rows, pairs=pairs(seed, groups, n))
+
+
+def pairs(seed, groups, n):
+    """Rows (g, x, y) for the covariance checks, from a generator of their own (so the
+    SUM/VAR cases of a seed stay as they were)."""
+    rng = random.Random(seed * 7919 + 1)
+    span = rng.choice([3, 12, 100])
+    slope = rng.choice([0.0, 1.0, -2.5, rng.uniform(-1e6, 1e6)])
+    noise = rng.choice([0.0, 1e-9, 1.0, 1e6])
+    # Mostly none: one NaN makes its whole group's statistics NaN.
+    odd = rng.choice([0.0, 0.0, 1e-4, 0.01])
+
+    def number():
+        r = rng.random()
+        if r < odd:
+            return rng.choice([math.nan, math.inf, -math.inf])
+        if r < odd + 0.03:
+            return None
+        if r < odd + 0.05:
+            return rng.choice([0.0, -0.0])
+        return rng.uniform(1, 10) * 10.0 ** rng.randint(-span, span) * rng.choice([1, -1])
+
+    out = []
+    for _ in range(n):
+        x = number()
+        y = number()
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y) \
+                and rng.random() < 0.8:
+            y = slope * x + noise * rng.uniform(-1, 1)
+        out.append([rng.randrange(groups), x, y])
+    return out
 
 
 def exact_sum(values):
@@ -123,7 +159,53 @@ def spread_model(sc):
     return out
 
 
+def exact_co(pairs):
+    """COVAR_SAMP, COVAR_POP, CORR and REGR_SLOPE(y, x) of the pairs whose values are both
+    non-NULL, as dualrun documents them: NULL without enough pairs; NaN with a NaN or an
+    infinity, except that CORR is NULL when only one column's sum is NaN; CORR NULL for a
+    constant column, REGR_SLOPE for a constant x."""
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    n = len(pairs)
+    finite = all(math.isfinite(v) for pair in pairs for v in pair)
+    if finite and n:
+        xs = [Fraction(x) for x, _ in pairs]
+        ys = [Fraction(y) for _, y in pairs]
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+        sxx = sum((x - mx) ** 2 for x in xs)
+        syy = sum((y - my) ** 2 for y in ys)
+    samp = None if n < 2 else float(sxy / (n - 1)) if finite else math.nan
+    pop = None if n == 0 else float(sxy / n) if finite else math.nan
+    x_nan, y_nan = (n > 0 and math.isnan(exact_sum([p[i] for p in pairs])) for i in (0, 1))
+    if x_nan and y_nan:
+        r = math.nan
+    elif n < 2 or x_nan or y_nan:
+        r = None
+    elif not finite:
+        r = math.nan
+    elif sxx == 0 or syy == 0:
+        r = None
+    else:
+        r = math.copysign(math.sqrt(float(sxy * sxy / (sxx * syy))), sxy)
+    if n < 2:
+        slope = None
+    elif not finite:
+        slope = math.nan
+    else:
+        slope = None if sxx == 0 else float(sxy / sxx)
+    return samp, pop, r, slope
+
+
+def co_model(sc):
+    by = {}
+    for g, x, y in sc["pairs"]:
+        by.setdefault(g, []).append((x, y))
+    return [[g, *exact_co(p)] for g, p in sorted(by.items())]
+
+
 SPREAD = "SELECT g, VAR_POP(x) AS v, STDDEV(x) AS sd FROM raw GROUP BY g"
+CO = ("SELECT g, COVAR_SAMP(x, y) AS c, COVAR_POP(x, y) AS cp, CORR(x, y) AS r, "
+      "REGR_SLOPE(y, x) AS k FROM pairs GROUP BY g")
 
 
 def run(sc, d, variants):
@@ -137,6 +219,12 @@ def run(sc, d, variants):
     # The same rows as one file, in the order they were drawn.
     write(sorted(sc["rows"], key=lambda r: r[0]), ["g", "x"], [pa.int64(), raw_type], f"{d}/one",
           random.Random(0))
+    co_types = [pa.int64(), pa.float64(), pa.float64()]
+    write(sc["pairs"], ["g", "x", "y"], co_types, f"{d}/pairs", rng)
+    write(sorted(sc["pairs"], key=lambda r: r[0]), ["g", "x", "y"], co_types, f"{d}/pairs_one",
+          random.Random(0))
+    write(co_model(sc), ["g", "c", "cp", "r", "k"], [pa.int64()] + [pa.float64()] * 4, f"{d}/co",
+          rng)
     # SUM over integers is DataFusion's integer sum; only AVG is a float aggregate there.
     s = "CAST(NULL AS DOUBLE)" if sc["kind"] == "int" else "SUM(x)"
     results = {}
@@ -152,6 +240,13 @@ def run(sc, d, variants):
                    "--tolerance", "sd=abs:1e-145,rel:1e-12"],
         "spread layout": ["--batch", f"raw={d}/one/", "--stream", f"raw={d}/raw/",
                           "--batch-view", f"t={SPREAD}", "--stream-view", f"t={SPREAD}"],
+        "co": ["--batch", f"expected={d}/co/", "--stream", f"pairs={d}/pairs/",
+               "--batch-view", "t=SELECT g, c, cp, r, k FROM expected",
+               "--stream-view", f"t={CO}",
+               "--tolerance", "c=abs:1e-290,rel:1e-12", "--tolerance", "cp=abs:1e-290,rel:1e-12",
+               "--tolerance", "r=abs:1e-12", "--tolerance", "k=abs:1e-290,rel:1e-12"],
+        "co layout": ["--batch", f"pairs={d}/pairs_one/", "--stream", f"pairs={d}/pairs/",
+                      "--batch-view", f"t={CO}", "--stream-view", f"t={CO}"],
     }
     for v, (check, args) in ((v, c) for v in variants for c in checks.items()):
         cmd = [BIN, "compare", *args, "--sql", "SELECT * FROM t", "--key", "g", "--format", "json"]
