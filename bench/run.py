@@ -26,7 +26,7 @@ Stages (--stages, default all):
             Parquet row group of ~240 MB per side, keys unsorted on both sides: dualrun vs
             DuckDB's row hash on the same files.
   floats    10M float rows (batch 1 file in id order, stream the same rows shuffled in 50 files):
-            GROUP BY SUM/AVG and STDDEV/VAR with DataFusion's float aggregates against dualrun's
+            GROUP BY SUM/AVG, STDDEV/VAR and COVAR/CORR with DataFusion's float aggregates against dualrun's
             exact ones, on 8 groups and on 1M groups; the exact ones must match, 20 of 20. Then the cost of
             control runs: --control 1 and 2 on that query and on the 5M unsorted row diff.
   changelog 10M upsert change rows over 2M keys (5% of keys deleted last, 1% of rows replayed,
@@ -940,6 +940,10 @@ FLOAT_QUERIES = {
     "1M groups": "SELECT id % 1000000 AS bucket, SUM(x) AS s, AVG(x) AS a FROM t GROUP BY id % 1000000",
     "stddev, 8 groups": "SELECT g, STDDEV(x) AS sd, VAR_POP(x) AS vp FROM t GROUP BY g",
     "stddev, 1M groups": "SELECT id % 1000000 AS bucket, STDDEV(x) AS sd FROM t GROUP BY id % 1000000",
+    "corr, 8 groups": "SELECT g, COVAR_SAMP(x, x + CAST(id % 997 AS DOUBLE)) AS c, "
+                      "CORR(x, x + CAST(id % 997 AS DOUBLE)) AS r FROM t GROUP BY g",
+    "corr, 1M groups": "SELECT id % 1000000 AS bucket, CORR(x, x + CAST(id % 997 AS DOUBLE)) AS r "
+                       "FROM t GROUP BY id % 1000000",
 }
 
 
@@ -1348,14 +1352,15 @@ def main():
                                   run_cmd(float_config(fd, FLOAT_QUERIES["8 groups"], "exact",
                                                        control)),
                                   float_verdict(True), {}))
-            f = run_stage(f"{FLOAT_ROWS:,} float rows per side, GROUP BY SUM/AVG and STDDEV/VAR",
+            f = run_stage(f"{FLOAT_ROWS:,} float rows per side, GROUP BY SUM/AVG, STDDEV/VAR and COVAR/CORR",
                           cases, args.repeat, log)
             for label in FLOAT_QUERIES:
                 ratio = f[f"exact {label}"].best / f[f"builtin {label}"].best
-                if label.startswith("stddev"):
-                    # Three exact sums a value (of it, its square and the square's residue)
-                    # against one Welford state: no target, the figure is in the notes.
-                    print(f"  exact / built-in float STDDEV+VAR, {label} (best wall): {ratio:.2f}")
+                if label.startswith(("stddev", "corr")):
+                    # Three exact sums a value (of it, its square and the square's residue),
+                    # eight a pair for CORR, against one Welford state or five rounded sums:
+                    # no target, the figure is in the notes.
+                    print(f"  exact / built-in float {label} (best wall): {ratio:.2f}")
                 else:
                     targets.check(f"exact / built-in float SUM+AVG, {label} (best wall)",
                                   ratio, 1.5)
@@ -1363,7 +1368,7 @@ def main():
                 print(f"  control {control}: {f[f'exact 8 groups, control {control}'].best / f['exact 8 groups'].best:.2f}x "
                       f"the time without control runs (8 groups)")
             # Twenty runs of the exact aggregates: every one a match (the builtin flaps).
-            for query in ("8 groups", "stddev, 8 groups"):
+            for query in ("8 groups", "stddev, 8 groups", "corr, 8 groups"):
                 statuses = {"exact": [], "builtin": []}
                 for i in range(20):
                     for kind in statuses:
