@@ -47,8 +47,8 @@ use super::exact::{ExactSum, Pieces, States, SumGroups, fsum, state_arrays, stat
 /// sums are gathered on the stack when it is evaluated.
 const MOST_SUMS: usize = 8;
 
-/// Replaces the variance, standard deviation, covariance and correlation aggregates in the
-/// session by exact ones.
+/// Replaces the variance, standard deviation, covariance, correlation and regression
+/// aggregates in the session by exact ones.
 pub fn register(ctx: &SessionContext) {
     for builtin in [
         Builtin::Sample(VarianceSample::new()),
