@@ -982,10 +982,10 @@ impl SumGroups {
         Some(if self.avg { sum / count as f64 } else { sum })
     }
 
-    /// A group's count and its exact sum as [`ExactSum::pieces`] gives it.
-    pub(super) fn pieces(&self, group: usize) -> (u64, Option<Pieces>) {
+    /// A group's exact sum as [`ExactSum::pieces`] gives it.
+    pub(super) fn pieces(&self, group: usize) -> Option<Pieces> {
         let GroupSum { hi, lo, count } = self.groups[group];
-        let pieces = match self.groups[group].cold() {
+        match self.groups[group].cold() {
             None => Some([hi, lo].into_iter().collect()),
             Some(window) => ExactSum {
                 fixed: self.windows[window],
@@ -993,8 +993,7 @@ impl SumGroups {
                 ..self.rare.get(&group).cloned().unwrap_or_default()
             }
             .pieces(),
-        };
-        (count, pieces)
+        }
     }
 
     pub(super) fn len(&self) -> usize {

@@ -575,7 +575,7 @@ impl GroupsAccumulator for MomentsGroups {
         let values: Float64Array = (0..taken[0].len())
             .map(|group| {
                 let pieces: SmallVec<[_; MOST_SUMS]> =
-                    taken.iter().map(|sum| sum.pieces(group).1).collect();
+                    taken.iter().map(|sum| sum.pieces(group)).collect();
                 let count = taken[0].count(group);
                 finish(self.statistic, count, &pieces, |i| taken[i].sum(group))
             })
