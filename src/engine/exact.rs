@@ -860,11 +860,6 @@ impl SumGroups {
         self.groups.resize(groups, GroupSum::EMPTY);
     }
 
-    #[inline(always)]
-    fn fetch_ahead(&self, group_indices: &[usize], row: usize) {
-        fetch_group(&self.groups, &self.windows, group_indices, row);
-    }
-
     /// One value into one group (not counted); anything unusual goes to
     /// [`SumGroups::add_slowly`], out of line.
     #[inline(always)]
@@ -1153,7 +1148,7 @@ impl GroupsAccumulator for SumGroups {
         self.resize(total_num_groups);
         let states = States::new(values)?;
         for (row, &group) in group_indices.iter().enumerate() {
-            self.fetch_ahead(group_indices, row);
+            fetch_group(&self.groups, &self.windows, group_indices, row);
             if let Some(window) = states.window(row) {
                 self.merge_window(group, &window);
             }
