@@ -97,12 +97,7 @@ impl ExactSum {
     /// Shewchuk's grow-expansion (Python's `msum`): exact, with the partials kept
     /// non-overlapping and in increasing magnitude.
     fn add_to_partials(&mut self, x: f64) {
-        let risky = x.abs() >= OVERFLOW_RISK
-            || self
-                .partials
-                .last()
-                .is_some_and(|p| p.abs() >= OVERFLOW_RISK);
-        if risky {
+        if may_overflow(&self.partials, x) {
             // The exact sum may leave the double range. Such a sum has no finite rounding:
             // it counts as an infinity of its sign, like the built-in's overflow (this one
             // case is order-dependent when later values would bring the sum back in range).
@@ -219,6 +214,7 @@ pub(super) type Pieces = SmallVec<[f64; 4]>;
 
 /// The correctly rounded sum of a few finite doubles: Shewchuk's partials alone, without the
 /// fixed-point window a long sum starts with. Infinite when it leaves the double range.
+///
 /// The partials live on the stack while no value comes near the top of the double range (the
 /// statistics of a large GROUP BY take a dozen such sums a group); the same additions in the
 /// same order as `ExactSum`'s, so the same result.
@@ -226,9 +222,7 @@ pub(super) fn fsum(values: impl IntoIterator<Item = f64>) -> f64 {
     let values: SmallVec<[f64; 32]> = values.into_iter().collect();
     let mut partials: SmallVec<[f64; 32]> = SmallVec::new();
     for &x in &values {
-        let risky =
-            !(x.abs() < OVERFLOW_RISK) || partials.last().is_some_and(|p| p.abs() >= OVERFLOW_RISK);
-        if risky {
+        if x.is_nan() || may_overflow(&partials, x) {
             let mut sum = ExactSum {
                 count: 1,
                 ..ExactSum::default()
@@ -241,6 +235,12 @@ pub(super) fn fsum(values: impl IntoIterator<Item = f64>) -> f64 {
         grow(&mut partials, x);
     }
     round_partials(&partials)
+}
+
+/// Whether adding `x` to `partials` might leave the double range.
+#[inline]
+fn may_overflow(partials: &[f64], x: f64) -> bool {
+    x.abs() >= OVERFLOW_RISK || partials.last().is_some_and(|p| p.abs() >= OVERFLOW_RISK)
 }
 
 /// Shewchuk's grow-expansion of `partials` by `x`; false when an intermediate sum overflowed
