@@ -38,7 +38,7 @@ test:
 # keys, a replayed micro-batch, 1,000 small files and memory limits (see bench/run.py).
 bench:
 	@scripts/setup.sh bench
-	$(CARGO) build --release --quiet
+	$(CARGO) build --release --quiet --bin dualrun --example datafusion_diff
 	.venv/bin/python bench/run.py --dualrun $(BIN_RELEASE) $(BENCH_ARGS)
 
 # Differential fuzzing of verdicts, change-log compaction and exact float sums: random messy

@@ -12,7 +12,8 @@ against it (rows, counts and, with a key, every column).
 
 Stages (--stages, default all):
   unsorted  5M, keys unsorted on both sides: dualrun vs DuckDB's fastest way (one hash per row,
-            bench/duckdb_diff.py --method rowhash) and its exact per-column join; the replayed
+            bench/duckdb_diff.py --method rowhash) and its exact per-column join, and plain
+            DataFusion running both (examples/datafusion_diff.rs: the engine's own floor); the replayed
             micro-batch against the unique-key time; 1,000 small files against DuckDB on them.
   twice     5M unsorted with the whole stream side delivered twice (every stream file twice: a
             sink replayed from the start), so every stream key repeats and every row pairs by
@@ -542,13 +543,13 @@ def dualrun_counts(run):
     }, check.get("duration_seconds")
 
 
-def duckdb_counts(run):
+def peer_counts(run):
     if run.exit_code != 0:
-        raise ToolError(f"duckdb_diff.py exited {run.exit_code}:\n{run.stderr.strip()}")
+        raise ToolError(f"the peer exited {run.exit_code}:\n{run.stderr.strip()}")
     try:
         result = json.loads(run.stdout)
     except ValueError as e:
-        raise ToolError(f"duckdb_diff.py printed no JSON ({e}):\n{run.stdout[:2000]}") from e
+        raise ToolError(f"the peer printed no JSON ({e}):\n{run.stdout[:2000]}") from e
     return {k: result[k] for k in ("rows", "counts", "columns")}, result.get("query_seconds")
 
 
@@ -808,6 +809,14 @@ def dualrun_cmd(binary, batch, stream, key=True, limit=None, extra=()):
 def duckdb_cmd(batch, stream, method, threads):
     return [sys.executable, str(Path(__file__).with_name("duckdb_diff.py")), "--batch",
             str(batch), "--stream", str(stream), "--key", KEY, "--threads", str(threads),
+            "--method", method]
+
+
+def datafusion_cmd(dualrun, batch, stream, method):
+    """Plain DataFusion's keyed diff (examples/datafusion_diff.rs, built by `make bench` next to
+    the dualrun binary): the engine's own speed on the same files, without dualrun."""
+    example = Path(dualrun).parent / "examples" / "datafusion_diff"
+    return [str(example), "--batch", str(batch), "--stream", str(stream), "--key", KEY,
             "--method", method]
 
 
@@ -1208,17 +1217,26 @@ def main():
                      dualrun_counts, variants["unsorted"]),
                 Case("duckdb rowhash", duckdb_cmd(u / "batch", u / "stream", "rowhash",
                                                   args.duckdb_threads),
-                     duckdb_counts, variants["unsorted"]),
+                     peer_counts, variants["unsorted"]),
                 Case("duckdb columns", duckdb_cmd(u / "batch", u / "stream", "columns",
                                                   args.duckdb_threads),
-                     duckdb_counts, variants["unsorted"]),
+                     peer_counts, variants["unsorted"]),
+                Case("datafusion rowhash",
+                     datafusion_cmd(b, u / "batch", u / "stream", "rowhash"),
+                     peer_counts, variants["unsorted"]),
+                Case("datafusion columns",
+                     datafusion_cmd(b, u / "batch", u / "stream", "columns"),
+                     peer_counts, variants["unsorted"]),
                 Case("dualrun replayed", dualrun_cmd(b, r / "batch", r / "stream"),
                      dualrun_counts, variants["replayed"]),
                 Case("dualrun 1000 files", dualrun_cmd(b, sf / "batch", sf / "stream"),
                      dualrun_counts, variants["small-files"]),
                 Case("duckdb rowhash 1000 files",
                      duckdb_cmd(sf / "batch", sf / "stream", "rowhash", args.duckdb_threads),
-                     duckdb_counts, variants["small-files"]),
+                     peer_counts, variants["small-files"]),
+                Case("datafusion rowhash 1000 files",
+                     datafusion_cmd(b, sf / "batch", sf / "stream", "rowhash"),
+                     peer_counts, variants["small-files"]),
             ]
             f = run_stage(f"{args.rows:,} rows, keys unsorted on both sides", cases,
                           args.repeat, log)
@@ -1226,6 +1244,15 @@ def main():
             fastest = min(f["duckdb rowhash"].best, f["duckdb columns"].best)
             targets.check("unsorted: dualrun / DuckDB's fastest (best wall)",
                           unsorted.best / fastest, 1.0)
+            print(f"  for reference: DuckDB's row hash / plain DataFusion's row hash "
+                  f"{f['duckdb rowhash'].best / f['datafusion rowhash'].best:.2f}, "
+                  f"dualrun / DataFusion's row hash "
+                  f"{unsorted.best / f['datafusion rowhash'].best:.2f}, "
+                  f"dualrun / DataFusion's per-column join "
+                  f"{unsorted.best / f['datafusion columns'].best:.2f}; 1,000 files: dualrun / "
+                  f"DataFusion's row hash "
+                  f"{f['dualrun 1000 files'].best / f['datafusion rowhash 1000 files'].best:.2f}",
+                  flush=True)
             targets.check("unsorted: dualrun peak RSS", unsorted.rss_max, 1024, " MiB")
             targets.check("replayed micro-batch: time / unique-key time (best)",
                           replayed.best / unsorted.best, 1.25)
@@ -1244,7 +1271,7 @@ def main():
                      dualrun_counts, expected),
                 Case("duckdb occurrence", duckdb_cmd(t / "batch", t / "stream", "occurrence",
                                                      args.duckdb_threads),
-                     duckdb_counts, peer_expected),
+                     peer_counts, peer_expected),
             ] + [Case(f"dualrun twice {limit}", dualrun_cmd(b, t / "batch", t / "stream",
                                                             limit=limit),
                       dualrun_counts, expected, limit) for limit in limits[:2]]
@@ -1327,7 +1354,7 @@ def main():
                      dualrun_counts, wide),
                 Case("duckdb rowhash wide", duckdb_cmd(wd / "batch", wd / "stream", "rowhash",
                                                        args.duckdb_threads),
-                     duckdb_counts, wide),
+                     peer_counts, wide),
             ]
             f = run_stage(f"{WIDE_ROWS:,} rows x {1 + WIDE_INTS + WIDE_FLOATS} columns, one row "
                           "group per side", cases, args.repeat, log)
