@@ -1195,6 +1195,12 @@ def main():
               file=sys.stderr)
         return 2
 
+    example = Path(datafusion_cmd(args.dualrun, "", "", "")[0])
+    if "unsorted" in stages and not os.access(example, os.X_OK):
+        print(f"bench: no DataFusion peer at {example} (build it: cargo build --release "
+              f"--example datafusion_diff)", file=sys.stderr)
+        return 2
+
     import duckdb  # only for its version in the header; the timed runs import it in a child
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
           f"DuckDB {duckdb.__version__} with {args.duckdb_threads} threads; dualrun {args.dualrun}")
