@@ -21,7 +21,7 @@ for tool in ballista-scheduler ballista-executor; do
   fi
 done
 echo "cluster: building dualrun with the ballista feature" >&2
-cargo build --release --quiet --features ballista
+cargo build --release --quiet --features ballista --bin dualrun --example datafusion_diff
 dualrun=$CARGO_TARGET_DIR/release/dualrun
 
 work=$(mktemp -d -t dualrun-cluster.XXXXXX)
