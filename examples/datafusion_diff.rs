@@ -50,16 +50,19 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The counts `duckdb_diff.py` computes, over the FULL OUTER JOIN of `b` and `s` on `on`.
-fn counts_query(keys: &[String], on: &str, differs: &[String], b: &str, s: &str) -> String {
+/// The counts `duckdb_diff.py` computes, over the FULL OUTER JOIN of `b` and `s` on `on`: a
+/// paired row differs when `any` holds, and each of `per_column` is counted too.
+fn counts_query(
+    keys: &[String],
+    on: &str,
+    any: &str,
+    per_column: &[String],
+    b: &str,
+    s: &str,
+) -> String {
     let b_present = format!("b.{} IS NOT NULL", quote(&keys[0]));
     let s_present = format!("s.{} IS NOT NULL", quote(&keys[0]));
     let both = format!("{b_present} AND {s_present}");
-    let any = if differs.is_empty() {
-        "false".to_string()
-    } else {
-        differs.join(" OR ")
-    };
     let mut select = vec![
         format!("count(*) FILTER (WHERE {b_present}) AS rows_batch"),
         format!("count(*) FILTER (WHERE {s_present}) AS rows_stream"),
@@ -68,7 +71,7 @@ fn counts_query(keys: &[String], on: &str, differs: &[String], b: &str, s: &str)
         format!("count(*) FILTER (WHERE {both} AND ({any})) AS mismatched"),
         format!("count(*) FILTER (WHERE {both} AND NOT ({any})) AS matched"),
     ];
-    for (i, d) in differs.iter().enumerate() {
+    for (i, d) in per_column.iter().enumerate() {
         select.push(format!("count(*) FILTER (WHERE {both} AND {d}) AS col_{i}"));
     }
     format!(
@@ -98,6 +101,10 @@ async fn main() -> Result<()> {
                 std::process::exit(2);
             }
         }
+    }
+    if method != "rowhash" && method != "columns" {
+        eprintln!("datafusion_diff: --method must be rowhash or columns, not {method}");
+        std::process::exit(2);
     }
     let keys: Vec<String> = key.split(',').map(|k| k.trim().to_string()).collect();
     let ctx = SessionContext::new();
@@ -133,11 +140,11 @@ async fn main() -> Result<()> {
                 .join(", ")
         );
         let side = |t: &str| format!("(SELECT {key_list}, {hash} AS h FROM {t})");
-        let differs = ["b.h <> s.h".to_string()];
         counts_query(
             &keys,
             &on,
-            &differs,
+            "b.h <> s.h",
+            &[],
             &side("batch_side"),
             &side("stream_side"),
         )
@@ -146,7 +153,12 @@ async fn main() -> Result<()> {
             .iter()
             .map(|v| format!("(b.{0} IS DISTINCT FROM s.{0})", quote(v)))
             .collect();
-        counts_query(&keys, &on, &differs, "batch_side", "stream_side")
+        let any = if differs.is_empty() {
+            "false".to_string()
+        } else {
+            differs.join(" OR ")
+        };
+        counts_query(&keys, &on, &any, &differs, "batch_side", "stream_side")
     };
 
     let started = Instant::now();
